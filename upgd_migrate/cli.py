@@ -1,0 +1,64 @@
+"""Command-line entry point. Thin: options -> run_*() -> exit code.
+
+Subcommands are imported lazily by name, so `upgd-migrate lint` never pays for (or needs)
+torch, and `--help` stays instant. Add a command by adding one line to ``COMMANDS``.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Sequence
+
+import click
+
+from upgd_migrate import __version__
+from upgd_migrate.errors import UpgdMigrateError
+
+# name -> "module:attribute" of a click.Command
+COMMANDS: dict[str, str] = {}
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported only when used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *COMMANDS})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in COMMANDS:
+            module_name, attr = COMMANDS[name].split(":")
+            return getattr(importlib.import_module(module_name), attr)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="upgd-migrate")
+def cli() -> None:
+    """Lint and migrate UPGD / VGS configs and checkpoints to adaptive noise.
+
+    With adaptive_noise on, sigma is a relative noise-to-update ratio (0.05 = 5%);
+    with it off, sigma is an absolute noise std. Configs and checkpoints written
+    before the change mix the two up; this tool finds and fixes that.
+
+    \b
+    Exit codes: 0 clean, 1 findings or files changed, 2 usage or unreadable input.
+    """
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI and return its exit code instead of exiting (testable, embeddable)."""
+    try:
+        rv = cli.main(args=list(argv) if argv is not None else None, prog_name="upgd-migrate",
+                 standalone_mode=False)
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        return 130
+    except UpgdMigrateError as e:
+        click.echo(f"error: {e}", err=True)
+        return e.exit_code
+    # Commands return their exit code (see the contract in the group's help).
+    return rv if isinstance(rv, int) else 0

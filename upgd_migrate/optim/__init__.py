@@ -1,0 +1,13 @@
+"""The UPGD optimizer family and the Variance Gradient Scaler (torch required).
+
+Importing :mod:`upgd_migrate` does not import this package; everything here needs torch.
+"""
+from __future__ import annotations
+
+from upgd_migrate.optim.metrics import NoiseRecorder, amplification, noise_to_update_ratio, seed_metric
+from upgd_migrate.optim.upgd import FORMAT_KEY, FORMAT_VERSION, UPGD, UPGDW, AdaptiveUPGD
+
+__all__ = [
+    "UPGD", "UPGDW", "AdaptiveUPGD", "FORMAT_KEY", "FORMAT_VERSION",
+    "NoiseRecorder", "amplification", "noise_to_update_ratio", "seed_metric",
+]

@@ -1,0 +1,246 @@
+"""UPGD, AdaptiveUPGD and UPGDW: the reference interface, the corrected adaptive noise.
+
+Constructor signatures and defaults are the reference code's (DOMAIN.md section 2). With
+``adaptive_noise=True`` the per-element noise std is ``max(sigma * rms(x), min_noise_std)`` where
+``x`` is what the noise is added to (the gradient for UPGD, the Adam direction for AdaptiveUPGD),
+so ``||noise|| / ||x|| == sigma`` in expectation for any tensor size and any gradient scale.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any, Callable, Iterable, Optional
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+from torch.utils.hooks import RemovableHandle
+
+from upgd_migrate.optim import _functional as F
+
+FORMAT_KEY = "upgd_migrate_format"
+FORMAT_VERSION = 1
+
+# Options added after the first generation, with the value that reproduces the old behaviour.
+NOISE_OPTIONS = {"adaptive_noise": False, "noise_beta": 0.999, "min_noise_std": 1e-6,
+                 "instant_noise_scale": True}
+LATE_OPTIONS = {**NOISE_OPTIONS, "foreach": None}
+
+
+def _check(ok: bool, what: str, value: Any) -> None:
+    if not ok:
+        raise ValueError(f"Invalid {what}: {value}")
+
+
+def _check_beta(name: str, value: float) -> None:
+    _check(0.0 <= value < 1.0, f"{name} value", value)
+
+
+def _check_common(lr: float, weight_decay: float, sigma: float, eps: float | None) -> None:
+    _check(lr >= 0.0, "learning rate", lr)
+    _check(weight_decay >= 0.0, "weight_decay value", weight_decay)
+    _check(sigma >= 0.0, "sigma value", sigma)
+    if eps is not None:
+        _check(eps >= 0.0, "epsilon value", eps)
+
+
+def _check_noise(noise_beta: float, min_noise_std: float) -> None:
+    _check_beta("noise_beta", noise_beta)
+    _check(min_noise_std >= 0.0, "min_noise_std value", min_noise_std)
+
+
+class _UPGDBase(Optimizer):
+    """Shared machinery: lazy state, backward-compatible loading, the two-pass step."""
+
+    _kind = "adam"  # "sgd": noise on the gradient; "adam": noise on the Adam direction
+    _moment_keys: tuple[str, str] | None = ("first_moment", "sec_moment")
+    _late_options: dict[str, Any] = LATE_OPTIONS
+
+    def __init__(self, params: Iterable, defaults: dict[str, Any]) -> None:
+        super().__init__(params, {**defaults, FORMAT_KEY: FORMAT_VERSION})
+        self._scratch: dict = {}
+        self._noise_hooks: OrderedDict[int, Callable] = OrderedDict()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for target in (self.defaults, *self.param_groups):
+            for key, value in self._late_options.items():
+                target.setdefault(key, value)
+            target.setdefault(FORMAT_KEY, FORMAT_VERSION)
+        self.__dict__.setdefault("_scratch", {})
+        self.__dict__.setdefault("_noise_hooks", OrderedDict())
+
+    def register_noise_hook(self, hook: Callable[[Tensor, Tensor, Tensor], None]) -> RemovableHandle:
+        """Call ``hook(param, x, noise)`` for every noisy update, before it is applied.
+
+        ``x`` is the quantity the noise is added to. Used by the noise metrics and ``verify``;
+        with no hook registered the step does no extra work.
+        """
+        handle = RemovableHandle(self._noise_hooks)
+        self._noise_hooks[handle.id] = hook
+        return handle
+
+    def _hyperparameters(self, group: dict[str, Any], index: int) -> dict[str, Any]:
+        return {**group, "_kind": self._kind, "_index": index}
+
+    def _init_group(self, group: dict[str, Any], index: int) -> F.GroupBatch:
+        batch = F.GroupBatch(hp=self._hyperparameters(group, index))
+        ema_path = batch.hp.get("adaptive_noise") and not batch.hp.get("instant_noise_scale", True)
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            if p.grad.is_sparse:
+                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+            state = self.state[p]
+            self._ensure_state(p, state)
+            state["step"] = int(state["step"]) + 1
+            batch.params.append(p)
+            batch.grads.append(p.grad)
+            batch.utils.append(state["avg_utility"])
+            batch.steps.append(state["step"])
+            if self._moment_keys is not None:
+                batch.exp_avgs.append(state[self._moment_keys[0]])
+                batch.exp_avg_sqs.append(state[self._moment_keys[1]])
+            if ema_path:
+                self._ensure_noise_ema(p, state, batch)
+        return batch
+
+    def _ensure_state(self, p: Tensor, state: dict[str, Any]) -> None:
+        """Create whatever is missing: a fresh param, or a legacy state lacking later keys."""
+        state.setdefault("step", 0)
+        keys = ("avg_utility", *(self._moment_keys or ()))
+        for key in keys:
+            if key not in state:
+                state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+    @staticmethod
+    def _ensure_noise_ema(p: Tensor, state: dict[str, Any], batch: F.GroupBatch) -> None:
+        # Zero-initialised and bias-corrected by its own update count, so switching the EMA
+        # path on mid-run (or over a legacy state) starts at the current scale, not a spike.
+        # A legacy `grad_norm_ema` measured something else (an L2 norm, initialised at 1.0)
+        # and is left untouched.
+        if "noise_scale_ema" not in state:
+            state["noise_scale_ema"] = torch.zeros((), dtype=p.dtype, device=p.device)
+            state["noise_scale_steps"] = 0
+        state["noise_scale_steps"] = int(state["noise_scale_steps"]) + 1
+        batch.noise_emas.append(state["noise_scale_ema"])
+        batch.noise_steps.append(state["noise_scale_steps"])
+
+    def _use_foreach(self, batches: list[F.GroupBatch]) -> bool:
+        choice = batches[0].hp.get("foreach")
+        if choice is not None:
+            return bool(choice)
+        # As torch does, decide per device: the in-place multi-tensor path wins on CPU and
+        # CUDA; anything else (or differentiable use) takes the single-tensor reference.
+        return all(p.device.type in ("cpu", "cuda") and type(p) in (Tensor, torch.nn.Parameter)
+                   for b in batches for p in b.params)
+
+    def _noise_hook(self) -> Optional[F.NoiseHook]:
+        if not self._noise_hooks:
+            return None
+        hooks = list(self._noise_hooks.values())
+
+        def call_all(p: Tensor, x: Tensor, xi: Tensor) -> None:
+            for hook in hooks:
+                hook(p, x, xi)
+        return call_all
+
+    @torch.no_grad()
+    def step(self, closure: Optional[Callable[[], float]] = None) -> Optional[float]:
+        """One update. Utility traces of every group are updated first, because the utility's
+        min and max are taken over all tensors of the optimizer."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        batches = [b for i, g in enumerate(self.param_groups)
+                   if (b := self._init_group(g, i)).params]
+        if not batches:
+            return loss
+        multi = self._use_foreach(batches)
+        update_utility = F.multi_utility_update if multi else F.single_utility_update
+        ranges = [update_utility(b) for b in batches]
+        device = batches[0].params[0].device
+        lo = torch.stack([r[0].to(device) for r in ranges]).min()
+        hi = torch.stack([r[1].to(device) for r in ranges]).max()
+        update = F.multi_param_update if multi else F.single_param_update
+        hook = self._noise_hook()
+        for b in batches:
+            dev = b.params[0].device
+            update(b, lo.to(dev), hi.to(dev), self._scratch, hook)
+        return loss
+
+
+class AdaptiveUPGD(_UPGDBase):
+    """UPGD with Adam moments: ``p <- p*(1-lr*wd) - lr*(d + noise)*(1-s)``, ``d = m̂/(sqrt(v̂)+eps)``.
+
+    ``sigma`` is an absolute noise std when ``adaptive_noise=False`` (the default, as before) and
+    a relative noise-to-update ratio when ``adaptive_noise=True`` (0.05 = 5% of ``||d||``).
+    """
+
+    def __init__(self, params: Iterable, lr: float = 1e-5, weight_decay: float = 0.001,
+                 beta_utility: float = 0.999, sigma: float = 0.001, beta1: float = 0.9,
+                 beta2: float = 0.999, eps: float = 1e-8, adaptive_noise: bool = False,
+                 noise_beta: float = 0.999, min_noise_std: float = 1e-6,
+                 instant_noise_scale: bool = True, *, foreach: Optional[bool] = None) -> None:
+        _check_common(lr, weight_decay, sigma, eps)
+        for name, value in (("beta_utility", beta_utility), ("beta1", beta1), ("beta2", beta2)):
+            _check_beta(name, value)
+        _check_noise(noise_beta, min_noise_std)
+        super().__init__(params, dict(
+            lr=lr, weight_decay=weight_decay, beta_utility=beta_utility, sigma=sigma,
+            beta1=beta1, beta2=beta2, eps=eps, adaptive_noise=adaptive_noise,
+            noise_beta=noise_beta, min_noise_std=min_noise_std,
+            instant_noise_scale=instant_noise_scale, foreach=foreach))
+
+
+class UPGD(_UPGDBase):
+    """SGD-type UPGD: ``p <- p*(1-lr*wd) - lr*(g + noise)*(1-s)``.
+
+    The four noise options are an extension of the reference signature; with
+    ``adaptive_noise=True`` the noise is relative to ``rms(g)``, so a VGS factor scales both.
+    """
+
+    _kind = "sgd"
+    _moment_keys = None
+
+    def __init__(self, params: Iterable, lr: float = 1e-5, weight_decay: float = 0.001,
+                 beta_utility: float = 0.999, sigma: float = 0.001,
+                 adaptive_noise: bool = False, noise_beta: float = 0.999,
+                 min_noise_std: float = 1e-6, instant_noise_scale: bool = True, *,
+                 foreach: Optional[bool] = None) -> None:
+        _check_common(lr, weight_decay, sigma, None)
+        _check_beta("beta_utility", beta_utility)
+        _check_noise(noise_beta, min_noise_std)
+        super().__init__(params, dict(
+            lr=lr, weight_decay=weight_decay, beta_utility=beta_utility, sigma=sigma,
+            adaptive_noise=adaptive_noise, noise_beta=noise_beta,
+            min_noise_std=min_noise_std, instant_noise_scale=instant_noise_scale,
+            foreach=foreach))
+
+
+class UPGDW(_UPGDBase):
+    """AdamW-style UPGD with the reference signature: ``betas[1]`` doubles as the utility decay.
+
+    Fixed noise only (``sigma`` is an absolute std); ``amsgrad=True`` is refused.
+    """
+
+    _moment_keys = ("exp_avg", "exp_avg_sq")
+    _late_options = {"foreach": None}
+
+    def __init__(self, params: Iterable, lr: float = 1e-4,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.01, sigma: float = 0.001, amsgrad: bool = False, *,
+                 foreach: Optional[bool] = None) -> None:
+        _check_common(lr, weight_decay, sigma, eps)
+        for index, beta in enumerate(betas):
+            _check(0.0 <= beta < 1.0, f"beta parameter at index {index}", beta)
+        if amsgrad:
+            raise ValueError("Invalid amsgrad value: True (UPGDW does not support amsgrad)")
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps,
+                                      weight_decay=weight_decay, sigma=sigma, amsgrad=amsgrad,
+                                      foreach=foreach))
+
+    def _hyperparameters(self, group: dict[str, Any], index: int) -> dict[str, Any]:
+        b1, b2 = group["betas"]
+        return {**group, "beta1": b1, "beta2": b2, "beta_utility": b2,
+                "_kind": self._kind, "_index": index}

@@ -23,13 +23,13 @@ def _params() -> list[torch.Tensor]:
 
 
 def _grads(gen: torch.Generator, step: int) -> list[torch.Tensor | None]:
-    """Tensors with different signal-to-noise ratios; tensor 2 has no gradient on odd steps."""
+    """Tensors with different signal-to-noise ratios; tensor 1 has no gradient on odd steps."""
     grads = []
     for n, mean, std in zip(SIZES, MEANS, STDS):
         noise = torch.randn(n, generator=gen, dtype=torch.float64)
         grads.append((mean + std * noise).float())
     if step % 2:
-        grads[2] = None
+        grads[1] = None
     return grads
 
 
@@ -120,6 +120,16 @@ def test_zero_gradients_give_unit_factor():
     assert got == want == [1.0] * 8
 
 
+def test_zero_mean_gradient_hits_the_clip():
+    """mean(g) = 0 with variance: the 1e-12 floor keeps nv finite (1e12), then it is clipped."""
+    def grads(gen, step):
+        return [torch.tensor([1.0, -1.0] * (n // 2) + [0.0] * (n % 2)) for n in SIZES]
+    kwargs = {"warmup_steps": 1, "eps": 0.0, "alpha": 1.0, "min_scaling_factor": 0.0,
+              "variance_cap": None}
+    got, want = _train(kwargs, steps=2, grads_fn=grads)
+    assert got == want == [1.0, 1 / (1 + 1e6)]
+
+
 def test_one_zero_tensor_is_left_out_of_the_percentile():
     def grads(gen, step):
         out = _grads(gen, 0)
@@ -159,10 +169,13 @@ def test_step_skips_params_without_grad():
     vgs = VarianceGradientScaler(params)
     for p in params:
         p.grad = torch.ones_like(p)
+    params[0].grad.neg_()
+    vgs.step()
     params[1].grad = None
     vgs.step()
-    assert vgs.step_count == 1
-    assert vgs.param_grad_mean_ema.tolist() == pytest.approx([0.01, 0.0, 0.01, 0.01])
+    assert vgs.step_count == 2 and params[1].grad is None
+    assert vgs.param_grad_mean_ema.tolist() == pytest.approx([-0.0199, 0.01, 0.0199, 0.0199])
+    assert vgs.param_grad_sq_ema.tolist() == pytest.approx([0.0199, 0.01, 0.0199, 0.0199])
 
 
 def test_disabled_scaler_never_scales_but_counts():
@@ -216,3 +229,172 @@ def test_sparse_gradients_are_refused():
     p.grad = torch.zeros(3).to_sparse()
     with pytest.raises(RuntimeError, match="sparse"):
         VarianceGradientScaler([p]).step()
+
+
+# --- state_dict / load_state_dict over every legacy layout (DOMAIN.md section 6) ---
+
+STEP_COUNT = 250
+V1_GLOBALS = {"grad_mean_ema": 0.0123, "grad_var_ema": 0.0045, "grad_norm_ema": 1.7,
+              "grad_max_ema": 3.2}
+
+
+def _legacy_state(version: str | None, n: int = len(SIZES)) -> dict:
+    """A state as the given reference version saved it, with non-default hyperparameters."""
+    sd = {"enabled": True, "beta": 0.95, "alpha": 0.3, "eps": 1e-6, "warmup_steps": 20,
+          "step_count": STEP_COUNT, **V1_GLOBALS}
+    if version is None:
+        return sd
+    gen = torch.Generator().manual_seed(3)
+    mean = torch.randn(n, generator=gen) * 0.01
+    second = torch.rand(n, generator=gen) * 1e-3  # 2.0: Var(g); 3.0: mean^2; 3.x: mean(g^2)
+    if version == "2.0":
+        mean = mean.abs()  # E|g|
+    elif version == "3.0":
+        second = mean.square() * 0.9
+    sd.update(param_grad_mean_ema=mean, param_grad_sq_ema=second,
+              param_numel=torch.tensor([float(s) for s in SIZES][:n] + [1.0] * (n - len(SIZES))),
+              vgs_version=version)
+    if version == "3.2":
+        sd.update(min_scaling_factor=0.2, variance_cap=None)
+    return sd
+
+
+def _assert_same(got, want):
+    """Tensors bit-identical with the same dtype; everything else equal."""
+    if isinstance(want, torch.Tensor):
+        assert isinstance(got, torch.Tensor) and got.dtype == want.dtype
+        assert torch.equal(got, want)
+    elif isinstance(want, dict):
+        assert isinstance(got, dict) and set(got) == set(want)
+        for key in want:
+            _assert_same(got[key], want[key])
+    else:
+        assert type(got) is type(want) and got == want
+
+
+@pytest.mark.parametrize("version", ["3.1", "3.2"])
+def test_compatible_state_round_trips_bit_identically(version):
+    sd = _legacy_state(version)
+    original = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in sd.items()}
+    vgs = VarianceGradientScaler(_params(), min_scaling_factor=0.3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        vgs.load_state_dict(sd)
+    out = vgs.state_dict()
+    expected = {**original, "vgs_version": "3.2", "upgd_migrate_format": 1}
+    if version == "3.1":  # v3.2-only options keep the constructor's values
+        expected.update(min_scaling_factor=0.3, variance_cap=50.0)
+    _assert_same(out, expected)
+    out["param_grad_mean_ema"].add_(1.0)
+    _assert_same(vgs.state_dict(), expected)  # an output does not alias the live statistics
+    for p in vgs.params:
+        p.grad = torch.ones_like(p)
+    vgs.step()
+    _assert_same(sd, original)  # nor does the input
+
+
+def test_resumed_run_matches_the_uninterrupted_one():
+    params, gen = _params(), torch.Generator().manual_seed(4)
+    grads = [_grads(gen, step) for step in range(10)]
+    straight, resumed = VarianceGradientScaler(params, warmup_steps=2), None
+    got, want = [], []
+    for step, gs in enumerate(grads):
+        if step == 5:
+            resumed = VarianceGradientScaler(params, warmup_steps=99)
+            resumed.load_state_dict(straight.state_dict())
+        for p, g in zip(params, gs):
+            p.grad = g
+        want.append(straight.get_scaling_factor())
+        straight.step()
+        if resumed is not None:
+            got.append(resumed.get_scaling_factor())
+            resumed.step()
+    assert got == want[5:] and len(set(got)) > 1
+
+
+@pytest.mark.parametrize("version", ["2.0", "3.0"])
+def test_incompatible_statistics_are_kept_reset_and_reported(version):
+    sd = _legacy_state(version)
+    vgs = VarianceGradientScaler(_params())
+    message = (rf"VGS state version {version} holds incompatible per-parameter statistics \(.+\): "
+               r"live statistics were reset to zero and the old ones kept under "
+               rf"'legacy_statistics'; step_count {STEP_COUNT} was preserved, so warmup is not "
+               "re-applied")
+    with pytest.warns(LegacyVGSStateWarning, match=message):
+        vgs.load_state_dict(sd)
+    out = vgs.state_dict()
+    meaning = {"2.0": "EMA of E|g| / EMA of Var(g)", "3.0": "EMA of mean(g) / EMA of mean(g)^2"}
+    _assert_same(out[LEGACY_KEY], {"vgs_version": version, "meaning": meaning[version],
+                                   **{k: sd[k] for k in ("param_grad_mean_ema",
+                                                         "param_grad_sq_ema", "param_numel")}})
+    assert out["step_count"] == STEP_COUNT and out["vgs_version"] == "3.2"
+    assert (out["beta"], out["alpha"], out["warmup_steps"]) == (0.95, 0.3, 20)
+    assert {k: out[k] for k in V1_GLOBALS} == V1_GLOBALS
+    assert not out["param_grad_mean_ema"].any() and not out["param_grad_sq_ema"].any()
+    for p in vgs.params:
+        p.grad = torch.ones_like(p)
+    vgs.step()
+    again = VarianceGradientScaler(_params())
+    again.load_state_dict(vgs.state_dict())  # now a 3.2 state: no warning, legacy carried on
+    _assert_same(again.state_dict()[LEGACY_KEY], out[LEGACY_KEY])
+
+
+def test_v1_state_keeps_its_global_statistics():
+    vgs = VarianceGradientScaler(_params())
+    with pytest.warns(LegacyVGSStateWarning, match=rf"^VGS v1 state has no per-parameter "
+                      rf"statistics: .*; step_count {STEP_COUNT} was preserved"):
+        vgs.load_state_dict(_legacy_state(None))
+    out = vgs.state_dict()
+    assert {k: out[k] for k in V1_GLOBALS} == V1_GLOBALS and LEGACY_KEY not in out
+    assert out["step_count"] == STEP_COUNT and out["param_numel"].tolist() == list(map(float, SIZES))
+
+
+@pytest.mark.parametrize("version", [None, "2.0", "3.0", "3.1", "3.2"])
+def test_every_version_loads_and_steps_to_a_finite_factor(version):
+    params, gen = _params(), torch.Generator().manual_seed(5)
+    vgs = VarianceGradientScaler(params)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LegacyVGSStateWarning)
+        vgs.load_state_dict(_legacy_state(version))
+    for step in range(3):
+        for p, g in zip(params, _grads(gen, step)):
+            p.grad = g
+        c = vgs.scale_gradients()
+        assert math.isfinite(c) and vgs.min_scaling_factor <= c <= 1.0
+        vgs.step()
+    assert vgs.step_count == STEP_COUNT + 3
+
+
+def test_weights_only_round_trip():
+    vgs = VarianceGradientScaler(_params())
+    with pytest.warns(LegacyVGSStateWarning):
+        vgs.load_state_dict({**_legacy_state("2.0"), "trainer_note": "kept"})
+    buffer = io.BytesIO()
+    torch.save(vgs.state_dict(), buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=True)
+    _assert_same(loaded, vgs.state_dict())
+    assert loaded["trainer_note"] == "kept"
+
+
+@pytest.mark.parametrize("version", ["2.0", "3.1"])
+def test_parameter_count_mismatch_raises(version):
+    vgs = VarianceGradientScaler(_params()[:3])
+    with pytest.raises(ValueError, match=r"holds 4 saved entries in 'param_grad_mean_ema' but "
+                       r"this scaler has 3 parameters"):
+        vgs.load_state_dict(_legacy_state(version))
+
+
+def test_unknown_keys_survive_a_round_trip():
+    extra = {"trainer_note": "from run 7", "clip_history": torch.arange(3.0)}
+    vgs = VarianceGradientScaler(_params())
+    vgs.load_state_dict({**_legacy_state("3.2"), **extra})
+    _assert_same({k: vgs.state_dict()[k] for k in extra}, extra)
+
+
+def test_unsupported_version_and_newer_format_are_refused():
+    vgs = VarianceGradientScaler(_params())
+    with pytest.raises(ValueError, match=r"Unsupported VGS state version '4.0'"):
+        vgs.load_state_dict({**_legacy_state("3.2"), "vgs_version": "4.0"})
+    with pytest.raises(ValueError, match="upgd_migrate_format 2"):
+        vgs.load_state_dict({**_legacy_state("3.2"), "upgd_migrate_format": 2})

@@ -116,7 +116,9 @@ def test_no_cap_scales_harder_than_the_cap():
 
 
 def test_zero_gradients_give_unit_factor():
-    got, want = _train({"warmup_steps": 0}, grads_fn=lambda gen, step: [torch.zeros(n) for n in SIZES])
+    def zeros(gen, step):
+        return [torch.zeros(n) for n in SIZES]
+    got, want = _train({"warmup_steps": 0}, grads_fn=zeros)
     assert got == want == [1.0] * 8
 
 
@@ -346,7 +348,8 @@ def test_v1_state_keeps_its_global_statistics():
         vgs.load_state_dict(_legacy_state(None))
     out = vgs.state_dict()
     assert {k: out[k] for k in V1_GLOBALS} == V1_GLOBALS and LEGACY_KEY not in out
-    assert out["step_count"] == STEP_COUNT and out["param_numel"].tolist() == list(map(float, SIZES))
+    assert out["step_count"] == STEP_COUNT
+    assert out["param_numel"].tolist() == [float(n) for n in SIZES]
 
 
 @pytest.mark.parametrize("version", [None, "2.0", "3.0", "3.1", "3.2"])
@@ -383,6 +386,24 @@ def test_parameter_count_mismatch_raises(version):
     with pytest.raises(ValueError, match=r"holds 4 saved entries in 'param_grad_mean_ema' but "
                        r"this scaler has 3 parameters"):
         vgs.load_state_dict(_legacy_state(version))
+    assert vgs.step_count == 0 and vgs.alpha == 0.1  # a refused state changes nothing
+
+
+def test_parameter_size_mismatch_raises():
+    vgs = VarianceGradientScaler(_params()[::-1])
+    with pytest.raises(ValueError, match=r"param_numel\[0\] is 7 but parameter 0 has 1000 "
+                       "elements"):
+        vgs.load_state_dict(_legacy_state("3.1"))
+
+
+def test_missing_required_keys_raise():
+    sd = _legacy_state(None)
+    del sd["alpha"]
+    with pytest.raises(ValueError, match=r"lacks required keys \['alpha'\]"):
+        VarianceGradientScaler(_params()).load_state_dict(sd)
+    with pytest.raises(ValueError, match="version 3.1 lacks its per-parameter statistics"):
+        VarianceGradientScaler(_params()).load_state_dict({**_legacy_state(None),
+                                                           "vgs_version": "3.1"})
 
 
 def test_unknown_keys_survive_a_round_trip():

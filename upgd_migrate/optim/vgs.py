@@ -71,15 +71,15 @@ def _validate(beta: float, alpha: float, eps: float, warmup_steps: int,
     """Refuse values that make c undefined or meaningless, in torch.optim's message style."""
     if not 0.0 <= beta < 1.0:
         raise ValueError(f"Invalid beta value: {beta}")
-    if not (0.0 <= alpha and math.isfinite(alpha)):
+    if not (alpha >= 0.0 and math.isfinite(alpha)):
         raise ValueError(f"Invalid alpha value: {alpha}")
-    if not (0.0 <= eps and math.isfinite(eps)):
+    if not (eps >= 0.0 and math.isfinite(eps)):
         raise ValueError(f"Invalid epsilon value: {eps}")
     if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
         raise ValueError(f"Invalid warmup_steps value: {warmup_steps}")
     if not 0.0 <= min_scaling_factor <= 1.0:
         raise ValueError(f"Invalid min_scaling_factor value: {min_scaling_factor}")
-    if variance_cap is not None and not 0.0 <= variance_cap:
+    if variance_cap is not None and not variance_cap >= 0.0:
         raise ValueError(f"Invalid variance_cap value: {variance_cap}")
 
 
@@ -186,6 +186,9 @@ class VarianceGradientScaler:
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load any VGS state (v1, 2.0, 3.0, 3.1, 3.2); nothing in it is silently dropped."""
         sd = dict(state_dict)
+        missing = [k for k in (*_HYPER_KEYS, "step_count") if k not in sd]
+        if missing:
+            raise ValueError(f"VGS state lacks required keys {missing}")
         version = str(sd["vgs_version"]) if "vgs_version" in sd else "1"
         if version not in COMPATIBLE_VERSIONS and version not in LEGACY_MEANINGS and version != "1":
             raise ValueError(f"Unsupported VGS state version {version!r} "
@@ -195,6 +198,9 @@ class VarianceGradientScaler:
             raise ValueError(f"VGS state has upgd_migrate_format {fmt}; this version reads "
                              f"up to {STATE_FORMAT}: upgrade upgd-migrate")
         saved = self._saved_statistics(sd)
+        if version in COMPATIBLE_VERSIONS and not saved:
+            raise ValueError(f"VGS state version {version} lacks its per-parameter statistics "
+                             f"{list(TENSOR_KEYS)}")
         self._load_hyperparameters(sd)
         self.global_statistics = {k: sd.get(k) for k in GLOBAL_KEYS}
         self.legacy_statistics = copy.deepcopy(sd.get(LEGACY_KEY))
@@ -234,6 +240,14 @@ class VarianceGradientScaler:
                 raise ValueError(f"VGS state holds {saved[key].numel()} saved entries in {key!r} "
                                  f"but this scaler has {n} parameters: the state belongs to a "
                                  "different model or parameter order")
+        # Same count but other sizes: the statistics would land on the wrong tensors.
+        ours, theirs = self.param_numel.cpu(), saved["param_numel"].cpu()
+        wrong = ((theirs != ours) & (theirs != 0)).nonzero().flatten().tolist()
+        if wrong:
+            i = wrong[0]
+            raise ValueError(f"VGS state param_numel[{i}] is {theirs[i].item():g} but parameter "
+                             f"{i} has {ours[i].item():g} elements: the state belongs to a "
+                             "different model or parameter order")
         return saved
 
     def _keep_legacy(self, version: str, sd: dict[str, Any]) -> None:

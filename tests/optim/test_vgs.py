@@ -283,7 +283,8 @@ def test_compatible_state_round_trips_bit_identically(version):
         warnings.simplefilter("error")
         vgs.load_state_dict(sd)
     out = vgs.state_dict()
-    expected = {**original, "vgs_version": "3.2", "upgd_migrate_format": 1}
+    expected = {**original, "vgs_version": "3.2", "upgd_migrate_format": 1,
+                "statistics_step_count": original["step_count"]}
     if version == "3.1":  # v3.2-only options keep the constructor's values
         expected.update(min_scaling_factor=0.3, variance_cap=50.0)
     _assert_same(out, expected)
@@ -419,3 +420,25 @@ def test_unsupported_version_and_newer_format_are_refused():
         vgs.load_state_dict({**_legacy_state("3.2"), "vgs_version": "4.0"})
     with pytest.raises(ValueError, match="upgd_migrate_format 2"):
         vgs.load_state_dict({**_legacy_state("3.2"), "upgd_migrate_format": 2})
+
+
+@pytest.mark.parametrize("version", [None, "2.0", "3.0"])
+def test_restarted_statistics_are_bias_corrected_from_their_own_start(version):
+    """A legacy state keeps step_count 5000 (no second warmup), but its statistics restart:
+    the factor must then equal that of a fresh scaler fed the same gradients, not collapse
+    because 1 - beta**5000 reads the nearly empty EMAs as settled."""
+    sd = _legacy_state(version)
+    sd["step_count"] = 5000
+    params, gen = _params(), torch.Generator().manual_seed(11)
+    loaded = VarianceGradientScaler(params)
+    with pytest.warns(LegacyVGSStateWarning, match="bias-corrected from their own start"):
+        loaded.load_state_dict(sd)
+    fresh = VarianceGradientScaler(params, beta=loaded.beta, alpha=loaded.alpha, eps=loaded.eps,
+                                   warmup_steps=0)
+    for step in range(5):
+        for p, g in zip(params, _grads(gen, step)):
+            p.grad = g
+        loaded.step()
+        fresh.step()
+        assert loaded.get_scaling_factor() == pytest.approx(fresh.get_scaling_factor(), rel=1e-6)
+    assert loaded.state_dict()["statistics_step_count"] == 5

@@ -19,6 +19,11 @@ import torch
 VGS_VERSION = "3.2"
 STATE_FORMAT = 1
 LEGACY_KEY = "legacy_statistics"
+# EMA updates since the per-parameter statistics were last (re)started. Bias correction divides
+# by 1 - beta**this, not by 1 - beta**step_count: after a legacy load resets the statistics but
+# keeps step_count (so warmup is not re-applied), correcting by step_count would read the
+# nearly empty EMAs as settled and collapse the factor for hundreds of steps.
+STATISTICS_COUNT_KEY = "statistics_step_count"
 GLOBAL_KEYS = ("grad_mean_ema", "grad_var_ema", "grad_norm_ema", "grad_max_ema")
 TENSOR_KEYS = ("param_grad_mean_ema", "param_grad_sq_ema", "param_numel")
 COMPATIBLE_VERSIONS = frozenset({"3.1", "3.2"})
@@ -31,7 +36,7 @@ _HYPER_KEYS = ("enabled", "beta", "alpha", "eps", "warmup_steps")
 _V32_KEYS = ("min_scaling_factor", "variance_cap")
 _KNOWN_KEYS = frozenset(
     _HYPER_KEYS + _V32_KEYS + GLOBAL_KEYS + TENSOR_KEYS
-    + ("step_count", "vgs_version", "upgd_migrate_format", LEGACY_KEY)
+    + ("step_count", STATISTICS_COUNT_KEY, "vgs_version", "upgd_migrate_format", LEGACY_KEY)
 )
 _MEAN_SQ_FLOOR = 1e-12
 _NV_CLIP = 1e6
@@ -101,6 +106,7 @@ class VarianceGradientScaler:
         self.warmup_steps = warmup_steps
         self.min_scaling_factor, self.variance_cap = min_scaling_factor, variance_cap
         self.step_count = 0
+        self.statistics_step_count = 0
         self.global_statistics: dict[str, float | None] = dict.fromkeys(GLOBAL_KEYS)
         self.legacy_statistics: dict[str, Any] | None = None
         self.extra_state: dict[str, Any] = {}
@@ -117,7 +123,7 @@ class VarianceGradientScaler:
 
     def _normalised_variances(self) -> torch.Tensor:
         """Per-tensor nv in float64; NaN marks tensors without statistics (nanquantile skips it)."""
-        correction = 1.0 - self.beta ** self.step_count
+        correction = 1.0 - self.beta ** self.statistics_step_count
         mean = self.param_grad_mean_ema.double() / correction
         sq = self.param_grad_sq_ema.double() / correction
         var = (sq - mean.square()).clamp_min(0.0)
@@ -129,7 +135,8 @@ class VarianceGradientScaler:
 
     def get_scaling_factor(self) -> float:
         """Return c; one host sync (the final ``item``), everything before it stays on device."""
-        if not self.enabled or self.step_count < self.warmup_steps or self.step_count == 0:
+        if (not self.enabled or self.step_count < self.warmup_steps
+                or self.statistics_step_count == 0):
             return 1.0
         nv = torch.nanquantile(self._normalised_variances(), _QUANTILE, interpolation="linear")
         nv = torch.nan_to_num(nv, nan=0.0).clamp(0.0, _NV_CLIP)  # all-NaN: no statistics yet
@@ -165,6 +172,7 @@ class VarianceGradientScaler:
             sqs.append(g.square().mean().to(device))
         if not index:
             return
+        self.statistics_step_count += 1
         idx = torch.tensor(index, device=device)
         for ema, new in ((self.param_grad_mean_ema, means), (self.param_grad_sq_ema, sqs)):
             ema[idx] = self.beta * ema[idx] + (1.0 - self.beta) * torch.stack(new)
@@ -173,6 +181,7 @@ class VarianceGradientScaler:
         """The v3.2 layout (plain scalars, None, str, tensors: loadable with weights_only=True)."""
         state: dict[str, Any] = {k: getattr(self, k) for k in _HYPER_KEYS}
         state["step_count"] = self.step_count
+        state[STATISTICS_COUNT_KEY] = self.statistics_step_count
         state.update(self.global_statistics)
         for key in TENSOR_KEYS:
             state[key] = getattr(self, key).clone()
@@ -209,7 +218,10 @@ class VarianceGradientScaler:
         if version in COMPATIBLE_VERSIONS:
             for key, value in saved.items():
                 setattr(self, key, value)
+            # Older states counted their statistics by step_count alone.
+            self.statistics_step_count = int(sd.get(STATISTICS_COUNT_KEY, self.step_count))
         else:
+            self.statistics_step_count = 0
             self._keep_legacy(version, sd)
 
     def _load_hyperparameters(self, sd: dict[str, Any]) -> None:
@@ -263,4 +275,5 @@ class VarianceGradientScaler:
                        f"({meaning}): live statistics were reset to zero and the old ones kept "
                        f"under {LEGACY_KEY!r}")
         warnings.warn(f"{message}; step_count {self.step_count} was preserved, so warmup is not "
-                      "re-applied", LegacyVGSStateWarning, stacklevel=3)
+                      "re-applied, and the new statistics are bias-corrected from their own start",
+                      LegacyVGSStateWarning, stacklevel=3)

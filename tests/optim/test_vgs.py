@@ -442,3 +442,29 @@ def test_restarted_statistics_are_bias_corrected_from_their_own_start(version):
         fresh.step()
         assert loaded.get_scaling_factor() == pytest.approx(fresh.get_scaling_factor(), rel=1e-6)
     assert loaded.state_dict()["statistics_step_count"] == 5
+
+
+FIXTURE_SHAPES = [(16, 6), (16,), (2, 16), (2,), (1, 16), (1,)]  # fixtures/generate.py
+
+
+@pytest.mark.parametrize("name", ["vgs_v1", "vgs_v2_0", "vgs_v3_0", "vgs_v3_1", "vgs_v3_2"])
+def test_every_committed_vgs_fixture_loads(name):
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[2] / "fixtures" / "vgs" / f"{name}.pt"
+    sd = torch.load(path, weights_only=True)
+    vgs = VarianceGradientScaler([torch.nn.Parameter(torch.zeros(s)) for s in FIXTURE_SHAPES])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        vgs.load_state_dict(sd)
+    out = vgs.state_dict()
+    assert out["step_count"] == sd["step_count"]
+    if name in ("vgs_v3_1", "vgs_v3_2"):
+        assert not caught
+        for key in ("param_grad_mean_ema", "param_grad_sq_ema", "param_numel"):
+            assert out[key].dtype == sd[key].dtype and torch.equal(out[key], sd[key])
+    else:
+        assert [type(w.message) for w in caught] == [LegacyVGSStateWarning]
+    for p in vgs.params:
+        p.grad = torch.randn_like(p)
+    vgs.step()
+    assert 0.0 < vgs.get_scaling_factor() <= 1.0

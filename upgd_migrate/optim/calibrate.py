@@ -1,0 +1,79 @@
+"""Relative sigma that keeps a checkpoint's absolute noise level (DOMAIN.md section 3).
+
+With fixed noise the per-element std is ``sigma_abs``. With adaptive noise it is
+``sigma_rel * rms(d)``, ``d = m̂ / (sqrt(v̂) + eps)`` the Adam direction the noise is added to.
+From the moments saved at the last step, ``sigma_rel = sigma_abs / rms(d)`` (rms over every
+element of the group) gives the same total noise energy on the first step after migration.
+
+Only the Adam types can be calibrated: an SGD-type UPGD state saves no gradient statistics,
+and UPGDW has no adaptive noise. Pure functions over state dicts; nothing here loads files.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+
+# (first moment, second moment, group key of beta1, of beta2) per state layout
+MOMENT_LAYOUTS = (("first_moment", "sec_moment"), ("exp_avg", "exp_avg_sq"))
+
+
+class CalibrationError(ValueError):
+    """The state holds no moments to calibrate from (a UPGD state, or no step taken yet)."""
+
+
+@dataclass(frozen=True)
+class Calibration:
+    sigma_relative: float
+    sigma_absolute: float
+    direction_rms: float
+    tensors: int
+    elements: int
+
+
+def _betas(group: Mapping[str, Any]) -> tuple[float, float, float]:
+    if "betas" in group:
+        b1, b2 = group["betas"]
+    else:
+        b1, b2 = group.get("beta1", 0.9), group.get("beta2", 0.999)
+    return float(b1), float(b2), float(group.get("eps", 1e-8))
+
+
+def direction(entry: Mapping[str, Any], b1: float, b2: float, eps: float) -> torch.Tensor | None:
+    """The bias-corrected Adam direction a state entry implies at its saved step, or None."""
+    step = entry.get("step")
+    step = int(step.item()) if isinstance(step, torch.Tensor) else step
+    if not step:
+        return None
+    for m_key, v_key in MOMENT_LAYOUTS:
+        if m_key in entry and v_key in entry:
+            m = entry[m_key].double() / (1.0 - b1**step)
+            v = entry[v_key].double() / (1.0 - b2**step)
+            return m / (v.sqrt() + eps)
+    return None
+
+
+def calibrate_group(state_dict: Mapping[str, Any], group_index: int = 0,
+                    sigma_absolute: float | None = None) -> Calibration:
+    """The relative sigma for one param group of an optimizer state dict."""
+    group = state_dict["param_groups"][group_index]
+    sigma_abs = float(group["sigma"] if sigma_absolute is None else sigma_absolute)
+    b1, b2, eps = _betas(group)
+    energy, elements, tensors = 0.0, 0, 0
+    for pid in group["params"]:
+        entry = state_dict["state"].get(pid)
+        d = direction(entry, b1, b2, eps) if entry is not None else None
+        if d is None:
+            continue
+        energy += float(d.pow(2).sum())
+        elements += d.numel()
+        tensors += 1
+    if not elements:
+        raise CalibrationError(f"param group {group_index} has no saved Adam moments to "
+                               "calibrate from")
+    rms = math.sqrt(energy / elements)
+    if rms == 0.0:
+        raise CalibrationError(f"param group {group_index}: the saved Adam direction is zero")
+    return Calibration(sigma_abs / rms, sigma_abs, rms, tensors, elements)

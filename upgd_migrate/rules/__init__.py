@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from upgd_migrate.findings import Finding, Severity
-from upgd_migrate.legacy import ABSOLUTE_SIGMA_MAX, RELATIVE_SIGMA_RANGE
+from upgd_migrate.legacy import ABSOLUTE_SIGMA_MAX, RELATIVE_SIGMA_RANGE, VGS_VERSIONS
 
 FIX_CONFIG = "upgd-migrate config"
 E, W, I = Severity.ERROR, Severity.WARNING, Severity.INFO
@@ -44,7 +44,8 @@ RULES: dict[str, Rule] = {r.code: r for r in (
     Rule("UPG202", "unknown-key", E, "key no optimizer or VGS version knows (with a "
          "did-you-mean)"),
     Rule("UPG203", "vgs-ignored-key", W, "VGS key that no VGS version reads", FIX_CONFIG),
-    Rule("UPG204", "vgs-version-key", I, "VGS key that only some VGS versions read"),
+    Rule("UPG204", "vgs-version-key", W, "VGS key that the target VGS version (--vgs-version) "
+         "does not read yet"),
     Rule("UPG301", "wrong-type", E, "value of the wrong type"),
     Rule("UPG302", "out-of-range", E, "value outside the range the constructor accepts"),
     Rule("UPG303", "unknown-optimizer", E, "optimizer name that is not a known optimizer"),
@@ -55,10 +56,11 @@ RULES: dict[str, Rule] = {r.code: r for r in (
 
 @dataclass
 class LintOptions:
-    """Tunable thresholds (CLI: --relative-sigma, --absolute-sigma-max)."""
+    """Tunable settings (CLI: --relative-sigma, --absolute-sigma-max, --vgs-version)."""
 
     relative_sigma: tuple[float, float] = RELATIVE_SIGMA_RANGE
     absolute_sigma_max: dict[str, float] = field(default_factory=lambda: dict(ABSOLUTE_SIGMA_MAX))
+    vgs_version: str = VGS_VERSIONS[-1]
 
 
 @dataclass

@@ -71,6 +71,17 @@ def _check_kwarg(ctx: Context, key: Scalar, value: Node, optimizer: str | None) 
                    f"{did_you_mean(name, OPTIMIZERS[optimizer])}")
 
 
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
+
+
+def _check_version(ctx: Context, name: str, key: Scalar) -> None:
+    since, target = VGS_ONLY_IN.get(name), ctx.options.vgs_version
+    if since is not None and _version(target) < _version(since):
+        ctx.report("UPG204", key, f"{key.text!r} is read only by VGS {since} and later; "
+                   f"VGS {target} (--vgs-version) ignores it")
+
+
 def check_vgs_keys(ctx: Context, vgs: VgsBlock) -> None:
     """Check each VGS setting: known and well-typed, ignored by all versions, or unknown."""
     prefix = FLAT_VGS_PREFIX if vgs.layout == "flat" else ""
@@ -79,9 +90,7 @@ def check_vgs_keys(ctx: Context, vgs: VgsBlock) -> None:
     for name, (key, value) in vgs.entries.items():
         if name in VGS_PARAMS:
             check_value(ctx, key.text, VGS_PARAMS[name], value, "VGS")
-            if name in VGS_ONLY_IN:
-                ctx.report("UPG204", key, f"{key.text!r} is read only by VGS "
-                           f"{VGS_ONLY_IN[name]}; earlier versions ignore it")
+            _check_version(ctx, name, key)
         elif name in VGS_IGNORED_KEYS:
             ctx.report("UPG203", key, f"{key.text!r} is not a VGS parameter: no VGS version "
                        "reads it, so it is silently ignored")

@@ -17,15 +17,16 @@ class UnreadableFile(Exception):
     """The file cannot be read as UTF-8 text; the message says why, without the path."""
 
 
-def read_text(path: str, max_bytes: int = MAX_BYTES) -> str:
+def read_text(path: str, max_bytes: int | None = None) -> str:
     """Return the file's text (a UTF-8 BOM dropped) or raise :class:`UnreadableFile`."""
+    max_bytes = MAX_BYTES if max_bytes is None else max_bytes
     try:
         with open(path, "rb") as f:
             data = f.read(max_bytes + 1)
     except OSError as e:
         raise UnreadableFile(f"cannot read: {e.strerror or e}") from e
     if len(data) > max_bytes:
-        raise UnreadableFile(f"larger than {max_bytes // (1024 * 1024)} MiB: not a config")
+        raise UnreadableFile(f"larger than {max_bytes / 2**20:g} MiB: not a config")
     if b"\0" in data[:8192]:
         raise UnreadableFile("binary file (NUL bytes): not a YAML config")
     try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 
 from upgd_migrate.legacy import ALIASES, OPTIMIZERS, VGS_ONLY_IN, VGS_PARAMS, Param
 
@@ -33,8 +33,18 @@ def _annotation(param: Param) -> Any:
     if param.kind == "optional_float":
         return Optional[_bounded(float, param)]
     simple = {"float": float, "int": int, "bool": bool, "optional_bool": Optional[bool],
-              "false": Literal[False]}
+              "false": _FALSE}
     return _bounded(simple[param.kind], param)
+
+
+def _must_be_false(value: bool) -> bool:
+    if value:
+        raise ValueError("must be false")
+    return value
+
+
+# Not Literal[False]: pydantic's literal check compares by equality and lets 0 and 0.0 in.
+_FALSE = Annotated[bool, AfterValidator(_must_be_false), Field(json_schema_extra={"const": False})]
 
 
 def _fields(params: dict[str, Param], notes: dict[str, str] | None = None) -> dict[str, Any]:

@@ -121,3 +121,14 @@ def test_yaml11_numbers_anywhere_in_a_config_file_only():
         "2:18 UPG304 1e3 is read as the string '1e3' by PyYAML (YAML 1.1); write 1.0e+3",
         "5:7 UPG304 1.5e6 is read as the string '1.5e6' by PyYAML (YAML 1.1); write 1.5e+6",
     ]
+
+
+def test_parallel_run_matches_serial(tmp_path):
+    for i in range(70):
+        (tmp_path / f"c{i:02d}.yaml").write_text(
+            f"optimizer_class: UPGD\noptimizer_kwargs:\n  sigma: {0.001 * (i % 30)}\n")
+    (tmp_path / "c99.yaml").write_bytes(b"a: [\n")
+    serial = lint_paths([str(tmp_path)], jobs=1)
+    parallel = lint_paths([str(tmp_path)], jobs=2)
+    assert parallel == serial and serial.files == 71
+    assert len(serial.findings) == 2 * 19 + 1  # sigma 0.011-0.029 twice, and the broken file

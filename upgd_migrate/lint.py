@@ -20,6 +20,7 @@ from upgd_migrate.rules.values import check_yaml11_numbers, describe
 from upgd_migrate.yaml_io import DuplicateKeyError, Mapping, Sequence, YamlError, load_all
 
 YAML_SUFFIXES = (".yaml", ".yml")
+PARALLEL_MIN_FILES = 32  # per worker: below this a process pool costs more than it saves
 _SUPPRESS = re.compile(r"#\s*upgd-migrate:\s*disable=([\w\-, ]+)")
 
 
@@ -47,12 +48,32 @@ def iter_files(paths: Iterable[str]) -> Iterator[str]:
                     yield os.path.join(root, name)
 
 
-def lint_paths(paths: Iterable[str], options: LintOptions | None = None) -> LintResult:
-    findings, files = [], 0
-    for path in iter_files(paths):
-        files += 1
-        findings.extend(lint_file(path, options))
-    return LintResult(findings, files)
+def default_jobs() -> int:
+    """The CPUs this process may use (``--jobs 0``)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def lint_paths(paths: Iterable[str], options: LintOptions | None = None,
+               jobs: int = 1) -> LintResult:
+    """Lint every file under ``paths``; with ``jobs`` > 1, many files go to worker processes.
+
+    Parsing is pure Python (ruamel has no compiled parser here), so a large tree is CPU-bound
+    and scales with processes; a pool costs tens of milliseconds, so few files stay serial.
+    """
+    files = list(iter_files(paths))
+    jobs = min(jobs, len(files) // PARALLEL_MIN_FILES)
+    if jobs > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(jobs) as pool:
+            per_file = list(pool.map(lint_file, files, [options] * len(files),
+                                     chunksize=max(1, len(files) // (jobs * 8))))
+    else:
+        per_file = [lint_file(path, options) for path in files]
+    return LintResult([f for found in per_file for f in found], len(files))
 
 
 def lint_file(path: str, options: LintOptions | None = None) -> list[Finding]:

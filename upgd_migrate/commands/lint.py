@@ -7,7 +7,7 @@ import click
 
 from upgd_migrate.findings import Severity
 from upgd_migrate.legacy import ABSOLUTE_SIGMA_MAX, RELATIVE_SIGMA_RANGE, UPGD_TYPES, VGS_VERSIONS
-from upgd_migrate.lint import lint_paths
+from upgd_migrate.lint import default_jobs, lint_paths
 from upgd_migrate.report import REPORTERS
 from upgd_migrate.rules import RULES, LintOptions
 
@@ -64,11 +64,13 @@ def exit_code(severities: set[Severity], strict: bool, exit_zero: bool) -> int:
               callback=_absolute_max,
               help="Largest plausible absolute sigma for an optimizer (default 0.01 each); "
                    "repeatable.")
+@click.option("-j", "--jobs", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Worker processes for many files; 0: one per CPU.")
 @click.option("--vgs-version", type=click.Choice(VGS_VERSIONS), default=VGS_VERSIONS[-1],
               show_default=True, help="VGS version the configs run with.")
 def lint_command(paths: tuple[str, ...], fmt: str, strict: bool, exit_zero: bool,
                  show_rules: bool, relative_sigma: tuple[float, float],
-                 absolute_sigma_max: dict[str, float], vgs_version: str) -> int:
+                 absolute_sigma_max: dict[str, float], jobs: int, vgs_version: str) -> int:
     """Lint UPGD/VGS configs: files, and *.yaml/*.yml under directories.
 
     \b
@@ -78,6 +80,7 @@ def lint_command(paths: tuple[str, ...], fmt: str, strict: bool, exit_zero: bool
     if show_rules:
         click.echo(list_rules())
         return 0
-    result = lint_paths(paths, LintOptions(relative_sigma, absolute_sigma_max, vgs_version))
+    options = LintOptions(relative_sigma, absolute_sigma_max, vgs_version)
+    result = lint_paths(paths, options, jobs or default_jobs())
     REPORTERS[fmt](result.findings, result.files, sys.stdout)
     return exit_code({f.severity for f in result.findings}, strict, exit_zero)

@@ -31,14 +31,14 @@ def _current(path: str) -> str | None:
 @click.option("--check", is_flag=True, help="Write nothing; exit 1 if any file is stale.")
 def schema_command(output_dir: str, check: bool) -> int:
     """Export JSON Schema for optimizer and VGS configs (for editors and check-jsonschema)."""
-    stale = [name for name, text in rendered_schemas().items()
+    texts = rendered_schemas()
+    stale = [name for name, text in texts.items()
              if _current(os.path.join(output_dir, name)) != text]
     if check:
         for name in stale:
             click.echo(f"{os.path.join(output_dir, name)}: stale; run `upgd-migrate schema`")
         return 1 if stale else 0
     os.makedirs(output_dir, exist_ok=True)
-    texts = rendered_schemas()
     for name in stale:
         atomic_write(os.path.join(output_dir, name), texts[name])
         click.echo(f"wrote {os.path.join(output_dir, name)}")

@@ -123,6 +123,20 @@ def test_yaml11_numbers_anywhere_in_a_config_file_only():
     ]
 
 
+@pytest.mark.parametrize("text,advice", [
+    ("-.5", "write -0.5"), ("+1E5", "write +1.0E+5"), ("5.e3", "write 5.0e+3"),
+    ("0o17", "spell it so YAML 1.1 reads a number too"),
+])
+def test_yaml11_advice(text, advice):
+    assert run_lint(f"optimizer_class: adam\nx: {text}\n") == [
+        f"2:4 UPG304 {text} is read as the string {text!r} by PyYAML (YAML 1.1); {advice}"]
+
+
+@pytest.mark.parametrize("text", ["0.5", "-0.5", ".5", ".5e-3", "1.0e-6", "1.0e+6", "10", "0x1f", "'1e-6'"])
+def test_yaml11_numbers_pyyaml_reads_are_silent(text):
+    assert run_lint(f"optimizer_class: adam\nx: {text}\n") == []
+
+
 def test_parallel_run_matches_serial(tmp_path):
     for i in range(70):
         (tmp_path / f"c{i:02d}.yaml").write_text(

@@ -95,6 +95,6 @@ def check_vgs_keys(ctx: Context, vgs: VgsBlock) -> None:
             ctx.report("UPG203", key, f"{key.text!r} is not a VGS parameter: no VGS version "
                        "reads it, so it is silently ignored")
         else:
-            known = [prefix + k for k in (*VGS_PARAMS, *VGS_IGNORED_KEYS)]
+            known = [prefix + k for k in VGS_PARAMS]  # never suggest a key that is ignored
             ctx.report("UPG202", key, f"unknown VGS key {key.text!r}"
                        f"{did_you_mean(key.text, known)}")

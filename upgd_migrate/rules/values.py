@@ -27,6 +27,7 @@ _YAML11_INT = re.compile(
     r"[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+"
     r"|[-+]?[1-9][0-9_]*(?::[0-5]?[0-9])+")
 _EXPONENT = re.compile(r"([-+]?)([0-9]*)(?:\.([0-9]*))?([eE])([-+]?)([0-9]+)")
+_SIGNED_FRACTION = re.compile(r"([-+])\.([0-9]+)")
 
 
 def describe(node: Node) -> str:
@@ -94,15 +95,16 @@ def check_yaml11_numbers(ctx: Context, document: Node) -> None:
         if _YAML11_FLOAT.fullmatch(node.text) or _YAML11_INT.fullmatch(node.text):
             continue
         better = yaml11_spelling(node.text)
-        advice = f"write {better}" if better else "write it with a dot and a signed exponent"
+        advice = f"write {better}" if better else "spell it so YAML 1.1 reads a number too"
         ctx.report("UPG304", node, f"{node.text} is read as the string {node.text!r} by PyYAML "
                    f"(YAML 1.1); {advice}")
 
 
 def yaml11_spelling(text: str) -> str | None:
-    """``1e-6`` -> ``1.0e-6``: a spelling both YAML 1.1 and 1.2 read as the same float."""
+    """``1e-6`` -> ``1.0e-6``, ``-.5`` -> ``-0.5``: a spelling YAML 1.1 and 1.2 read alike."""
     m = _EXPONENT.fullmatch(text)
-    if m is None:
-        return None
-    sign, whole, frac, e, exp_sign, exp = m.groups()
-    return f"{sign}{whole or '0'}.{frac or '0'}{e}{exp_sign or '+'}{exp}"
+    if m is not None:
+        sign, whole, frac, e, exp_sign, exp = m.groups()
+        return f"{sign}{whole or '0'}.{frac or '0'}{e}{exp_sign or '+'}{exp}"
+    m = _SIGNED_FRACTION.fullmatch(text)
+    return f"{m.group(1)}0.{m.group(2)}" if m else None

@@ -4,10 +4,13 @@ from __future__ import annotations
 import os
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import run_lint
 from upgd_migrate import fileio
 from upgd_migrate.lint import lint_paths
+from upgd_migrate.yaml_io import load_all
 
 
 def findings_of(tmp_path, name: str, data: bytes) -> list[str]:
@@ -146,3 +149,20 @@ def test_parallel_run_matches_serial(tmp_path):
     parallel = lint_paths([str(tmp_path)], jobs=2)
     assert parallel == serial and serial.files == 71
     assert len(serial.findings) == 2 * 19 + 1  # sigma 0.011-0.029 twice, and the broken file
+
+
+NUMBERISH = st.from_regex(r"[-+]?[0-9]{0,3}(\.[0-9]{0,3})?([eE][-+]?[0-9]{1,2})?", fullmatch=True)
+
+
+@settings(max_examples=300, deadline=None)
+@given(NUMBERISH)
+def test_yaml11_rule_agrees_with_pyyaml(text):
+    # PyYAML comes with pre-commit (a dev dependency); this pins our copy of its resolver.
+    yaml = pytest.importorskip("yaml")
+    try:
+        pyyaml_string = isinstance(yaml.safe_load(f"x: {text}\n")["x"], str)
+        ours = load_all(f"x: {text}\n")[0].get("x")[1]
+    except Exception:  # not a scalar at all (e.g. empty): nothing to compare
+        return
+    flagged = [f for f in run_lint(f"optimizer_class: adam\nx: {text}\n") if " UPG304 " in f]
+    assert bool(flagged) == (pyyaml_string and ours.tag in ("int", "float"))

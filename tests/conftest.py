@@ -3,8 +3,6 @@ from __future__ import annotations
 import pathlib
 import textwrap
 
-import pytest
-
 from upgd_migrate.lint import lint_text
 from upgd_migrate.rules import LintOptions
 
@@ -16,8 +14,3 @@ def run_lint(text: str, options: LintOptions | None = None) -> list[str]:
     """Findings of ``text`` as 'line:col CODE message' strings (exact, for pinning)."""
     return [f"{f.line}:{f.col} {f.code} {f.message}"
             for f in lint_text("x.yaml", textwrap.dedent(text), options)]
-
-
-@pytest.fixture
-def lint():
-    return run_lint

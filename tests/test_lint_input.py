@@ -63,6 +63,10 @@ def test_run_continues_after_a_bad_file(tmp_path):
         ("a.yaml", "UPG002"), ("b.yml", "UPG102")]
 
 
+def test_file_level_findings_can_be_suppressed_too():
+    assert run_lint("a: 1\na: 2  # upgd-migrate: disable=duplicate-key\n") == []
+
+
 def test_yaml_without_optimizer_is_silent():
     assert run_lint("repos:\n- repo: local\n  lr: 1e-3\n") == []
 

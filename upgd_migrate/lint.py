@@ -89,27 +89,31 @@ def lint_file(path: str, options: LintOptions | None = None) -> list[Finding]:
 def lint_text(path: str, text: str, options: LintOptions | None = None) -> list[Finding]:
     """Findings for one file's text, sorted by position, suppressions applied."""
     ctx = Context(path, options or LintOptions())
+    _lint_documents(ctx, text)
+    return sorted(_unsuppressed(ctx.findings, text), key=Finding.sort_key)
+
+
+def _lint_documents(ctx: Context, text: str) -> None:
     try:
         documents = load_all(text)
     except DuplicateKeyError as e:
         ctx.report("UPG003", _At(e.line, e.col), f"{e.message}: loaders disagree on which "
                    "value wins; keep one")
-        return ctx.findings
+        return
     except YamlError as e:
         ctx.report("UPG002", _At(e.line, e.col), f"not valid YAML: {e.message}")
-        return ctx.findings
+        return
     if not any(isinstance(doc, (Mapping, Sequence)) for doc in documents):
         what = f"its document is {describe(documents[0])}" if documents else "it holds no document"
         ctx.report("UPG004", documents[0] if documents else _At(1, 1),
                    f"nothing to lint: {what}, not a mapping")
-        return ctx.findings
+        return
     for document in documents:
         blocks = locate(document)
         if blocks:
             check_yaml11_numbers(ctx, document)
         for block in blocks:
             check_block(ctx, block)
-    return sorted(_unsuppressed(ctx.findings, text), key=Finding.sort_key)
 
 
 def check_block(ctx: Context, block: ConfigBlock) -> None:

@@ -114,6 +114,12 @@ def test_shapes_of_blocks():
     ]
 
 
+def test_vgs_that_is_not_a_mapping():
+    assert run_lint("optimizer: adam\noptimizer_kwargs: {}\nvgs: true\n") == [
+        "3:6 UPG301 vgs: expected a mapping of VGS settings, got true"]
+    assert run_lint("optimizer: adam\noptimizer_kwargs: {}\nvgs:\n") == []
+
+
 def test_unknown_optimizer_still_checks_keys_against_all():
     text = "optimizer_class: lion\noptimizer_kwargs:\n  sigma: 9\n  sgima: 1\n"
     assert run_lint(text) == [

@@ -14,7 +14,8 @@ from upgd_migrate.fileio import UnreadableFile, read_text
 from upgd_migrate.findings import Finding
 from upgd_migrate.locate import ConfigBlock, locate
 from upgd_migrate.rules import Context, LintOptions, rule_for
-from upgd_migrate.rules.keys import check_kwargs, check_optimizer_name, check_vgs_keys
+from upgd_migrate.rules.keys import (check_kwargs, check_optimizer_name, check_vgs_keys,
+                                     check_vgs_shape)
 from upgd_migrate.rules.noise import check_noise
 from upgd_migrate.rules.values import check_yaml11_numbers, describe
 from upgd_migrate.yaml_io import DuplicateKeyError, Mapping, Sequence, YamlError, load_all
@@ -119,6 +120,7 @@ def _lint_documents(ctx: Context, text: str) -> None:
 def check_block(ctx: Context, block: ConfigBlock) -> None:
     optimizer = check_optimizer_name(ctx, block)
     kwargs = check_kwargs(ctx, block, optimizer)
+    check_vgs_shape(ctx, block)
     if block.vgs is not None:
         check_vgs_keys(ctx, block.vgs)
     check_noise(ctx, block, optimizer, kwargs)

@@ -82,6 +82,15 @@ def _check_version(ctx: Context, name: str, key: Scalar) -> None:
                    f"VGS {target} (--vgs-version) ignores it")
 
 
+def check_vgs_shape(ctx: Context, block: ConfigBlock) -> None:
+    """A ``vgs:`` that is not a mapping (``vgs: true``) configures nothing: say so."""
+    entry = block.container.get("vgs")
+    if entry is not None and not isinstance(entry[1], Mapping):
+        if not (isinstance(entry[1], Scalar) and entry[1].tag == "null"):
+            ctx.report("UPG301", entry[1], f"vgs: expected a mapping of VGS settings, got "
+                       f"{describe(entry[1])}")
+
+
 def check_vgs_keys(ctx: Context, vgs: VgsBlock) -> None:
     """Check each VGS setting: known and well-typed, ignored by all versions, or unknown."""
     prefix = FLAT_VGS_PREFIX if vgs.layout == "flat" else ""

@@ -14,7 +14,10 @@ from upgd_migrate import __version__
 from upgd_migrate.errors import UpgdMigrateError
 
 # name -> "module:attribute" of a click.Command
-COMMANDS: dict[str, str] = {}
+COMMANDS: dict[str, str] = {
+    "lint": "upgd_migrate.commands.lint:lint_command",
+    "schema": "upgd_migrate.commands.schema:schema_command",
+}
 
 
 class LazyGroup(click.Group):

@@ -1,0 +1,1 @@
+"""Click commands, one module each, registered by name in ``upgd_migrate.cli.COMMANDS``."""

@@ -64,17 +64,16 @@ def utility_update(batch: GroupBatch, scratch: dict) -> tuple[Tensor, Tensor]:
 
 
 def _gates(batch: GroupBatch, lo: Tensor, hi: Tensor, scratch: dict) -> list[Tensor]:
-    """``1-s = sigmoid(1-2n)``, ``n = clamp((û-lo)/(hi-lo+eps), 0, 1)``, in place over ``û``.
+    """``1-s = sigmoid(1-2n)``, ``n = (û-lo)/(hi-lo+eps)``, in place over ``û``.
 
     ``û - lo`` comes first, from the separately rounded ``û``, as in the reference: with equal
     utilities it is exactly zero, where folding ``lo`` into an offset would leave rounding error
-    that the ``1/(hi-lo+1e-8)`` factor blows up.
+    that the ``1/(hi-lo+1e-8)`` factor blows up. The reference's clamp of ``n`` to [0, 1] is
+    skipped: ``lo`` and ``hi`` are the min and max of these very values, so ``û - lo >= 0``
+    exactly and ``n < 1``; that saves a pass over every element.
     """
     flat, views = flat_buffers(scratch, "gate", batch)
-    flat.sub_(lo)
-    one = torch.ones((), device=flat.device, dtype=flat.dtype)
-    torch.addcmul(one, flat, -2.0 / (hi - lo + UTILITY_RANGE_EPS), out=flat)  # 1 - 2n, one pass
-    flat.clamp_(-1.0, 1.0).sigmoid_()
+    flat.sub_(lo).mul_(-2.0 / (hi - lo + UTILITY_RANGE_EPS)).add_(1.0).sigmoid_()
     return views
 
 
@@ -105,16 +104,34 @@ def _add_adam_direction(out: list[Tensor], batch: GroupBatch) -> None:
     torch._foreach_addcdiv_(out, batch.exp_avgs, denom, [1.0 / (1.0 - b1**t) for t in batch.steps])
 
 
-def _noise_stds(batch: GroupBatch, xs: list[Tensor]) -> list[Tensor]:
+def _noise_stds(batch: GroupBatch, xs: list[Tensor], scratch: dict) -> list[Tensor]:
     """``max(sigma * rms(x), min_noise_std)`` per tensor (or its EMA), as 0-d device tensors."""
     hp = batch.hp
-    rms = torch._foreach_mul(torch._foreach_norm(xs), rms_coeffs(batch))
-    if not hp["instant_noise_scale"]:
-        torch._foreach_lerp_(batch.noise_emas, rms, 1.0 - hp["noise_beta"])
-        rms = torch._foreach_mul(batch.noise_emas, ema_bias_corrections(batch))
-    stds = torch._foreach_mul(rms, hp["sigma"])
+    rms = torch.stack(torch._foreach_norm(xs)).mul_(_rms_coeffs(batch, scratch))
+    if hp["instant_noise_scale"]:
+        return list(rms.mul_(hp["sigma"]).clamp_min_(hp["min_noise_std"]).unbind())
+    torch._foreach_lerp_(batch.noise_emas, list(rms.unbind()), 1.0 - hp["noise_beta"])
+    stds = torch._foreach_mul(batch.noise_emas, ema_bias_corrections(batch))
+    torch._foreach_mul_(stds, hp["sigma"])
     torch._foreach_clamp_min_(stds, hp["min_noise_std"])
     return stds
+
+
+def _rms_coeffs(batch: GroupBatch, scratch: dict) -> Tensor:
+    """``1/sqrt(numel)`` per tensor, on the device, made once per parameter set.
+
+    Built from fills rather than from a host list, so even the first step copies nothing
+    from the host.
+    """
+    key = ("rms_coeffs", batch.hp["_index"])
+    ids = tuple((id(p), p.shape) for p in batch.params)
+    cached = scratch.get(key)
+    if cached is None or cached[0] != ids:
+        first = batch.params[0]
+        coeffs = torch.stack([torch.full((), c, device=first.device, dtype=first.dtype)
+                              for c in rms_coeffs(batch)])
+        cached = scratch[key] = (ids, coeffs)
+    return cached[1]
 
 
 def _draw(batch: GroupBatch, scratch: dict, xs: list[Tensor] | None) -> list[Tensor]:
@@ -124,14 +141,14 @@ def _draw(batch: GroupBatch, scratch: dict, xs: list[Tensor] | None) -> list[Ten
     adaptive = hp.get("adaptive_noise", False)
     flat.normal_(0.0, 1.0 if adaptive else hp["sigma"])
     if adaptive:
-        torch._foreach_mul_(views, _noise_stds(batch, xs))
+        torch._foreach_mul_(views, _noise_stds(batch, xs, scratch))
     return views
 
 
 def _add_adaptive_noise(direction: list[Tensor], batch: GroupBatch, scratch: dict) -> None:
     """``d += std * z`` in one pass per tensor: the unit noise is never scaled on its own."""
     flat, views = flat_buffers(scratch, "noise", batch)
-    stds = _noise_stds(batch, direction)
+    stds = _noise_stds(batch, direction, scratch)
     flat.normal_(0.0, 1.0)
     torch._foreach_addcmul_(direction, views, stds)
 

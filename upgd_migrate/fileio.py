@@ -5,6 +5,7 @@ finding), never an exception that stops a run over many files.
 """
 from __future__ import annotations
 
+import codecs
 import os
 import tempfile
 
@@ -19,6 +20,11 @@ class UnreadableFile(Exception):
 
 def read_text(path: str, max_bytes: int | None = None) -> str:
     """Return the file's text (a UTF-8 BOM dropped) or raise :class:`UnreadableFile`."""
+    return read_text_and_bom(path, max_bytes)[0]
+
+
+def read_text_and_bom(path: str, max_bytes: int | None = None) -> tuple[str, bool]:
+    """(text without a UTF-8 BOM, whether it had one): a rewrite must put the BOM back."""
     max_bytes = MAX_BYTES if max_bytes is None else max_bytes
     try:
         with open(path, "rb") as f:
@@ -30,7 +36,7 @@ def read_text(path: str, max_bytes: int | None = None) -> str:
     if b"\0" in data[:8192]:
         raise UnreadableFile("binary file (NUL bytes): not a YAML config")
     try:
-        return data.decode("utf-8-sig")
+        return data.decode("utf-8-sig"), data.startswith(codecs.BOM_UTF8)
     except UnicodeDecodeError as e:
         raise UnreadableFile(f"not UTF-8 text (byte {e.start})") from e
 

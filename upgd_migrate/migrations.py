@@ -110,11 +110,13 @@ def _migrate_noise(result: PassResult, text: str, optimizer: str, kwargs: Mappin
                    policy: SigmaPolicy) -> None:
     switch, switch_ok = _kwarg(kwargs, "adaptive_noise", ("bool",))
     sigma, sigma_ok = _kwarg(kwargs, "sigma", ("int", "float"))
-    bad = switch if not switch_ok else sigma if not sigma_ok else None
-    if bad is not None:
-        key = "adaptive_noise" if bad is switch else "sigma"
-        result.skips.append(Skip("adaptive-noise", bad.start, f"{key} is {describe(bad)}, not "
-                                 f"{'true or false' if bad is switch else 'a number'}; fix it by hand"))
+    bad = [(node, key, want) for node, ok, key, want in (
+        (switch, switch_ok, "adaptive_noise", "true or false"),
+        (sigma, sigma_ok, "sigma", "a number")) if not ok]
+    for node, key, want in bad:
+        result.skips.append(Skip("adaptive-noise", node.start, f"{key} is {describe(node)}, "
+                                 f"not {want}; fix it by hand"))
+    if bad:
         return
     on = switch is not None and switch.value is True
     marked = sigma is not None and _MIGRATED_SIGMA.search(text, sigma.end, _eol(text, sigma))

@@ -93,10 +93,15 @@ class Edits:
 
     def apply(self) -> tuple[str, list[tuple[int, int, str]]]:
         """The new text and the splices that made it (for callers that track offsets)."""
-        edits = list(self.splices)
+        inserts: dict[int, list[str]] = {}
         for end, markers in self.markers.items():
-            content = self.text[:end].rstrip(" ")
-            edits.append((len(content), len(content), f"  # {MARKER} {'; '.join(markers)}"))
+            at = len(self.text[:end].rstrip(" "))
+            inserts.setdefault(at, []).append(comment("; ".join(markers)))
+        edits = [edit for edit in self.splices if edit[0] != edit[1]]
+        for start, _, new in self.splices:
+            if start == _:  # a marker must end its line before lines inserted at the same spot
+                inserts.setdefault(start, []).append(new)
+        edits += [(at, at, "".join(parts)) for at, parts in inserts.items()]
         return splice(self.text, edits), sorted(edits)
 
 

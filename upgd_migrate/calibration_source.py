@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
+import warnings
 from typing import Any
 
 from upgd_migrate.errors import UpgdMigrateError
@@ -25,7 +27,9 @@ def _is_state(obj: Any) -> bool:
 
 def _torch_load(path: str) -> Any:
     try:
-        import torch
+        with warnings.catch_warnings():  # torch's NumPy notice says nothing about the file
+            warnings.filterwarnings("ignore", "Failed to initialize NumPy")
+            import torch
     except ImportError:
         raise UpgdMigrateError("--calibrate-from needs torch: pip install "
                                "'upgd-migrate[torch]'") from None
@@ -35,22 +39,34 @@ def _torch_load(path: str) -> Any:
     except OSError as e:
         raise UpgdMigrateError(f"cannot read checkpoint {name}: {e.strerror or e}") from e
     except pickle.UnpicklingError as e:
-        raise UpgdMigrateError(f"refusing to load checkpoint {name}: it needs arbitrary "
-                               f"unpickling ({_unsafe_globals(path)}); only weights_only "
-                               "checkpoints are read") from e
+        unsafe = _unsafe_globals(path)
+        if unsafe:
+            raise UpgdMigrateError(f"refusing to load checkpoint {name}: it needs arbitrary "
+                                   f"unpickling (globals {', '.join(unsafe)}); only "
+                                   "weights_only checkpoints are read") from e
+        raise UpgdMigrateError(f"{name} is not a readable torch checkpoint: "
+                               f"{_reason(e)}") from e
     except Exception as e:  # torch raises RuntimeError & co. for files that are not checkpoints
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UpgdMigrateError(f"{name} is not a readable torch checkpoint: {first}") from e
+        raise UpgdMigrateError(f"{name} is not a readable torch checkpoint: "
+                               f"{_reason(e)}") from e
 
 
-def _unsafe_globals(path: str) -> str:
+def _reason(error: Exception) -> str:
+    """The line of torch's message that says what is wrong, not its advice."""
+    text = str(error)
+    detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
+    lines = [line for line in text.splitlines() if line.strip()]
+    return detail.group(1) if detail else lines[0] if lines else type(error).__name__
+
+
+def _unsafe_globals(path: str) -> list[str]:
+    """The globals a checkpoint would need unpickled; empty when it is no checkpoint at all."""
     import torch.serialization
 
     try:
-        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-    except Exception:  # the file may be too broken to list them; the refusal stands
-        return "globals could not be listed"
-    return "globals " + ", ".join(names) if names else "no globals listed"
+        return list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except Exception:  # not a zip checkpoint: nothing to name, so not an "unsafe" one
+        return []
 
 
 def load_optimizer_state(path: str) -> dict:
@@ -73,9 +89,9 @@ def load_optimizer_state(path: str) -> dict:
 
 def calibrated_policy(path: str) -> SigmaPolicy:
     """A policy with the ratio calibrated from param group 0 of the checkpoint's optimizer."""
-    from upgd_migrate.optim.calibrate import CalibrationError, calibrate_group
-
     state, name = load_optimizer_state(path), os.path.basename(path)
+    from upgd_migrate.optim.calibrate import CalibrationError, calibrate_group  # torch is in
+
     group = state["param_groups"][0]
     if group.get("adaptive_noise"):
         raise UpgdMigrateError(f"{name}: param group 0 already runs adaptive noise, so its sigma "

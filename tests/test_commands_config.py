@@ -198,3 +198,21 @@ def test_unchanged_lines_are_byte_identical(legacy):
     changed = [i + 1 for i, (a, b) in enumerate(zip(before, after)) if a != b]
     assert len(before) == len(after) and changed == [7, 14, 17]
     assert re.search(rb"sigma: 0\.05 {18}# CRITICAL", after[6])  # comment column kept
+
+
+def test_a_file_that_cannot_be_written_is_reported(legacy, capsys, monkeypatch):
+    def refuse(path, data):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("upgd_migrate.migrate_config.atomic_write", refuse)
+    before = legacy.read_bytes()
+    assert main(["config", str(legacy)]) == 1
+    assert capsys.readouterr().err == (f"{legacy}: cannot migrate: cannot write: Permission "
+                                       "denied\n1 file cannot be migrated.\n")
+    assert legacy.read_bytes() == before
+
+
+def test_empty_yaml_is_not_commented_on(tmp_path, capsys):
+    (tmp_path / "empty.yaml").write_text("")
+    assert main(["config", str(tmp_path / "empty.yaml")]) == 0
+    assert capsys.readouterr().err == "1 file without UPGD settings.\n"

@@ -122,3 +122,12 @@ def test_report_summary(counts, mode, expected):
     report = Report(mode, **counts)
     assert report.summary() == expected
     assert report.exit_code == (1 if counts.get("changed") or counts.get("failed") else 0)
+
+
+def test_a_sigma_whose_unmigrated_finding_is_disabled_is_kept_as_chosen():
+    text = "optimizer: UPGD\noptimizer_kwargs:\n  sigma: 0.002  # upgd-migrate: disable=UPG101\n" \
+           "  adaptive_noise: true\n"
+    assert migrate_text(text).text == text
+    off = text.replace("true", "false")  # then it was an absolute std after all: convert it
+    assert "sigma: 0.05   # upgd-migrate: disable=UPG101  # upgd-migrate: sigma was 0.002" \
+        in migrate_text(off).text

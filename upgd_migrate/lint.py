@@ -138,11 +138,16 @@ def _unsuppressed(findings: list[Finding], text: str) -> list[Finding]:
 
 def _suppressed(finding: Finding, lines: list[str]) -> bool:
     line = lines[finding.line - 1] if finding.line <= len(lines) else ""
-    if finding.code in SIGMA_MARKER_HONOURED and _MIGRATED_SIGMA.search(line):
+    return is_disabled(line, finding.code)
+
+
+def is_disabled(line: str, code: str) -> bool:
+    """True when ``line`` silences rule ``code``: a disable comment, or the migrated-sigma marker."""
+    if code in SIGMA_MARKER_HONOURED and _MIGRATED_SIGMA.search(line):
         return True
     match = _SUPPRESS.search(line)
     if match is None:
         return False
     selectors = {s.strip() for s in match.group(1).split(",") if s.strip()}
     return "all" in selectors or any(
-        (rule := rule_for(s)) is not None and rule.code == finding.code for s in selectors)
+        (rule := rule_for(s)) is not None and rule.code == code for s in selectors)

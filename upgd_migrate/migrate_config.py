@@ -155,7 +155,8 @@ def migrate_file(path: str, job: FileJob) -> None:
         return None
     for line, skip in migrated.skips:
         job.err.write(f"{path}:{line}: {skip.migration}: not migrated: {skip.reason}\n")
-    _print_unfixable(path, migrated.text, job.err)
+    if migrated.blocks:  # YAML that configures no optimizer is not ours to comment on
+        _print_unfixable(path, migrated.text, job.err)
     report = job.report
     if migrated.text != text:
         report.changed += 1
@@ -181,8 +182,12 @@ def _emit(path: str, old: str, bom: bool, migrated: Migrated, job: FileJob) -> b
         prefix = codecs.BOM_UTF8 if bom else b""
         if job.backup and not _backup(path, prefix + old.encode("utf-8"), job):
             return False
+        try:
+            atomic_write(path, prefix + migrated.text.encode("utf-8"))
+        except OSError as e:
+            _fail(job, f"{path}: cannot migrate: cannot write: {e.strerror or e}")
+            return False
         job.err.write(f"Rewriting {path}\n")
-        atomic_write(path, prefix + migrated.text.encode("utf-8"))
     else:
         job.err.write(f"Would rewrite {path}\n")
     for line, change in migrated.changes:

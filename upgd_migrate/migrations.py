@@ -11,6 +11,7 @@ from typing import Callable, Iterator
 
 from upgd_migrate.legacy import (ALIASES, DEFAULT_SIGMA_RATIO, MARKER, MIGRATIONS, OPTIMIZERS,
                                  RELATIVE_SIGMA_RANGE, SIGMA_MARKER_RE, VGS_IGNORED_KEYS)
+from upgd_migrate.lint import is_disabled
 from upgd_migrate.locate import ConfigBlock, locate
 from upgd_migrate.rules.values import describe, yaml11_spelling, yaml11_strings
 from upgd_migrate.yaml_edit import Edits, comment, first_on_line, is_flow, one_line, own_items
@@ -119,8 +120,11 @@ def _migrate_noise(result: PassResult, text: str, optimizer: str, kwargs: Mappin
     if bad:
         return
     on = switch is not None and switch.value is True
-    marked = sigma is not None and _MIGRATED_SIGMA.search(text, sigma.end, _eol(text, sigma))
-    convert = not marked and (not on or sigma is None or sigma.value < RELATIVE_SIGMA_RANGE[0])
+    # A marked sigma is relative by decision; a `disable=UPG101` one is a deliberate small ratio.
+    line = text[text.rfind("\n", 0, sigma.start) + 1:_eol(text, sigma)] if sigma else ""
+    marked = _MIGRATED_SIGMA.search(line) is not None
+    kept = marked or (on and is_disabled(line, "UPG101"))
+    convert = not kept and (not on or sigma is None or sigma.value < RELATIVE_SIGMA_RANGE[0])
     if not convert and on:
         return
     if convert and policy.only_for is not None and optimizer not in policy.only_for:

@@ -131,3 +131,21 @@ def test_a_sigma_whose_unmigrated_finding_is_disabled_is_kept_as_chosen():
     off = text.replace("true", "false")  # then it was an absolute std after all: convert it
     assert "sigma: 0.05   # upgd-migrate: disable=UPG101  # upgd-migrate: sigma was 0.002" \
         in migrate_text(off).text
+
+
+def test_a_block_without_room_for_adaptive_noise_is_left_whole():
+    # sigma made relative while adaptive_noise stays off would be read as absolute
+    text = "optimizer: UPGD\noptimizer_kwargs:\n  sigma:\n    0.001\n"
+    migrated = migrate_text(text)
+    assert migrated.text == text and migrated.changes == []
+    assert [(line, s.reason) for line, s in migrated.skips] == [
+        (3, "no single-line entry in optimizer_kwargs to add adaptive_noise after; add it by hand")]
+
+
+def test_values_merged_from_an_anchor_are_migrated_where_the_anchor_is():
+    text = ("base: &b\n  sigma: 0.001\nx:\n  optimizer_class: UPGD\n  optimizer_kwargs:\n"
+            "    <<: *b\n    lr: 1.0e-4\n")
+    migrated = migrate_text(text)
+    assert migrated.text == text
+    assert [s.reason for _, s in migrated.skips] == [
+        "sigma comes from a merged anchor (<<); migrate it where the anchor is defined"]

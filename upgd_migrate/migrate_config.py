@@ -69,7 +69,11 @@ def migrate_text(text: str, policy: SigmaPolicy | None = None) -> Migrated:
         result = PASSES[info.id](text, documents, policy)
         found += [(item.offset, item) for item in [*result.changes, *result.skips]]
         if result.edits:
-            text, splices = result.edits.apply()
+            try:
+                text, splices = result.edits.apply()
+            except ValueError as e:  # overlapping edits: a bug of ours, never half-applied
+                raise MigrateError(f"internal error: migration {info.id}: {e}; file left "
+                                   "unchanged") from e
             found = [(_moved(offset, splices), item) for offset, item in found]
             try:
                 documents = _parse(text)

@@ -127,12 +127,16 @@ def _migrate_noise(result: PassResult, text: str, optimizer: str, kwargs: Mappin
     convert = not kept and (not on or sigma is None or sigma.value < RELATIVE_SIGMA_RANGE[0])
     if not convert and on:
         return
-    if convert and policy.only_for is not None and optimizer not in policy.only_for:
-        result.skips.append(Skip("adaptive-noise", kwargs.start, f"{optimizer} adds noise to the "
-                                 f"raw gradient: a ratio {policy.source} does not apply; pass "
-                                 "--sigma-ratio"))
+    reason = _why_not(kwargs, optimizer, policy, (sigma, convert), (switch, not on))
+    if reason is not None:
+        result.skips.append(Skip("adaptive-noise", kwargs.start, reason))
         return
     new = format_float(policy.ratio)
+    # Insert first: a sigma made relative while adaptive_noise stays off would be read as an
+    # absolute std, so when nothing can be inserted the block is left whole.
+    if not _add_missing(result, text, optimizer, kwargs, switch is None,
+                        convert and sigma is None, new, policy):
+        return
     if switch is not None and not on:
         result.edits.replace(switch, "true", "adaptive_noise was false")
         result.changes.append(Change("adaptive-noise", switch.start, "adaptive_noise false -> true"))
@@ -140,8 +144,20 @@ def _migrate_noise(result: PassResult, text: str, optimizer: str, kwargs: Mappin
         result.edits.replace(sigma, new, f"sigma was {sigma.text} (absolute)")
         result.changes.append(Change("adaptive-noise", sigma.start, f"sigma {sigma.text} "
                                      f"(absolute) -> {new} (relative; {policy.source})"))
-    _add_missing(result, text, optimizer, kwargs, switch is None, convert and sigma is None,
-                 new, policy)
+
+
+def _why_not(kwargs: Mapping, optimizer: str, policy: SigmaPolicy,
+             *edits: tuple[Scalar | None, bool]) -> str | None:
+    """Why this block must be left for a manual fix, or None when it can be migrated."""
+    convert = edits[0][1]
+    if convert and policy.only_for is not None and optimizer not in policy.only_for:
+        return (f"{optimizer} adds noise to the raw gradient: a ratio {policy.source} does not "
+                "apply; pass --sigma-ratio")
+    own = {key.text for key, _ in own_items(kwargs)}
+    for (node, change), key in zip(edits, ("sigma", "adaptive_noise")):
+        if node is not None and change and key not in own:  # editing it would change every user
+            return f"{key} comes from a merged anchor (<<); migrate it where the anchor is defined"
+    return None
 
 
 def _eol(text: str, node: Node) -> int:
@@ -150,24 +166,26 @@ def _eol(text: str, node: Node) -> int:
 
 
 def _add_missing(result: PassResult, text: str, optimizer: str, kwargs: Mapping,
-                 add_switch: bool, add_sigma: bool, new: str, policy: SigmaPolicy) -> None:
-    """Insert ``adaptive_noise: true`` and/or ``sigma`` in the mapping's own style."""
+                 add_switch: bool, add_sigma: bool, new: str, policy: SigmaPolicy) -> bool:
+    """Insert ``adaptive_noise: true`` and/or ``sigma`` in the mapping's own style; False (a
+    skip recorded) when there is no place for them."""
     default = f"{OPTIMIZERS[optimizer]['sigma'].default:g}"
     entries = [("adaptive_noise: true", None)] if add_switch else []
     if add_sigma:
         entries.append((f"sigma: {new}", f"sigma was unset (absolute default {default})"))
     if not entries:
-        return
+        return True
     at = _add_entries(result.edits, text, kwargs, entries)
     if at is None:
         result.skips.append(Skip("adaptive-noise", kwargs.start, "no single-line entry in "
                                  "optimizer_kwargs to add adaptive_noise after; add it by hand"))
-        return
+        return False
     if add_switch:
         result.changes.append(Change("adaptive-noise", at, "adaptive_noise: true added"))
     if add_sigma:
         result.changes.append(Change("adaptive-noise", at, f"sigma unset (absolute "
                                      f"default {default}) -> {new} (relative; {policy.source})"))
+    return True
 
 
 def _add_entries(edits: Edits, text: str, mapping: Mapping,

@@ -57,7 +57,7 @@ class Edits:
     def __init__(self, text: str) -> None:
         self.text = text
         self.splices: list[tuple[int, int, str]] = []
-        self.markers: dict[int, list[str]] = {}
+        self.markers: dict[int, list[tuple[int, str]]] = {}
 
     def __bool__(self) -> bool:
         return bool(self.splices or self.markers)
@@ -74,9 +74,10 @@ class Edits:
             self.note(node.end, marker)
 
     def note(self, offset: int, marker: str) -> None:
-        """Record ``marker`` in a comment at the end of the line holding ``offset``."""
+        """Record ``marker`` in a comment at the end of the line holding ``offset``; markers
+        of one line are listed in the order of the values they describe."""
         end = line_end(self.text, offset)
-        self.markers.setdefault(end, []).append(marker)
+        self.markers.setdefault(end, []).append((offset, marker))
 
     def insert(self, offset: int, new: str) -> None:
         self.splices.append((offset, offset, new))
@@ -96,7 +97,7 @@ class Edits:
         inserts: dict[int, list[str]] = {}
         for end, markers in self.markers.items():
             at = len(self.text[:end].rstrip(" "))
-            inserts.setdefault(at, []).append(comment("; ".join(markers)))
+            inserts.setdefault(at, []).append(comment("; ".join(m for _, m in sorted(markers))))
         edits = [edit for edit in self.splices if edit[0] != edit[1]]
         for start, _, new in self.splices:
             if start == _:  # a marker must end its line before lines inserted at the same spot

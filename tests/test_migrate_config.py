@@ -149,3 +149,35 @@ def test_values_merged_from_an_anchor_are_migrated_where_the_anchor_is():
     assert migrated.text == text
     assert [s.reason for _, s in migrated.skips] == [
         "sigma comes from a merged anchor (<<); migrate it where the anchor is defined"]
+
+
+@pytest.mark.parametrize("sigma, reason", [
+    ("*s", "sigma is written with an anchor, alias or tag; fix it by hand"),
+    ("!!float 0.001", "sigma is written with an anchor, alias or tag; fix it by hand"),
+    ("&t 0.001", "sigma is written with an anchor, alias or tag; fix it by hand"),
+    ("{x: 1}", "sigma is a mapping, not a number; fix it by hand"),
+])
+def test_values_that_cannot_be_replaced_in_place_are_left(sigma, reason):
+    text = f"a: &s 0.001\noptimizer: UPGD\noptimizer_kwargs:\n  sigma: {sigma}\n"
+    migrated = migrate_text(text)
+    assert migrated.text == text and [s.reason for _, s in migrated.skips] == [reason]
+
+
+def test_odd_instant_noise_scale_values_are_left():
+    base = "optimizer: AdaptiveUPGD\noptimizer_kwargs:\n  sigma: 0.05\n  adaptive_noise: true\n" \
+           "  instant_noise_scale: {}\nvgs:\n  enabled: true\n"
+    for odd in ("{a: 1}", "'no'", "!!bool false"):
+        text = base.format(odd)
+        migrated = migrate_text(text)
+        assert migrated.text == text
+    assert [s.reason for _, s in migrate_text(base.format("!!bool false")).skips] == [
+        "instant_noise_scale is written with an anchor, alias or tag; fix it by hand"]
+
+
+def test_an_anchored_yaml11_number_keeps_its_anchor():
+    text = "optimizer: UPGD\noptimizer_kwargs:\n  sigma: 0.05\n  adaptive_noise: true\n" \
+           "  min_noise_std: &m 1e-6\n"
+    migrated = migrate_text(text)
+    assert migrated.text == text
+    assert [s.reason for _, s in migrated.skips] == [
+        "1e-6 carries an anchor or tag; write 1.0e-6 by hand"]

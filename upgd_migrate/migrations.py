@@ -14,7 +14,8 @@ from upgd_migrate.legacy import (ALIASES, DEFAULT_SIGMA_RATIO, MARKER, MIGRATION
 from upgd_migrate.lint import is_disabled
 from upgd_migrate.locate import ConfigBlock, locate
 from upgd_migrate.rules.values import describe, yaml11_spelling, yaml11_strings
-from upgd_migrate.yaml_edit import Edits, comment, first_on_line, is_flow, one_line, own_items
+from upgd_migrate.yaml_edit import (Edits, comment, first_on_line, in_place, is_flow, one_line,
+                                    own_items)
 from upgd_migrate.yaml_io import Mapping, Node, Scalar
 
 _MIGRATED_SIGMA = re.compile(SIGMA_MARKER_RE)
@@ -81,13 +82,18 @@ def upgd_blocks(documents: list[Node]) -> Iterator[tuple[ConfigBlock, str]]:
                 yield block, ALIASES[name.text]
 
 
-def _kwarg(kwargs: Mapping, key: str, tag: tuple[str, ...]) -> tuple[Scalar | None, bool]:
-    """(value node, ok): ok is False when the key is set to something of another type."""
+def _kwarg(text: str, kwargs: Mapping, key: str, tag: tuple[str, ...],
+           want: str) -> tuple[Scalar | None, str | None]:
+    """(value node, why it cannot be edited or None): of the wrong type, or not written in place."""
     entry = kwargs.get(key)
     if entry is None:
-        return None, True
+        return None, None
     value = entry[1]
-    return (value, True) if isinstance(value, Scalar) and value.tag in tag else (value, False)
+    if not isinstance(value, Scalar) or value.tag not in tag:
+        return value, f"{key} is {describe(value)}, not {want}; fix it by hand"  # type: ignore
+    if not in_place(text, entry[0], value):
+        return value, f"{key} is written with an anchor, alias or tag; fix it by hand"
+    return value, None
 
 
 @migration("adaptive-noise")
@@ -109,14 +115,11 @@ def adaptive_noise(text: str, documents: list[Node], policy: SigmaPolicy) -> Pas
 
 def _migrate_noise(result: PassResult, text: str, optimizer: str, kwargs: Mapping,
                    policy: SigmaPolicy) -> None:
-    switch, switch_ok = _kwarg(kwargs, "adaptive_noise", ("bool",))
-    sigma, sigma_ok = _kwarg(kwargs, "sigma", ("int", "float"))
-    bad = [(node, key, want) for node, ok, key, want in (
-        (switch, switch_ok, "adaptive_noise", "true or false"),
-        (sigma, sigma_ok, "sigma", "a number")) if not ok]
-    for node, key, want in bad:
-        result.skips.append(Skip("adaptive-noise", node.start, f"{key} is {describe(node)}, "
-                                 f"not {want}; fix it by hand"))
+    switch, switch_bad = _kwarg(text, kwargs, "adaptive_noise", ("bool",), "true or false")
+    sigma, sigma_bad = _kwarg(text, kwargs, "sigma", ("int", "float"), "a number")
+    bad = [(node, why) for node, why in ((switch, switch_bad), (sigma, sigma_bad)) if why]
+    for node, why in bad:
+        result.skips.append(Skip("adaptive-noise", node.start, why))
     if bad:
         return
     on = switch is not None and switch.value is True
@@ -212,6 +215,10 @@ def _add_entries(edits: Edits, text: str, mapping: Mapping,
                                             for entry, marker in entries])
 
 
+def _is_bool(node: Node | None, value: bool) -> bool:
+    return isinstance(node, Scalar) and node.tag == "bool" and node.value is value
+
+
 @migration("instant-noise-scale")
 def instant_noise_scale(text: str, documents: list[Node], policy: SigmaPolicy) -> PassResult:
     result, seen = PassResult(Edits(text)), set()
@@ -221,10 +228,13 @@ def instant_noise_scale(text: str, documents: list[Node], policy: SigmaPolicy) -
                 or not block.vgs.enabled or "instant_noise_scale" not in OPTIMIZERS[optimizer]):
             continue
         seen.add(id(kwargs))
-        switch, _ = _kwarg(kwargs, "adaptive_noise", ("bool",))
-        instant, ok = _kwarg(kwargs, "instant_noise_scale", ("bool",))
-        if switch is not None and switch.value is True and ok and instant is not None \
-                and instant.value is False:
+        switch, _ = _kwarg(text, kwargs, "adaptive_noise", ("bool",), "true or false")
+        instant, why = _kwarg(text, kwargs, "instant_noise_scale", ("bool",), "true or false")
+        if not (_is_bool(switch, True) and _is_bool(instant, False)):
+            continue
+        if why is not None:
+            result.skips.append(Skip("instant-noise-scale", instant.start, why))
+        else:
             result.edits.replace(instant, "true", "instant_noise_scale was false")
             result.changes.append(Change("instant-noise-scale", instant.start,
                                          "instant_noise_scale false -> true (VGS)"))
@@ -239,9 +249,11 @@ def yaml11_floats(text: str, documents: list[Node], policy: SigmaPolicy) -> Pass
             continue  # as lint: YAML that configures no optimizer is not ours to touch
         for node in yaml11_strings(document):
             better = yaml11_spelling(node.text)
-            if better is None:
-                result.skips.append(Skip("yaml11-floats", node.start, f"no YAML 1.1 spelling "
-                                         f"of {node.text} to write; fix it by hand"))
+            why = (f"no YAML 1.1 spelling of {node.text} to write" if better is None else
+                   None if text.startswith(node.text, node.start) else  # not `&a 1e-6`
+                   f"{node.text} carries an anchor or tag; write {better} by hand")
+            if why is not None:
+                result.skips.append(Skip("yaml11-floats", node.start, why))
                 continue
             result.edits.replace(node, better)
             result.changes.append(Change("yaml11-floats", node.start, f"{node.text} -> {better}"))

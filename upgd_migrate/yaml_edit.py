@@ -46,6 +46,13 @@ def one_line(text: str, key: Node, value: Node) -> bool:
     return isinstance(value, Scalar) and "\n" not in text[key.start:value.end]
 
 
+def in_place(text: str, key: Node, value: Scalar) -> bool:
+    """True when ``value`` is written right there as plain text: no alias to a scalar defined
+    elsewhere, no ``&anchor`` or ``!!tag`` in front that a replacement would drop."""
+    return value.plain and value.start > key.start and \
+        text[value.start:value.end] == value.text
+
+
 def first_on_line(text: str, node: Node) -> bool:
     start = text.rfind("\n", 0, node.start) + 1
     return text[start:node.start].strip(" ") == ""

@@ -34,7 +34,8 @@ def test_write_mode_rewrites_in_place_and_exits_1(legacy, capsys):
     assert err == (
         f"Rewriting {legacy}\n"
         f"{legacy}:7: adaptive-noise: {SOURCE}\n"
-        f"{legacy}:14: vgs-unread-keys: accumulation_steps commented out (no VGS version reads it)\n"
+        f"{legacy}:14: vgs-unread-keys: accumulation_steps commented out (no VGS version reads "
+        "it)\n"
         f"{legacy}:17: vgs-unread-keys: clip_threshold commented out (no VGS version reads it)\n"
         "1 file rewritten.\n")
     assert legacy.read_bytes() == (GOLDEN / "layout-a.out.yaml").read_bytes()

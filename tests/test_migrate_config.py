@@ -77,7 +77,8 @@ def test_sigma_ratio_policy_and_its_source():
                             SigmaPolicy(0.1, "--sigma-ratio"))
     assert migrated.text == ("optimizer: UPGD\noptimizer_kwargs:\n  sigma: 0.1  # upgd-migrate: "
                              "sigma was 0.001 (absolute)\n  adaptive_noise: true\n")
-    assert migrated.changes[0][1].message == "sigma 0.001 (absolute) -> 0.1 (relative; --sigma-ratio)"
+    assert migrated.changes[0][1].message == \
+        "sigma 0.001 (absolute) -> 0.1 (relative; --sigma-ratio)"
 
 
 def test_a_marked_sigma_below_the_range_is_left_alone_and_lint_honours_it():

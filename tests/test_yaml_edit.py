@@ -45,7 +45,8 @@ def test_lines_go_after_the_node_line_with_its_ending_and_the_marker_stays_above
     edits = Edits(text)
     node = value(text, "m", "sigma")
     edits.replace(node, "0.05", "sigma was 0.001")
-    assert edits.insert_lines_after(node, ["  adaptive_noise: true"]) == len("m:\r\n  sigma: 0.001\r\n")
+    at = edits.insert_lines_after(node, ["  adaptive_noise: true"])
+    assert at == len("m:\r\n  sigma: 0.001\r\n")
     assert edits.apply()[0] == ("m:\r\n  sigma: 0.05  # upgd-migrate: sigma was 0.001\r\n"
                                 "  adaptive_noise: true\r\n")
 

@@ -142,7 +142,7 @@ def _suppressed(finding: Finding, lines: list[str]) -> bool:
 
 
 def is_disabled(line: str, code: str) -> bool:
-    """True when ``line`` silences rule ``code``: a disable comment, or the migrated-sigma marker."""
+    """True when ``line`` silences rule ``code``: a disable comment or the migrated-sigma mark."""
     if code in SIGMA_MARKER_HONOURED and _MIGRATED_SIGMA.search(line):
         return True
     match = _SUPPRESS.search(line)

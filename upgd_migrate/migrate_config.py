@@ -112,7 +112,8 @@ class Report:
         """``2 files rewritten, 1 already migrated.``; empty when no file was given."""
         parts = [(self.changed, "rewritten" if self.mode is Mode.WRITE else "would be rewritten"),
                  (self.already, "already migrated"), (self.unrelated, "without UPGD settings"),
-                 (self.manual, "need a manual fix" if self.manual != 1 else "needs a manual fix"), (self.failed, "cannot be migrated")]
+                 (self.manual, "needs a manual fix" if self.manual == 1 else "need a manual fix"),
+                 (self.failed, "cannot be migrated")]
         counted = [(n, what) for n, what in parts if n]
         if not counted:
             return ""

@@ -90,7 +90,7 @@ def _kwarg(text: str, kwargs: Mapping, key: str, tag: tuple[str, ...],
         return None, None
     value = entry[1]
     if not isinstance(value, Scalar) or value.tag not in tag:
-        return value, f"{key} is {describe(value)}, not {want}; fix it by hand"  # type: ignore
+        return value, f"{key} is {describe(value)}, not {want}; fix it by hand"
     if not in_place(text, entry[0], value):
         return value, f"{key} is written with an anchor, alias or tag; fix it by hand"
     return value, None
@@ -142,7 +142,8 @@ def _migrate_noise(result: PassResult, text: str, optimizer: str, kwargs: Mappin
         return
     if switch is not None and not on:
         result.edits.replace(switch, "true", "adaptive_noise was false")
-        result.changes.append(Change("adaptive-noise", switch.start, "adaptive_noise false -> true"))
+        result.changes.append(Change("adaptive-noise", switch.start,
+                                     "adaptive_noise false -> true"))
     if convert and sigma is not None:
         result.edits.replace(sigma, new, f"sigma was {sigma.text} (absolute)")
         result.changes.append(Change("adaptive-noise", sigma.start, f"sigma {sigma.text} "

@@ -1,4 +1,4 @@
-"""``upgd-migrate config PATH...``: migrate YAML configs to adaptive noise, changing nothing else."""
+"""``upgd-migrate config PATH...``: migrate YAML configs to adaptive noise, nothing else."""
 from __future__ import annotations
 
 import math

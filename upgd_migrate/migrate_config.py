@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from upgd_migrate.fileio import UnreadableFile, atomic_write, read_text_and_bom
+from upgd_migrate.fileio import UnreadableFile, atomic_create, atomic_write, read_text_and_bom
 from upgd_migrate.legacy import MIGRATED_CODES, MIGRATIONS
 from upgd_migrate.lint import lint_text
 from upgd_migrate.locate import locate
@@ -203,8 +203,7 @@ def _emit(path: str, old: str, bom: bool, migrated: Migrated, job: FileJob) -> b
 def _backup(path: str, data: bytes, job: FileJob) -> bool:
     target = path + job.backup
     try:
-        with open(target, "xb") as f:  # "x": an existing backup is never overwritten
-            f.write(data)
+        atomic_create(target, data, mode_of=path)
     except FileExistsError:
         _fail(job, f"{path}: cannot migrate: backup {target} already exists; not overwriting "
                    "it, file left unchanged")

@@ -43,3 +43,28 @@ def test_atomic_write_failure_keeps_old_file(tmp_path, monkeypatch):
         atomic_write(str(path), b"new\n")
     assert path.read_text() == "old\n"
     assert os.listdir(tmp_path) == ["c.yaml"]
+
+
+def test_read_text_and_bom_says_whether_there_was_one(tmp_path):
+    from upgd_migrate.fileio import read_text_and_bom
+
+    path = tmp_path / "c.yaml"
+    path.write_bytes(b"\xef\xbb\xbfa: 1\r\n")
+    assert read_text_and_bom(str(path)) == ("a: 1\r\n", True)
+    path.write_bytes(b"a: 1\n")
+    assert read_text_and_bom(str(path)) == ("a: 1\n", False)
+
+
+def test_atomic_create_never_replaces_and_leaves_no_temp(tmp_path):
+    from upgd_migrate.fileio import atomic_create
+
+    source = tmp_path / "c.yaml"
+    source.write_text("a: 1\n")
+    os.chmod(source, 0o600)
+    atomic_create(str(tmp_path / "c.yaml.bak"), b"old\n", mode_of=str(source))
+    assert (tmp_path / "c.yaml.bak").read_bytes() == b"old\n"
+    assert stat.S_IMODE(os.stat(tmp_path / "c.yaml.bak").st_mode) == 0o600
+    with pytest.raises(FileExistsError):
+        atomic_create(str(tmp_path / "c.yaml.bak"), b"new\n", mode_of=str(source))
+    assert (tmp_path / "c.yaml.bak").read_bytes() == b"old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml", "c.yaml.bak"]

@@ -36,3 +36,13 @@ def test_aliases_cover_every_spelling_seen():
 
 def test_ignored_vgs_keys_are_not_vgs_parameters():
     assert not set(VGS_IGNORED_KEYS) & set(VGS_PARAMS)
+
+
+def test_every_migration_has_a_pass_and_fixes_real_rules():
+    from upgd_migrate.legacy import MIGRATED_CODES, MIGRATIONS
+    from upgd_migrate.migrations import PASSES
+    from upgd_migrate.rules import FIX_CONFIG, RULES
+
+    assert list(PASSES) == [m.id for m in MIGRATIONS]  # registered in registry order
+    assert MIGRATED_CODES <= set(RULES)
+    assert {code for code, rule in RULES.items() if rule.fix == FIX_CONFIG} == MIGRATED_CODES

@@ -159,3 +159,15 @@ def test_bundled_fixtures_findings():
         ("seed-layout-b.yaml", 8, 18, "UPG304"),
         ("seed-layout-b.yaml", 9, 24, "UPG105"),
     ]
+
+
+def test_migrated_sigma_marker_silences_only_sigma_meaning_rules():
+    marked = """\
+        optimizer: UPGDW
+        optimizer_kwargs:
+          sigma: 0.05  # upgd-migrate: sigma was 0.001 (absolute)
+          betas: 0.9  # upgd-migrate: sigma was 0.001 (absolute)
+        """
+    assert [f.split()[1] for f in run_lint(marked)] == ["UPG301"]
+    assert [f.split()[1] for f in run_lint(marked.replace("upgd-migrate: sigma", "sigma"))] == \
+        ["UPG102", "UPG301"]

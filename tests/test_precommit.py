@@ -37,35 +37,64 @@ def snapshot_of_this_repo(dest) -> str:
     return git(dest, "rev-parse", "HEAD")
 
 
-@pytest.mark.precommit
-def test_upgd_lint_hook_passes_and_fails(tmp_path):
-    pytest.importorskip("pre_commit")
+def hook_and_user_repos(tmp_path, **user_files) -> tuple:
+    """(hooks repo, its sha, user repo) with ``user_files`` (name -> fixture config) staged."""
     hooks, user = tmp_path / "hooks", tmp_path / "user"
     hooks.mkdir(), user.mkdir()
     sha = snapshot_of_this_repo(hooks)
-    shutil.copy(CONFIGS / "migrated.yaml", user / "good.yaml")
-    shutil.copy(CONFIGS / "real-legacy-layout-a.yaml", user / "bad.yaml")
+    for name, fixture in user_files.items():
+        shutil.copy(CONFIGS / fixture, user / name)
     git(user, "init", "-q")
     git(user, "add", "-A")
-    env = {**os.environ, "NO_COLOR": "1"}
+    return hooks, sha, user
 
-    def try_repo(*files: str) -> subprocess.CompletedProcess:
-        cmd = [sys.executable, "-m", "pre_commit", "try-repo", str(hooks), "upgd-lint",
-               "--ref", sha, "--color", "never", "--files", *files]
-        return subprocess.run(cmd, cwd=user, env=env, capture_output=True, text=True,
-                              timeout=600)
 
-    passed = try_repo("good.yaml")
+def try_repo(hooks, sha: str, user, hook: str, *files: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "pre_commit", "try-repo", str(hooks), hook, "--ref", sha,
+           "--color", "never", "--files", *files]
+    return subprocess.run(cmd, cwd=user, env={**os.environ, "NO_COLOR": "1"},
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.precommit
+def test_upgd_lint_hook_passes_and_fails(tmp_path):
+    pytest.importorskip("pre_commit")
+    hooks, sha, user = hook_and_user_repos(tmp_path, **{
+        "good.yaml": "migrated.yaml", "bad.yaml": "real-legacy-layout-a.yaml"})
+
+    passed = try_repo(hooks, sha, user, "upgd-lint", "good.yaml")
     assert passed.returncode == 0, passed.stdout + passed.stderr
     assert "upgd-migrate lint" in passed.stdout and "Passed" in passed.stdout
 
-    failed = try_repo("good.yaml", "bad.yaml")
+    failed = try_repo(hooks, sha, user, "upgd-lint", "good.yaml", "bad.yaml")
     assert failed.returncode == 1, failed.stdout + failed.stderr
     assert "Failed" in failed.stdout and "- exit code: 1" in failed.stdout
     assert ("bad.yaml:7:12: [error] UPG101 sigma 0.001 with adaptive_noise: true is below the "
             "plausible relative range 0.01-0.5") in failed.stdout
     assert "bad.yaml:14:5: [warning] UPG203 'accumulation_steps'" in failed.stdout
     assert "good.yaml:" not in failed.stdout
+
+
+@pytest.mark.precommit
+def test_upgd_migrate_config_hook_fixes_then_passes(tmp_path):
+    pytest.importorskip("pre_commit")
+    hooks, sha, user = hook_and_user_repos(tmp_path, **{
+        "good.yaml": "migrated.yaml", "bad.yaml": "real-legacy-layout-a.yaml"})
+
+    fixed = try_repo(hooks, sha, user, "upgd-migrate-config", "good.yaml", "bad.yaml")
+    assert fixed.returncode == 1, fixed.stdout + fixed.stderr
+    assert "files were modified by this hook" in fixed.stdout
+    assert "Rewriting bad.yaml\n" in fixed.stdout
+    assert "1 file rewritten, 1 already migrated." in fixed.stdout
+    golden = REPO / "tests" / "golden" / "config" / "layout-a.out.yaml"
+    assert (user / "bad.yaml").read_bytes() == golden.read_bytes()
+
+    git(user, "add", "-A")  # as a user stages the fix before committing again
+    again = try_repo(hooks, sha, user, "upgd-migrate-config", "good.yaml", "bad.yaml")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "Passed" in again.stdout
+    linted = try_repo(hooks, sha, user, "upgd-lint", "good.yaml", "bad.yaml")
+    assert linted.returncode == 0, linted.stdout + linted.stderr
 
 
 def test_hook_environment_does_not_need_torch():

@@ -15,6 +15,7 @@ from upgd_migrate.errors import UpgdMigrateError
 
 # name -> "module:attribute" of a click.Command
 COMMANDS: dict[str, str] = {
+    "config": "upgd_migrate.commands.config:config",
     "lint": "upgd_migrate.commands.lint:lint_command",
     "schema": "upgd_migrate.commands.schema:schema_command",
 }

@@ -5,6 +5,7 @@ finding), never an exception that stops a run over many files.
 """
 from __future__ import annotations
 
+import codecs
 import os
 import tempfile
 
@@ -19,6 +20,11 @@ class UnreadableFile(Exception):
 
 def read_text(path: str, max_bytes: int | None = None) -> str:
     """Return the file's text (a UTF-8 BOM dropped) or raise :class:`UnreadableFile`."""
+    return read_text_and_bom(path, max_bytes)[0]
+
+
+def read_text_and_bom(path: str, max_bytes: int | None = None) -> tuple[str, bool]:
+    """(text without a UTF-8 BOM, whether it had one): a rewrite must put the BOM back."""
     max_bytes = MAX_BYTES if max_bytes is None else max_bytes
     try:
         with open(path, "rb") as f:
@@ -30,14 +36,13 @@ def read_text(path: str, max_bytes: int | None = None) -> str:
     if b"\0" in data[:8192]:
         raise UnreadableFile("binary file (NUL bytes): not a YAML config")
     try:
-        return data.decode("utf-8-sig")
+        return data.decode("utf-8-sig"), data.startswith(codecs.BOM_UTF8)
     except UnicodeDecodeError as e:
         raise UnreadableFile(f"not UTF-8 text (byte {e.start})") from e
 
 
-def atomic_write(path: str, data: str | bytes) -> None:
-    """Replace ``path`` so a crash leaves the old file or the new one, never half of either."""
-    raw = data.encode("utf-8") if isinstance(data, str) else data
+def _temp_copy(path: str, raw: bytes, mode_of: str) -> str:
+    """A synced temp file beside ``path`` holding ``raw``, with the mode of ``mode_of``."""
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".upgd-migrate-", suffix=".tmp")
     try:
@@ -45,10 +50,39 @@ def atomic_write(path: str, data: str | bytes) -> None:
             f.write(raw)
             f.flush()
             os.fsync(f.fileno())
-        if os.path.exists(path):
-            os.chmod(tmp, os.stat(path).st_mode & 0o7777)
+        if os.path.exists(mode_of):
+            os.chmod(tmp, os.stat(mode_of).st_mode & 0o7777)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return tmp
+
+
+def atomic_write(path: str, data: str | bytes) -> None:
+    """Replace ``path`` so a crash leaves the old file or the new one, never half of either."""
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    tmp = _temp_copy(path, raw, path)
+    try:
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_create(path: str, data: bytes, mode_of: str) -> None:
+    """Create ``path`` whole or not at all; raise FileExistsError rather than replace a file.
+
+    A hard link is atomic and fails on an existing name, so a crash never leaves half a
+    backup that a later run would then refuse to overwrite.
+    """
+    tmp = _temp_copy(path, data, mode_of)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError:  # a filesystem without hard links: exclusive create is the next best
+        with open(path, "xb") as f:
+            f.write(data)
+    finally:
+        os.unlink(tmp)

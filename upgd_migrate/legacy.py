@@ -137,3 +137,37 @@ def accepts(optimizer: str, key: str) -> bool:
 def owners(key: str) -> list[str]:
     """The canonical optimizers that accept ``key``, in table order."""
     return [name for name, params in OPTIMIZERS.items() if key in params]
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One named config migration: the lint codes it always fixes and what it does."""
+
+    id: str
+    fixes: tuple[str, ...]
+    summary: str
+
+
+# The ordered registry of `upgd-migrate config`. Order matters: each pass reads the text the
+# previous one wrote (instant-noise-scale needs adaptive_noise already on; the sigma marker must
+# record the value as the user wrote it, before yaml11-floats respells it).
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration("adaptive-noise", ("UPG101", "UPG103"),
+              "UPGD/AdaptiveUPGD: set adaptive_noise: true and convert an absolute sigma to a "
+              "relative ratio"),
+    Migration("instant-noise-scale", ("UPG105",),
+              "under VGS with adaptive noise: instant_noise_scale: false -> true"),
+    Migration("yaml11-floats", ("UPG304",),
+              "respell numbers PyYAML reads as strings (1e-6 -> 1.0e-6)"),
+    Migration("vgs-unread-keys", ("UPG203",),
+              "comment out VGS keys no VGS version reads (accumulation_steps, clip_threshold)"),
+)
+MIGRATED_CODES = frozenset(code for m in MIGRATIONS for code in m.fixes)
+
+# The marker `upgd-migrate config` leaves on a line whose value it changed, recording the old
+# value: `# upgd-migrate: sigma was 0.001 (absolute)`. A sigma on a line carrying it is relative
+# by decision, so lint never flags it (UPG101/UPG102) and config never converts it again.
+MARKER = "upgd-migrate:"
+SIGMA_MARKER_RE = r"#.*\bupgd-migrate:[^#]*\bsigma was\b"
+SIGMA_MARKER_HONOURED = ("UPG101", "UPG102")
+DEFAULT_SIGMA_RATIO = 0.05  # the seed's documented relative sigma ("0.05 = 5%")

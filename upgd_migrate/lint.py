@@ -1,7 +1,8 @@
 """Lint driver: paths -> files -> YAML documents -> located blocks -> rules -> Findings.
 
 A bad file becomes one finding for that file and the run goes on; nothing here raises for
-user input. Findings on a line carrying ``# upgd-migrate: disable=CODE[,CODE]`` are dropped.
+user input. Findings on a line carrying ``# upgd-migrate: disable=CODE[,CODE]`` are dropped, and
+so are sigma-meaning findings on a line `upgd-migrate config` marked as migrated.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Iterable, Iterator, NamedTuple
 
 from upgd_migrate.fileio import UnreadableFile, read_text
 from upgd_migrate.findings import Finding
+from upgd_migrate.legacy import SIGMA_MARKER_HONOURED, SIGMA_MARKER_RE
 from upgd_migrate.locate import ConfigBlock, locate
 from upgd_migrate.rules import Context, LintOptions, rule_for
 from upgd_migrate.rules.keys import (check_kwargs, check_optimizer_name, check_vgs_keys,
@@ -23,6 +25,7 @@ from upgd_migrate.yaml_io import DuplicateKeyError, Mapping, Sequence, YamlError
 YAML_SUFFIXES = (".yaml", ".yml")
 PARALLEL_MIN_FILES = 32  # per worker: below this a process pool costs more than it saves
 _SUPPRESS = re.compile(r"#\s*upgd-migrate:\s*disable=([\w\-, ]+)")
+_MIGRATED_SIGMA = re.compile(SIGMA_MARKER_RE)
 
 
 class _At(NamedTuple):
@@ -135,9 +138,16 @@ def _unsuppressed(findings: list[Finding], text: str) -> list[Finding]:
 
 def _suppressed(finding: Finding, lines: list[str]) -> bool:
     line = lines[finding.line - 1] if finding.line <= len(lines) else ""
+    return is_disabled(line, finding.code)
+
+
+def is_disabled(line: str, code: str) -> bool:
+    """True when ``line`` silences rule ``code``: a disable comment or the migrated-sigma mark."""
+    if code in SIGMA_MARKER_HONOURED and _MIGRATED_SIGMA.search(line):
+        return True
     match = _SUPPRESS.search(line)
     if match is None:
         return False
     selectors = {s.strip() for s in match.group(1).split(",") if s.strip()}
     return "all" in selectors or any(
-        (rule := rule_for(s)) is not None and rule.code == finding.code for s in selectors)
+        (rule := rule_for(s)) is not None and rule.code == code for s in selectors)

@@ -5,10 +5,11 @@ in severity and fix from this table, so a rule's metadata is written once.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from upgd_migrate.findings import Finding, Severity
-from upgd_migrate.legacy import ABSOLUTE_SIGMA_MAX, RELATIVE_SIGMA_RANGE, VGS_VERSIONS
+from upgd_migrate.legacy import (ABSOLUTE_SIGMA_MAX, MIGRATED_CODES, RELATIVE_SIGMA_RANGE,
+                                 VGS_VERSIONS)
 
 FIX_CONFIG = "upgd-migrate config"
 E, W, I = Severity.ERROR, Severity.WARNING, Severity.INFO
@@ -30,7 +31,7 @@ RULES: dict[str, Rule] = {r.code: r for r in (
     Rule("UPG003", "duplicate-key", E, "a mapping repeats a key; loaders disagree on which wins"),
     Rule("UPG004", "no-mapping", W, "file is empty or its documents hold no mapping"),
     Rule("UPG101", "unmigrated-sigma", E, "adaptive_noise on with sigma below the plausible "
-         "relative range: an un-migrated absolute std", FIX_CONFIG),
+         "relative range: an un-migrated absolute std"),
     Rule("UPG102", "relative-sigma-as-absolute", W, "adaptive_noise off with sigma above the "
          "plausible absolute range: a relative ratio read as an absolute std"),
     Rule("UPG103", "vgs-fixed-noise-sgd", W, "VGS with fixed noise on SGD-type UPGD: noise "
@@ -43,15 +44,18 @@ RULES: dict[str, Rule] = {r.code: r for r in (
          "accept (TypeError at construction)"),
     Rule("UPG202", "unknown-key", E, "key no optimizer or VGS version knows (with a "
          "did-you-mean)"),
-    Rule("UPG203", "vgs-ignored-key", W, "VGS key that no VGS version reads", FIX_CONFIG),
+    Rule("UPG203", "vgs-ignored-key", W, "VGS key that no VGS version reads"),
     Rule("UPG204", "vgs-version-key", W, "VGS key that the target VGS version (--vgs-version) "
          "does not read yet"),
     Rule("UPG301", "wrong-type", E, "value of the wrong type"),
     Rule("UPG302", "out-of-range", E, "value outside the range the constructor accepts"),
     Rule("UPG303", "unknown-optimizer", E, "optimizer name that is not a known optimizer"),
     Rule("UPG304", "yaml11-string-float", E, "number PyYAML (YAML 1.1) reads as a string, "
-         "like 1e-6", FIX_CONFIG),
+         "like 1e-6"),
 )}
+# A rule's fix is `upgd-migrate config` exactly when a registered migration always fixes it.
+RULES = {code: replace(rule, fix=FIX_CONFIG) if code in MIGRATED_CODES else rule
+         for code, rule in RULES.items()}
 
 
 @dataclass

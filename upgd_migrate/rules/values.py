@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import re
+from typing import Iterator
 
 from upgd_migrate.legacy import Param
 from upgd_migrate.rules import Context
@@ -87,13 +88,18 @@ def _num(value: float) -> str:
     return f"{value:g}"
 
 
-def check_yaml11_numbers(ctx: Context, document: Node) -> None:
-    """Report every plain number in ``document`` that PyYAML would load as a string."""
+def yaml11_strings(document: Node) -> Iterator[Scalar]:
+    """Every plain scalar in ``document`` that YAML 1.2 reads as a number and PyYAML as a string."""
     for node in walk(document):
         if not isinstance(node, Scalar) or not node.plain or node.tag not in ("int", "float"):
             continue
-        if _YAML11_FLOAT.fullmatch(node.text) or _YAML11_INT.fullmatch(node.text):
-            continue
+        if not (_YAML11_FLOAT.fullmatch(node.text) or _YAML11_INT.fullmatch(node.text)):
+            yield node
+
+
+def check_yaml11_numbers(ctx: Context, document: Node) -> None:
+    """Report every plain number in ``document`` that PyYAML would load as a string."""
+    for node in yaml11_strings(document):
         better = yaml11_spelling(node.text)
         advice = f"write {better}" if better else "spell it so YAML 1.1 reads a number too"
         ctx.report("UPG304", node, f"{node.text} is read as the string {node.text!r} by PyYAML "

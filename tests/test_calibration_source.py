@@ -1,0 +1,133 @@
+"""--calibrate-from end to end: a checkpoint with known moments -> the sigma written to the config.
+
+The written relative sigma must reproduce the checkpoint's absolute noise level within 2% when
+the real AdaptiveUPGD runs with it (tests/optim/test_calibrate.py covers the math itself).
+"""
+from __future__ import annotations
+
+import copy
+import re
+
+import pytest
+import torch
+
+from conftest import REPO
+from upgd_migrate.cli import main
+from upgd_migrate.optim import AdaptiveUPGD, NoiseRecorder
+
+FIXTURES = REPO / "fixtures" / "optim"
+CONFIG = "optimizer: AdaptiveUPGD\noptimizer_kwargs:\n  sigma: 0.001\n  adaptive_noise: true\n"
+B1, B2, STEP = 0.9, 0.999, 50
+
+
+def known_moments_state(rms: float) -> dict:
+    """Two tensors whose bias-corrected Adam direction is +-``rms`` everywhere, sigma 0.001."""
+    state = {}
+    for pid, numel in enumerate((48, 6)):
+        v_hat = torch.full((numel,), 4e-4)
+        d = torch.tensor([rms, -rms]).repeat(numel // 2)
+        state[pid] = {"step": STEP, "avg_utility": torch.zeros(numel),
+                      "first_moment": d * (v_hat.sqrt() + 1e-8) * (1 - B1**STEP),
+                      "sec_moment": v_hat * (1 - B2**STEP)}
+    group = {"lr": 1e-4, "weight_decay": 0.0, "beta_utility": 0.999, "sigma": 0.001,
+             "beta1": B1, "beta2": B2, "eps": 1e-8, "adaptive_noise": False,
+             "noise_beta": 0.999, "min_noise_std": 1e-6, "params": [0, 1]}
+    return {"state": state, "param_groups": [group]}
+
+
+def first_step_noise(saved: dict, **group_settings) -> float:
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.zeros_like(e["avg_utility"]))
+              for e in saved["state"].values()]
+    opt = AdaptiveUPGD(params)
+    opt.load_state_dict(copy.deepcopy(saved))
+    for group in opt.param_groups:
+        group.update(group_settings)
+    with NoiseRecorder(opt) as recorder:
+        for p in params:  # the expected gradient keeps the moments, so d stays where it was
+            p.grad = opt.state[p]["first_moment"] / (1 - B1 ** opt.state[p]["step"])
+        opt.step()
+    return recorder.first_step_noise_rms()
+
+
+def written_sigma(path) -> float:
+    return float(re.search(r"sigma: (\S+)", path.read_text()).group(1))
+
+
+@pytest.fixture
+def config(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(CONFIG)
+    return path
+
+
+def test_calibrated_sigma_reproduces_the_absolute_noise_level(tmp_path, config, capsys):
+    saved = known_moments_state(0.04)
+    torch.save({"model": {}, "optimizer": saved, "epoch": 3}, tmp_path / "run.pt")
+    assert main(["config", "--calibrate-from", str(tmp_path / "run.pt"), str(config)]) == 1
+    assert written_sigma(config) == 0.025  # 0.001 absolute / direction rms 0.04
+    assert f"{config}:3: adaptive-noise: sigma 0.001 (absolute) -> 0.025 (relative; calibrated " \
+           "from run.pt: absolute sigma 0.001 / Adam direction rms 0.04)" in capsys.readouterr().err
+    absolute = first_step_noise(saved)
+    relative = first_step_noise(saved, sigma=written_sigma(config), adaptive_noise=True)
+    assert relative == pytest.approx(absolute, rel=0.02)
+
+
+def test_legacy_fixture_calibration_within_2_percent(tmp_path, config):
+    saved = torch.load(FIXTURES / "adaptive_upgd_g1.pt", weights_only=True)
+    torch.save({"optimizer_states": [saved], "state_dict": {}}, tmp_path / "lightning.ckpt")
+    assert main(["config", "--calibrate-from", str(tmp_path / "lightning.ckpt"), str(config)]) == 1
+    absolute = first_step_noise(saved)
+    relative = first_step_noise(saved, sigma=written_sigma(config), adaptive_noise=True)
+    assert relative == pytest.approx(absolute, rel=0.02)
+
+
+def test_raw_state_dict_and_training_dict_keys(tmp_path, config):
+    saved = known_moments_state(0.05)
+    for key in (None, "optimizer_state_dict", "optimizer_state"):
+        path = tmp_path / f"{key}.pt"
+        torch.save(saved if key is None else {key: saved}, path)
+        config.write_text(CONFIG)
+        assert main(["config", "--calibrate-from", str(path), str(config)]) == 1
+        assert written_sigma(config) == 0.02
+
+
+def test_upgd_config_is_not_given_an_adam_calibration(tmp_path, config, capsys):
+    torch.save(known_moments_state(0.04), tmp_path / "run.pt")
+    config.write_text("optimizer: UPGD\noptimizer_kwargs:\n  sigma: 0.001\n")
+    assert main(["config", "--calibrate-from", str(tmp_path / "run.pt"), str(config)]) == 0
+    assert capsys.readouterr().err.splitlines()[0] == (
+        f"{config}:3: adaptive-noise: not migrated: UPGD adds noise to the raw gradient: a ratio "
+        "calibrated from run.pt: absolute sigma 0.001 / Adam direction rms 0.04 does not apply; "
+        "pass --sigma-ratio")
+
+
+class Opaque:
+    pass
+
+
+def _bad_checkpoints(tmp_path) -> list[tuple[str, str]]:
+    torch.save({"model": {"w": torch.zeros(1)}}, tmp_path / "model.pt")
+    torch.save({"optimizer": known_moments_state(0.04), "extra": Opaque()}, tmp_path / "unsafe.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    return [
+        ("model.pt", "error: no optimizer state found in model.pt: expected an optimizer "
+                     "state_dict, a dict with one under 'optimizer', 'optimizer_state_dict', "
+                     "'optimizer_state', or a Lightning 'optimizer_states' list"),
+        ("unsafe.pt", "error: refusing to load checkpoint unsafe.pt: it needs arbitrary "
+                      "unpickling (globals test_calibration_source.Opaque); only weights_only "
+                      "checkpoints are read"),
+        ("junk.pt", "error: junk.pt is not a readable torch checkpoint: "),
+        (str(FIXTURES / "upgd.pt"), "error: cannot calibrate from upgd.pt: param group 0 has no "
+                                    "saved Adam moments to calibrate from"),
+        (str(FIXTURES / "adaptive_upgd_g1_ema.pt"), "error: adaptive_upgd_g1_ema.pt: param group 0 "
+         "already runs adaptive noise, so its sigma is no absolute std to calibrate from"),
+    ]
+
+
+def test_unusable_checkpoints_are_one_line_errors(tmp_path, config, capsys):
+    for name, message in _bad_checkpoints(tmp_path):
+        assert main(["config", "--calibrate-from", str(tmp_path / name), str(config)]) == 2, name
+        err = capsys.readouterr().err
+        assert err.startswith(message) and err.count("\n") == 1 and "Traceback" not in err, err
+    assert config.read_text() == CONFIG

@@ -1,0 +1,84 @@
+"""``upgd-migrate config PATH...``: migrate YAML configs to adaptive noise, nothing else."""
+from __future__ import annotations
+
+import math
+import os
+import sys
+
+import click
+
+from upgd_migrate.legacy import DEFAULT_SIGMA_RATIO, MIGRATIONS
+from upgd_migrate.lint import iter_files
+from upgd_migrate.migrate_config import FileJob, Mode, migrate_file
+from upgd_migrate.migrations import SigmaPolicy
+
+
+def list_migrations() -> str:
+    """One line per migration, in the order they run: id, lint codes it fixes, what it does."""
+    return "\n".join(f"{m.id:<20}  {','.join(m.fixes):<13}  {m.summary}" for m in MIGRATIONS)
+
+
+def _ratio(ctx, param, value: float | None) -> float | None:
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise click.BadParameter(f"must be a positive number, got {value:g}")
+    return value
+
+
+def _suffix(ctx, param, value: str | None) -> str | None:
+    if value is not None and (not value or os.sep in value or "/" in value):
+        raise click.BadParameter(f"must be a non-empty file-name suffix like .bak, got {value!r}")
+    return value
+
+
+def policy_for(sigma_ratio: float | None, calibrate_from: str | None) -> SigmaPolicy:
+    """--sigma-ratio, else --calibrate-from (torch imported only here), else the default."""
+    if sigma_ratio is not None:
+        return SigmaPolicy(sigma_ratio, "--sigma-ratio")
+    if calibrate_from is not None:
+        from upgd_migrate.calibration_source import calibrated_policy
+
+        return calibrated_policy(calibrate_from)
+    return SigmaPolicy(DEFAULT_SIGMA_RATIO, "the seed's default ratio")
+
+
+@click.command("config")
+@click.argument("paths", nargs=-1, type=click.Path(exists=True))
+@click.option("--sigma-ratio", type=float, callback=_ratio, metavar="R",
+              help=f"Relative sigma to write (default {DEFAULT_SIGMA_RATIO:g}, the seed's ratio).")
+@click.option("--calibrate-from", type=click.Path(exists=True, dir_okay=False),
+              metavar="CHECKPOINT", help="Calibrate the relative sigma so the noise level of "
+              "this optimizer checkpoint (param group 0, last step) is kept. Needs torch.")
+@click.option("--check", is_flag=True, help="Write nothing; exit 1 if a file needs changes.")
+@click.option("--diff", is_flag=True, help="Write nothing; print a unified diff on stdout.")
+@click.option("--backup", metavar="SUFFIX", callback=_suffix,
+              help="Keep the original as FILE+SUFFIX (never overwrites an existing backup).")
+@click.option("--list-migrations", "show_migrations", is_flag=True,
+              help="Print every migration, in the order they run, and exit.")
+def config(paths: tuple[str, ...], sigma_ratio: float | None, calibrate_from: str | None,
+           check: bool, diff: bool, backup: str | None, show_migrations: bool) -> int:
+    """Migrate UPGD/VGS configs to adaptive noise: files, and *.yaml/*.yml under folders.
+
+    Sets adaptive_noise: true and converts an absolute sigma to a relative ratio
+    (the old value stays on the line in a `# upgd-migrate:` comment), plus every
+    other fix listed by --list-migrations. Only the changed values differ.
+
+    \b
+    Exit codes: 0 nothing to change, 1 files changed (or would, with --check/--diff)
+    or a file could not be read, parsed or backed up, 2 usage error.
+    """
+    if show_migrations:
+        click.echo(list_migrations())
+        return 0
+    if sigma_ratio is not None and calibrate_from is not None:
+        raise click.UsageError("--sigma-ratio and --calibrate-from are alternatives; pass one")
+    if backup is not None and (check or diff):
+        raise click.UsageError("--backup applies only when writing (not with --check or --diff)")
+    policy = policy_for(sigma_ratio, calibrate_from)
+    mode = Mode.DIFF if diff else Mode.CHECK if check else Mode.WRITE
+    job = FileJob(policy, mode, sys.stdout, sys.stderr, backup)
+    for path in iter_files(paths):
+        migrate_file(path, job)
+    summary = job.report.summary()
+    if summary:
+        click.echo(summary, err=True)
+    return job.report.exit_code

@@ -113,12 +113,15 @@ def test_params_without_grad_are_skipped_and_closure_loss_returned():
     assert torch.equal(b.detach(), torch.ones(3)) and b not in opt.state
 
 
-def test_sparse_gradients_refused():
+def test_sparse_gradients_refused_before_any_state_moves():
+    dense = torch.nn.Parameter(torch.ones(3))
     emb = torch.nn.Embedding(10, 3, sparse=True)
-    opt = UPGD(emb.parameters())
+    opt = UPGD([dense, *emb.parameters()])
+    dense.grad = torch.ones(3)
     emb(torch.tensor([1, 2])).sum().backward()
     with pytest.raises(RuntimeError, match="^UPGD does not support sparse gradients$"):
         opt.step()
+    assert not opt.state and torch.equal(dense.detach(), torch.ones(3))
 
 
 def test_state_dict_carries_format_stamp():

@@ -89,8 +89,6 @@ class _UPGDBase(Optimizer):
         for p in group["params"]:
             if p.grad is None:
                 continue
-            if p.grad.is_sparse:
-                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
             state = self.state[p]
             self._ensure_state(p, state)
             state["step"] = int(state["step"]) + 1
@@ -155,6 +153,10 @@ class _UPGDBase(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        # Refuse before any state moves, so a failed step leaves the optimizer as it was.
+        if any(p.grad is not None and p.grad.is_sparse
+               for g in self.param_groups for p in g["params"]):
+            raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
         batches = [b for i, g in enumerate(self.param_groups)
                    if (b := self._init_group(g, i)).params]
         if not batches:

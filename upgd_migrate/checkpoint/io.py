@@ -1,0 +1,160 @@
+"""The only module that calls ``torch.load`` / ``torch.save``.
+
+Loading is always ``weights_only=True`` on the CPU: a checkpoint is untrusted input. One that
+needs other globals is refused, naming them, unless the user admits those exact names. Saving
+is atomic (temp file in the same folder, fsync, ``os.replace``) and deterministic: we always
+save through a file object, so the archive's inner folder is ``archive`` whatever the file is
+called, and the same object gives the same bytes.
+"""
+from __future__ import annotations
+
+import importlib
+import io
+import os
+import pickle
+import re
+import tempfile
+import zipfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any, Iterator, Sequence
+
+import torch
+
+from upgd_migrate.errors import UpgdMigrateError
+
+_GLOBAL_IN_MESSAGE = re.compile(r"GLOBAL ([\w.]+)")
+
+
+class CheckpointError(UpgdMigrateError):
+    """A file that cannot be read as a checkpoint (missing, corrupt, not a torch file)."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint whose unpickling needs globals the user did not allow."""
+
+    def __init__(self, source: str, names: Sequence[str]) -> None:
+        self.names = list(names)
+        listed = ", ".join(self.names) if self.names else "unknown globals"
+        hint = " ".join(f"--allow-global {n}" for n in self.names) or "--allow-global MODULE.NAME"
+        super().__init__(f"{source}: refused: loading it needs globals outside the weights-only "
+                         f"allowlist: {listed} (if you trust the file, re-run with {hint})")
+
+
+def resolve_globals(names: Sequence[str]) -> list[Any]:
+    """Turn ``MODULE.NAME`` strings into the objects ``torch.serialization.safe_globals`` wants."""
+    out = []
+    for name in names:
+        module_name, _, attr = name.rpartition(".")
+        try:
+            out.append(getattr(importlib.import_module(module_name), attr))
+        except (ImportError, AttributeError, ValueError) as e:
+            raise UpgdMigrateError(f"--allow-global {name}: cannot import it ({e})") from e
+    return out
+
+
+def _unsafe_names(source: Any, error: Exception) -> list[str]:
+    try:
+        if hasattr(source, "seek"):
+            source.seek(0)
+        return list(torch.serialization.get_unsafe_globals_in_checkpoint(source))
+    except Exception:  # not a zip checkpoint: the unpickler's message names the first one
+        return _GLOBAL_IN_MESSAGE.findall(str(error))
+
+
+def _is_torch_zip(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return any(n.endswith("/data.pkl") for n in zf.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def _load(source: Any, label: str, allow: Sequence[str], mmap: bool) -> Any:
+    try:
+        with torch.serialization.safe_globals(resolve_globals(allow)):
+            return torch.load(source, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as e:
+        names = _unsafe_names(source, e)
+        if names or "GLOBAL" in str(e):
+            raise UnsafeCheckpointError(label, names) from e
+        raise CheckpointError(f"{label}: refused: not loadable with weights_only=True "
+                              f"({_first_line(e)})") from e
+    except (RuntimeError, EOFError, ValueError, OSError) as e:
+        raise CheckpointError(f"{label}: not a readable torch checkpoint ({_first_line(e)})") from e
+
+
+def _first_line(e: Exception) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return lines[-1] if lines else type(e).__name__
+
+
+def load(path: Path, allow_globals: Sequence[str] = ()) -> Any:
+    """Load a torch file on the CPU, weights only; memory-mapped when the format allows it."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    return _load(str(path), str(path), allow_globals, mmap=_is_torch_zip(path))
+
+
+def load_bytes(data: bytes, label: str, allow_globals: Sequence[str] = ()) -> Any:
+    """Load a torch file held in memory (a member of a zip), weights only."""
+    return _load(io.BytesIO(data), label, allow_globals, mmap=False)
+
+
+def save_to(obj: Any, fh: IO[bytes]) -> None:
+    torch.save(obj, fh)
+
+
+def save_bytes(obj: Any) -> bytes:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+@contextmanager
+def atomic_writer(path: Path) -> Iterator[IO[bytes]]:
+    """A file object whose content replaces ``path`` only when the block ends without error.
+
+    The temp file lives in the target's folder (``os.replace`` is atomic only within one file
+    system) and is fsynced before the rename, so a crash leaves the old file or the new one.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        if path.exists():
+            os.chmod(tmp, path.stat().st_mode & 0o7777)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save(obj: Any, path: Path) -> None:
+    """Atomically write ``torch.save(obj)`` to ``path``."""
+    with atomic_writer(path) as fh:
+        save_to(obj, fh)
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Atomically write raw bytes (a rewritten zip, a sidecar)."""
+    with atomic_writer(path) as fh:
+        fh.write(data)

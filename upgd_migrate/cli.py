@@ -14,7 +14,10 @@ from upgd_migrate import __version__
 from upgd_migrate.errors import UpgdMigrateError
 
 # name -> "module:attribute" of a click.Command
-COMMANDS: dict[str, str] = {}
+COMMANDS: dict[str, str] = {
+    "checkpoint": "upgd_migrate.commands.checkpoint:checkpoint",
+    "verify": "upgd_migrate.commands.verify:verify",
+}
 
 
 class LazyGroup(click.Group):

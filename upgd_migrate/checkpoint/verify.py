@@ -12,7 +12,7 @@ import copy
 import math
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -101,15 +101,25 @@ def _proxy(sd: Mapping[str, Any], cls: str, seed: int) -> Proxy:
     return Proxy(params, groups, stats)
 
 
-def _scaler(params: list, vgs_state: Mapping[str, Any] | None) -> VarianceGradientScaler:
-    vgs = VarianceGradientScaler(params, warmup_steps=0)
-    if vgs_state is not None:
+VGS_KWARGS = ("enabled", "beta", "alpha", "eps", "min_scaling_factor", "variance_cap")
+
+
+def _scaler(params: list, source: Mapping[str, Any] | None) -> VarianceGradientScaler:
+    """The container's VGS state, else a scaler from config values, else defaults.
+
+    Warmup is off for the config and default scalers: K steps of warmup would hide scaling.
+    """
+    fresh = dict(warmup_steps=0)
+    if source is not None and "step_count" not in source:
+        fresh.update({k: source[k] for k in VGS_KWARGS if k in source})
+    vgs = VarianceGradientScaler(params, **fresh)
+    if source is not None and "step_count" in source:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", LegacyVGSStateWarning)
-                vgs.load_state_dict(copy.deepcopy(dict(vgs_state)))
+                vgs.load_state_dict(copy.deepcopy(dict(source)))
         except ValueError:  # another model's scaler: keep the fresh one
-            vgs = VarianceGradientScaler(params, warmup_steps=0)
+            vgs = VarianceGradientScaler(params, **fresh)
     return vgs
 
 
@@ -177,9 +187,13 @@ def verify_optimizer(sd: Mapping[str, Any], where: str, vgs_state=None,
     return report
 
 
-def verify_vgs(sd: Mapping[str, Any], where: str) -> StateReport:
+def verify_vgs(sd: Mapping[str, Any], where: str,
+               numels: Sequence[int] | None = None) -> StateReport:
+    """Load into the packaged scaler (sized by the state's param_numel, else the optimizer's)."""
     report = StateReport(where, "vgs", "VarianceGradientScaler", f"v{vgs_version(sd)}")
     numel = sd.get("param_numel")
+    if not isinstance(numel, torch.Tensor) and numels:
+        numel = torch.tensor([float(n) for n in numels])
     if not isinstance(numel, torch.Tensor):
         report.checks.append(Check("loads", False, "no param_numel: cannot size the scaler "
                                                    "(a v1 state; migrate it with its optimizer)"))
@@ -196,3 +210,24 @@ def verify_vgs(sd: Mapping[str, Any], where: str) -> StateReport:
     report.metrics["factor"] = factor
     report.checks.append(Check("finite", math.isfinite(factor), f"scaling factor {factor:.4g}"))
     return report
+
+
+def _numels(sd: Mapping[str, Any]) -> list[int]:
+    return [math.prod(_shape(sd["state"].get(p))) for g in sd["param_groups"] for p in g["params"]]
+
+
+def verify_states(slots: Sequence[tuple[str, str, Mapping[str, Any]]], steps: int = DEFAULT_STEPS,
+                  seed: int = 0, vgs_config: Mapping[str, Any] | None = None) -> list[StateReport]:
+    """Verify every (where, kind, state) of one container; its VGS state drives the VGS run."""
+    vgs_state = next((st for _, kind, st in slots if kind == "vgs"), None)
+    if vgs_state is None and vgs_config:
+        vgs_state = vgs_config
+    numels = next((_numels(st) for _, kind, st in slots
+                   if kind == "optimizer" and optimizer_class(st)), None)
+    reports = []
+    for where, kind, state in slots:
+        if kind == "optimizer":
+            reports.append(verify_optimizer(state, where, vgs_state, steps, seed))
+        else:
+            reports.append(verify_vgs(state, where, numels))
+    return reports

@@ -12,8 +12,10 @@ import importlib
 import io
 import os
 import pickle
+import pickletools
 import re
 import tempfile
+import warnings
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -53,13 +55,47 @@ def resolve_globals(names: Sequence[str]) -> list[Any]:
     return out
 
 
-def _unsafe_names(source: Any, error: Exception) -> list[str]:
+def _pickle_globals(head: bytes) -> list[str]:
+    """Globals a plain (non-zip) pickle imports, read by pickletools: nothing is executed."""
+    names, strings = [], []
     try:
-        if hasattr(source, "seek"):
-            source.seek(0)
+        for op, arg, _ in pickletools.genops(head):
+            if op.name == "GLOBAL":
+                names.append(arg.replace(" ", "."))
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                names.append(f"{strings[-2]}.{strings[-1]}")
+            elif isinstance(arg, str):
+                strings.append(arg)
+    except Exception:  # truncated or not a pickle: report what was found so far
+        pass
+    try:
+        from torch._weights_only_unpickler import _get_allowed_globals
+        allowed = set(_get_allowed_globals())
+    except Exception:  # private API moved: name everything
+        allowed = set()
+    return list(dict.fromkeys(n for n in names if n not in allowed))
+
+
+def _unsafe_names(source: Any, error: Exception) -> list[str]:
+    if hasattr(source, "seek"):
+        source.seek(0)
+    try:
         return list(torch.serialization.get_unsafe_globals_in_checkpoint(source))
-    except Exception:  # not a zip checkpoint: the unpickler's message names the first one
-        return _GLOBAL_IN_MESSAGE.findall(str(error))
+    except Exception:  # not a zip checkpoint
+        pass
+    if hasattr(source, "read"):
+        source.seek(0)
+        return _pickle_globals(source.read())
+    with open(source, "rb") as fh:
+        return _pickle_globals(fh.read()) or _GLOBAL_IN_MESSAGE.findall(str(error))
+
+
+def _is_pickle(source: Any) -> bool:
+    if hasattr(source, "read"):
+        source.seek(0)
+        return source.read(1) == b"\x80"
+    with open(source, "rb") as fh:
+        return fh.read(1) == b"\x80"
 
 
 def _is_torch_zip(path: Path) -> bool:
@@ -72,12 +108,15 @@ def _is_torch_zip(path: Path) -> bool:
 
 def _load(source: Any, label: str, allow: Sequence[str], mmap: bool) -> Any:
     try:
-        with torch.serialization.safe_globals(resolve_globals(allow)):
+        with torch.serialization.safe_globals(resolve_globals(allow)), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Detected pickle protocol")  # we refuse it anyway
             return torch.load(source, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         names = _unsafe_names(source, e)
         if names or "GLOBAL" in str(e):
             raise UnsafeCheckpointError(label, names) from e
+        if not _is_pickle(source) and not zipfile.is_zipfile(source):
+            raise CheckpointError(f"{label}: not a readable torch checkpoint") from e
         raise CheckpointError(f"{label}: refused: not loadable with weights_only=True "
                               f"({_first_line(e)})") from e
     except (RuntimeError, EOFError, ValueError, OSError) as e:
@@ -85,8 +124,12 @@ def _load(source: Any, label: str, allow: Sequence[str], mmap: bool) -> Any:
 
 
 def _first_line(e: Exception) -> str:
+    """The informative line of torch's long messages (the one after 'WeightsUnpickler error')."""
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    return lines[-1] if lines else type(e).__name__
+    for i, line in enumerate(lines[:-1]):
+        if line.endswith("WeightsUnpickler error:"):
+            return lines[i + 1]
+    return lines[0] if lines else type(e).__name__
 
 
 def load(path: Path, allow_globals: Sequence[str] = ()) -> Any:

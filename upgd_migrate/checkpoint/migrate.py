@@ -97,7 +97,6 @@ def _audit(old: Any, original: str, applied: list[str]) -> dict:
 
 
 def migrate_optimizer(sd: dict, ctx: Context = Context()) -> Result:
-    _load_steps()
     cls = optimizer_class(sd)
     if cls is None:
         return Result("optimizer", None, "-", sd, notes=[Note(
@@ -112,7 +111,6 @@ def migrate_optimizer(sd: dict, ctx: Context = Context()) -> Result:
 
 
 def migrate_vgs(sd: dict, ctx: Context = Context()) -> Result:
-    _load_steps()
     original = vgs_version(sd)
     state, applied, notes = _run(sd, "vgs", ctx)
     if applied:
@@ -120,7 +118,6 @@ def migrate_vgs(sd: dict, ctx: Context = Context()) -> Result:
     return Result("vgs", "VarianceGradientScaler", f"v{original}", state, applied, notes)
 
 
-def _load_steps() -> None:
-    # The steps register themselves on import; importing here keeps registry order explicit
-    # (optimizer steps first, in file order) without an import cycle.
-    from upgd_migrate.checkpoint import optim_steps, vgs_steps  # noqa: F401
+# The steps register themselves in file order (optimizer steps, then VGS steps); imported last
+# because they import the names above.
+from upgd_migrate.checkpoint import optim_steps, vgs_steps  # noqa: E402,F401

@@ -49,7 +49,7 @@ def migrate_text(results: Sequence[FileResult], detail: bool) -> list[str]:
         if r.status == "error":
             continue  # errors go to stderr
         lines.append(_status(r))
-        if not detail:
+        if not detail or not r.changed:
             continue
         for s in r.states:
             res = s.result

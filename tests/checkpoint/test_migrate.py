@@ -176,3 +176,12 @@ def test_compatible_statistics_are_kept_bit_identical():
 def test_v1_without_a_parameter_list_is_left_as_is():
     result = migrate_vgs(vgs_state("vgs_v1.pt"))
     assert not result.applied
+
+
+def test_float64_states_are_not_mutated_by_calibration():
+    sd = optim_state("adaptive_upgd_g1.pt")
+    sd["state"] = {i: {k: v.double() if isinstance(v, torch.Tensor) else v for k, v in e.items()}
+                   for i, e in sd["state"].items()}
+    pristine = copy.deepcopy(sd)
+    migrate_optimizer(sd)
+    assert_same(pristine, sd)

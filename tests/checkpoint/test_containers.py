@@ -151,3 +151,11 @@ def test_unsafe_member_in_a_zip_is_refused(tmp_path):
     assert res.status == "error"
     assert res.error.startswith(f"{path}:policy.optimizer.pth: refused: loading it needs "
                                 "globals outside the weights-only allowlist: fractions.Fraction")
+
+
+def test_committed_container_fixtures_are_up_to_date(tmp_path):
+    assert make_containers.main(tmp_path) == 0
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert written == sorted(p.name for p in C.iterdir())
+    for name in written:
+        assert (tmp_path / name).read_bytes() == (C / name).read_bytes(), f"{name} is stale"

@@ -171,3 +171,18 @@ def test_help_does_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_progress_bar_on_big_files_only(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from upgd_migrate.checkpoint import pipeline
+    from upgd_migrate.cli import cli
+
+    runner = CliRunner()
+    small = runner.invoke(cli, ["checkpoint", str(G1), "-o", str(tmp_path / "a.pt")])
+    assert f"{G1}  [" not in small.stderr
+    monkeypatch.setattr(pipeline, "PROGRESS_BYTES", 0)  # every file counts as big
+    big = runner.invoke(cli, ["checkpoint", str(G1), "-o", str(tmp_path / "b.pt")])
+    assert f"{G1}" in big.stderr.splitlines()[0]
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()

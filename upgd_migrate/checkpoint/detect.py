@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-FORMAT_KEY = "upgd_migrate_format"  # mirrors upgd_migrate.optim.upgd.FORMAT_KEY (no torch here)
+from upgd_migrate.optim.upgd import FORMAT_KEY
+
 AUDIT_KEY = "upgd_migrate_audit"
 VGS_KEYS = frozenset({"enabled", "beta", "alpha", "eps", "warmup_steps", "step_count"})
-CLASSES = ("AdaptiveUPGD", "UPGD", "UPGDW")
 
 
 def is_optimizer_state(obj: Any) -> bool:
@@ -54,10 +54,3 @@ def generation(sd: Mapping[str, Any], cls: str) -> str:
 def vgs_version(sd: Mapping[str, Any]) -> str:
     return str(sd["vgs_version"]) if "vgs_version" in sd else "1"
 
-
-def original_generation(sd: Mapping[str, Any], cls: str) -> str:
-    """The generation before any migration: kept once in the audit log of the first group."""
-    audit = sd["param_groups"][0].get(AUDIT_KEY) if sd["param_groups"] else None
-    if isinstance(audit, Mapping) and "from" in audit:
-        return str(audit["from"])
-    return generation(sd, cls)

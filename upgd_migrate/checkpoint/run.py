@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -26,7 +27,7 @@ def _process(files, opts: P.Options, many: bool) -> list[P.FileResult]:
             results.append(P.process(path, rel, opts, many))
             continue
         # Big files take seconds to minutes: show the stage on stderr.
-        with click.progressbar(length=3, label=str(path), file=click.get_text_stream("stderr"),
+        with click.progressbar(length=3, label=str(path), file=sys.stderr,
                                item_show_func=lambda s: s) as bar:
             results.append(P.process(path, rel, opts, many,
                                      lambda stage: bar.update(1, stage)))

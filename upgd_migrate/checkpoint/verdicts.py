@@ -1,36 +1,63 @@
-"""Turn verify's runs into metrics and pass/fail checks (thresholds in :mod:`.verify`)."""
+"""Turn verify's runs (``Run``: a NoiseRecorder, finiteness, VGS factors) into pass/fail checks."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from upgd_migrate.checkpoint import levels
-from upgd_migrate.checkpoint import verify as V
 from upgd_migrate.optim.metrics import amplification
+
+RATIO_TOL = 0.05  # relative, on the K-step aggregate
+AMP_TOL = 0.03
+JUMP = 1.5  # a first-step level outside [1/JUMP, JUMP] x the pre-migration level fails
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool | None  # None: not applicable to this state
+    detail: str
+
+
+@dataclass
+class StateReport:
+    where: str
+    kind: str
+    cls: str
+    generation: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok is not False for c in self.checks)
+
+    def check(self, name: str) -> Check | None:
+        return next((c for c in self.checks if c.name == name), None)
 
 
 def _jump(level: float, pre: float) -> tuple[bool, str]:
     q = level / pre if pre > 0 else math.inf
-    if q > V.JUMP:
+    if q > JUMP:
         return False, f"spike x{q:.3g}"
-    if q < 1.0 / V.JUMP:
+    if q < 1.0 / JUMP:
         return False, f"drop x{q:.3g}"
     return True, f"x{q:.3g}"
 
 
-def _ratio_check(report, sd, ratio: float) -> None:
-    target = V._target(sd)
+def _ratio_check(report, sd, ratio: float, target: float | None) -> None:
     report.metrics.update(ratio=ratio, target=target)
     if target is None:
         sigma = ", ".join(f"{float(g['sigma']):g}" for g in sd["param_groups"])
         report.checks.append(Check("ratio", None, f"{ratio:.4g} (fixed noise: sigma {sigma} "
                                                   "is an absolute std, no ratio target)"))
         return
-    ok = abs(ratio / target - 1.0) <= V.RATIO_TOL if target > 0 else ratio == 0
+    ok = abs(ratio / target - 1.0) <= RATIO_TOL if target > 0 else ratio == 0
     report.checks.append(Check("ratio", ok, f"{ratio:.4g} vs target {target:.4g}"))
 
 
-def _amplification_check(report, base: float, runs: Mapping[str, V.Run]) -> None:
+def _amplification_check(report, base: float, runs: Mapping[str, Any]) -> None:
     amps = {k: amplification(r.recorder.ratio(), base) for k, r in runs.items()}
     report.metrics["amplification"] = amps
     factors = runs["vgs"].factors
@@ -40,11 +67,11 @@ def _amplification_check(report, base: float, runs: Mapping[str, V.Run]) -> None
         report.checks.append(Check("amplification", None, f"{text} (UPGDW has fixed noise "
                                                           "only: not checked)"))
         return
-    ok = all(abs(a - 1.0) <= V.AMP_TOL for a in amps.values())
+    ok = all(abs(a - 1.0) <= AMP_TOL for a in amps.values())
     report.checks.append(Check("amplification", ok, text))
 
 
-def _first_step_checks(report, sd, base: V.Run, has_stats: bool) -> None:
+def _first_step_checks(report, sd, base, has_stats: bool) -> None:
     first = base.recorder.first_step_noise_rms()
     pre = levels.pre_migration_level(sd)
     ref, how = levels.reference_resume_level(sd)
@@ -62,16 +89,15 @@ def _first_step_checks(report, sd, base: V.Run, has_stats: bool) -> None:
                                                            f"({how}) vs {pre:.3g}"))
 
 
-def fill(report, sd: Mapping[str, Any], base: V.Run, runs: Mapping[str, V.Run]) -> None:
+def fill(report: StateReport, sd: Mapping[str, Any], base, runs: Mapping[str, Any],
+         target: float | None, has_stats: bool) -> None:
+    """``base``: the unscaled run; ``runs``: scaled ones by label; ``target``: sigma if adaptive."""
     ratio = base.recorder.ratio()
-    _ratio_check(report, sd, ratio)
+    _ratio_check(report, sd, ratio, target)
     _amplification_check(report, ratio, runs)
-    has_stats = report.cls in V._MOMENTS
     _first_step_checks(report, sd, base, has_stats)
     finite = base.finite and all(r.finite for r in runs.values()) and all(
         math.isfinite(x) for x in (ratio, *report.metrics["amplification"].values()))
     report.checks.append(Check("finite", finite, "all parameters, states and ratios finite"
                                if finite else "non-finite values after stepping"))
 
-
-Check = V.Check

@@ -11,47 +11,21 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import torch
 
-from upgd_migrate.checkpoint import levels
+from upgd_migrate.checkpoint import verdicts
+from upgd_migrate.checkpoint.verdicts import Check, StateReport
 from upgd_migrate.checkpoint.detect import generation, optimizer_class, vgs_version
 from upgd_migrate.optim import UPGD, UPGDW, AdaptiveUPGD, NoiseRecorder, VarianceGradientScaler
 from upgd_migrate.optim.vgs import LegacyVGSStateWarning
 
 SCALES = (0.5, 0.1)
 DEFAULT_STEPS = 32
-RATIO_TOL = 0.05  # relative, on the K-step aggregate
-AMP_TOL = 0.03
-JUMP = 1.5  # a first-step level outside [1/JUMP, JUMP] x the pre-migration level fails
 OPTIMIZERS = {"AdaptiveUPGD": AdaptiveUPGD, "UPGD": UPGD, "UPGDW": UPGDW}
-_MOMENTS = {"AdaptiveUPGD": ("first_moment", "sec_moment"), "UPGDW": ("exp_avg", "exp_avg_sq")}
-
-
-@dataclass
-class Check:
-    name: str
-    ok: bool | None  # None: not applicable to this state
-    detail: str
-
-
-@dataclass
-class StateReport:
-    where: str
-    kind: str
-    cls: str
-    generation: str
-    metrics: dict[str, Any] = field(default_factory=dict)
-    checks: list[Check] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return all(c.ok is not False for c in self.checks)
-
-    def check(self, name: str) -> Check | None:
-        return next((c for c in self.checks if c.name == name), None)
+MOMENTS = {"AdaptiveUPGD": ("first_moment", "sec_moment"), "UPGDW": ("exp_avg", "exp_avg_sq")}
 
 
 def _betas(group: Mapping[str, Any]) -> tuple[float, float]:
@@ -62,7 +36,7 @@ def _betas(group: Mapping[str, Any]) -> tuple[float, float]:
 
 def _grad_stats(entry: Mapping[str, Any] | None, group: Mapping[str, Any], cls: str):
     """(mean, std) of the gradient implied by the saved moments: m̂ and sqrt(v̂ - m̂²)."""
-    keys = _MOMENTS.get(cls)
+    keys = MOMENTS.get(cls)
     if not entry or keys is None or keys[0] not in entry or not entry.get("step"):
         return None
     b1, b2 = _betas(group)
@@ -169,8 +143,6 @@ def _target(sd: Mapping[str, Any]) -> float | None:
 
 def verify_optimizer(sd: Mapping[str, Any], where: str, vgs_state=None,
                      steps: int = DEFAULT_STEPS, seed: int = 0) -> StateReport:
-    from upgd_migrate.checkpoint import verdicts
-
     cls = optimizer_class(sd)
     if cls is None:
         return StateReport(where, "optimizer", "-", "-", checks=[
@@ -183,7 +155,7 @@ def verify_optimizer(sd: Mapping[str, Any], where: str, vgs_state=None,
     base = _drive(sd, cls, 1.0, None, steps, seed)
     runs = {str(c): _drive(sd, cls, c, None, steps, seed) for c in SCALES}
     runs["vgs"] = _drive(sd, cls, "vgs", vgs_state, steps, seed)
-    verdicts.fill(report, sd, base, runs)
+    verdicts.fill(report, sd, base, runs, target=_target(sd), has_stats=cls in MOMENTS)
     return report
 
 

@@ -141,7 +141,7 @@ def test_verify_exit_codes_and_json(tmp_path, capsys):
     assert main(["verify", str(G1_EMA), "--steps", "8"]) == 1
     out = capsys.readouterr()
     assert "  (whole file): reference resume: spike x6.7" in out.out
-    assert out.err.strip().endswith("1 states verified in 1 files: 1 failed")
+    assert out.err.strip().endswith("1 state verified in 1 file: 1 failed")
 
 
 def test_checkpoint_verify_flag(tmp_path, capsys):

@@ -15,6 +15,10 @@ from upgd_migrate.checkpoint.migrate import Context
 from upgd_migrate.errors import UpgdMigrateError
 
 
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def _err(line: str) -> None:
     click.echo(line, err=True)
 
@@ -158,6 +162,6 @@ def run_verify(paths: Sequence[Path], config: Optional[Path], steps: int, seed: 
             click.echo(line)
     for e in errors:
         _err(e)
-    _err(f"{len(reports)} states verified in {len(files)} files: {failed} failed"
-         + (f", {len(errors)} files unreadable" if errors else ""))
+    _err(f"{_n(len(reports), 'state')} verified in {_n(len(files), 'file')}: {failed} failed"
+         + (f", {_n(len(errors), 'file')} unreadable" if errors else ""))
     return code

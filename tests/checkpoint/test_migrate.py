@@ -32,7 +32,8 @@ def _optimizer_for(sd: dict, cls: str):
 def test_registry_ids_in_order():
     assert [(m.kind, m.id) for m in REGISTRY] == [
         ("optimizer", "optim.fill-group-keys"), ("optimizer", "optim.adaptive-noise"),
-        ("optimizer", "optim.seed-noise-ema"), ("optimizer", "optim.stamp-format"),
+        ("optimizer", "optim.instant-noise"), ("optimizer", "optim.seed-noise-ema"),
+        ("optimizer", "optim.stamp-format"),
         ("vgs", "vgs.keep-legacy-statistics"), ("vgs", "vgs.add-statistics"),
         ("vgs", "vgs.upgrade-3.2")]
 
@@ -122,6 +123,21 @@ def test_ema_path_is_seeded_to_the_saved_direction_rms():
         assert corrected == pytest.approx(float(d.pow(2).mean().sqrt()), rel=1e-6)
         assert entry["noise_scale_ema"].dtype == torch.float32
     assert "optim.seed-noise-ema" not in migrate_optimizer(result.state).applied
+
+
+def test_instant_noise_only_on_request():
+    sd = optim_state("adaptive_upgd_g2.pt")
+    sd["param_groups"][0].update(adaptive_noise=True, instant_noise_scale=False)
+    kept = migrate_optimizer(sd)
+    assert kept.state["param_groups"][0]["instant_noise_scale"] is False
+    moved = migrate_optimizer(sd, Context(instant_noise=True))
+    assert "optim.instant-noise" in moved.applied
+    assert "optim.seed-noise-ema" not in moved.applied  # no EMA left to seed
+    assert moved.state["param_groups"][0]["instant_noise_scale"] is True
+    # On request it also moves an already-current state, once.
+    again = migrate_optimizer(kept.state, Context(instant_noise=True))
+    assert again.applied == ["optim.instant-noise"]
+    assert not migrate_optimizer(again.state, Context(instant_noise=True)).applied
 
 
 def test_other_optimizers_are_left_alone():

@@ -65,6 +65,24 @@ def test_reference_keyerror_when_adaptive_noise_is_switched_on_over_old_state():
     assert level is None and how == "reference EMA path, KeyError 'grad_norm_ema' on some tensors"
 
 
+def test_reference_crash_is_reported():
+    sd = optim_state("adaptive_upgd_g1.pt")
+    sd["param_groups"][0]["adaptive_noise"] = True
+    check = _verify(sd).check("reference resume")
+    assert check.ok is False
+    assert check.detail == ("reference EMA path, KeyError 'grad_norm_ema' on some tensors: the "
+                            "code that wrote this state crashes on resume")
+
+
+def test_ema_path_lags_a_gradient_scale_drop_and_verify_says_so():
+    sd = optim_state("adaptive_upgd_g2.pt")
+    sd["param_groups"][0].update(adaptive_noise=True, instant_noise_scale=False)
+    ema = _verify(migrate_optimizer(sd).state)
+    assert ema.check("first step").ok is True  # seeded: no jump on resume
+    assert ema.metrics["amplification"]["0.1"] > 1.5 and not ema.ok
+    assert _verify(migrate_optimizer(sd, Context(instant_noise=True)).state).ok
+
+
 def test_unmigrated_fixed_noise_is_amplified_by_gradient_scaling():
     report = _verify(optim_state("adaptive_upgd_g1.pt"))
     check = report.check("amplification")

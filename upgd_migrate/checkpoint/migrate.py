@@ -27,6 +27,7 @@ class Context:
     """What a step may use besides the state: the user's choices and container facts."""
 
     sigma_ratio: Optional[float] = None  # --sigma-ratio: overrides calibration
+    instant_noise: bool = False  # --instant-noise: move EMA-path groups to the instant path
     param_numels: Optional[list[int]] = None  # sizes of the model's tensors, to size VGS stats
 
 

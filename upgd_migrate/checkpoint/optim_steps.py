@@ -80,6 +80,23 @@ def enable_adaptive_noise(sd: dict, ctx: Context) -> Outcome | None:
     return Outcome(_replace_groups(sd, groups), notes)
 
 
+@register("optim.instant-noise", "optimizer",
+          "with --instant-noise: move EMA-path groups to the instant noise scale")
+def instant_noise(sd: dict, ctx: Context) -> Outcome | None:
+    # Only on request: instant_noise_scale=False is an explicit choice. The EMA of rms(x) lags a
+    # change of gradient scale, so only the instant path holds the ratio under VGS.
+    if not ctx.instant_noise or optimizer_class(sd) == "UPGDW":
+        return None
+    todo = [i for i, g in enumerate(sd["param_groups"])
+            if g.get("adaptive_noise") and not g.get("instant_noise_scale", True)]
+    if not todo:
+        return None
+    groups = [{**g, "instant_noise_scale": True} if i in todo else g
+              for i, g in enumerate(sd["param_groups"])]
+    return Outcome(_replace_groups(sd, groups),
+                   [Note("info", f"group {i}: instant_noise_scale False -> True") for i in todo])
+
+
 def _seed_entry(entry: dict, group: dict) -> dict | None:
     """EMA state whose bias-corrected value is the saved direction's rms (one update old)."""
     d = direction(entry, float(group["beta1"]), float(group["beta2"]), float(group["eps"]))

@@ -5,6 +5,7 @@ a directory. Writing is atomic; a file whose states are all current is never rew
 """
 from __future__ import annotations
 
+import dataclasses
 import enum
 import os
 import shutil
@@ -76,7 +77,7 @@ def param_numels(ckpt: Checkpoint) -> list[int] | None:
 
 
 def migrate_checkpoint(ckpt: Checkpoint, ctx: Context) -> list[StateResult]:
-    ctx = Context(ctx.sigma_ratio, param_numels(ckpt))
+    ctx = dataclasses.replace(ctx, param_numels=param_numels(ckpt))
     out = []
     for slot in ckpt.slots:
         run = migrate_optimizer if slot.kind == "optimizer" else migrate_vgs

@@ -45,11 +45,10 @@ def _mode(check: bool, dry_run: bool) -> P.WriteBack:
 
 
 def run_migrate(paths: Sequence[Path], output: Optional[Path], in_place: bool,
-                backup: Optional[str], check: bool, dry_run: bool,
-                sigma_ratio: Optional[float], run_verify: bool, fmt: str,
-                allow_globals: Sequence[str]) -> int:
+                backup: Optional[str], check: bool, dry_run: bool, ctx: Context,
+                run_verify: bool, fmt: str, allow_globals: Sequence[str]) -> int:
     mode = _mode(check, dry_run)
-    opts = P.Options(mode, Context(sigma_ratio), output, in_place, backup, tuple(allow_globals))
+    opts = P.Options(mode, ctx, output, in_place, backup, tuple(allow_globals))
     many = len(paths) > 1 or any(Path(p).is_dir() for p in paths)
     results = _process(P.discover(paths), opts, many)
     code = render.migrate_exit_code(results)

@@ -83,7 +83,10 @@ def _first_step_checks(report, sd, base, has_stats: bool) -> None:
     ok, text = _jump(first, pre)
     report.checks.append(Check("first step", ok, f"{text}: {first:.3g} vs pre-migration "
                                                  f"{pre:.3g}"))
-    if ref is not None:
+    if ref is None and "KeyError" in how:
+        report.checks.append(Check("reference resume", False, f"{how}: the code that wrote "
+                                                              "this state crashes on resume"))
+    elif ref is not None:
         ok, text = _jump(ref, pre)
         report.checks.append(Check("reference resume", ok, f"{text}: {ref:.3g} on resume "
                                                            f"({how}) vs {pre:.3g}"))

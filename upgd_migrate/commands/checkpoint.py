@@ -72,18 +72,23 @@ def _validate(paths, output, in_place, backup, check, dry_run, sigma_ratio) -> N
 @click.option("--dry-run", is_flag=True, help="Say in detail what would change; write nothing.")
 @click.option("--sigma-ratio", type=float, help="Relative sigma to use instead of calibrating "
               "from each checkpoint's own moments.")
+@click.option("--instant-noise", is_flag=True, help="Move groups on the EMA noise path "
+              "(instant_noise_scale: false) to the instant path, which holds the ratio under "
+              "gradient scaling.")
 @click.option("--verify", "run_verify", is_flag=True,
               help="Also run verify on the migrated states.")
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
 @allow_global_option
-def migrate(paths, output, in_place, backup, check, dry_run, sigma_ratio, run_verify, fmt,
-            allow_globals) -> int:
+def migrate(paths, output, in_place, backup, check, dry_run, sigma_ratio, instant_noise,
+            run_verify, fmt, allow_globals) -> int:
     """Migrate every optimizer and VGS state found in PATHS (files or folders)."""
     _validate(paths, output, in_place, backup, check, dry_run, sigma_ratio)
     from upgd_migrate.checkpoint import run as _checkpoint_run
+    from upgd_migrate.checkpoint.migrate import Context
 
     return _checkpoint_run.run_migrate(paths, output, in_place, backup, check, dry_run,
-                                       sigma_ratio, run_verify, fmt, allow_globals)
+                                       Context(sigma_ratio, instant_noise=instant_noise),
+                                       run_verify, fmt, allow_globals)
 
 
 @checkpoint.command("inspect")

@@ -90,6 +90,14 @@ def test_g1_audit_log_and_calibrated_sigma():
     assert torch.load(buf, weights_only=True)["param_groups"][0][AUDIT_KEY]["from"] == "G1"
 
 
+def test_g0_warns_about_the_halved_step_and_keeps_lr():
+    sd = optim_state("adaptive_upgd_g0.pt")
+    result = migrate_optimizer(sd)
+    assert result.state["param_groups"][0]["lr"] == sd["param_groups"][0]["lr"]
+    assert result.notes[-1].level == "warning"
+    assert result.notes[-1].text.startswith("G0 states were trained with a -2*lr update")
+
+
 def test_grad_norm_ema_is_left_untouched():
     result = migrate_optimizer(optim_state("adaptive_upgd_g1_ema.pt"))
     assert all(e["grad_norm_ema"] == 4.7 for e in result.state["state"].values())

@@ -104,6 +104,10 @@ def migrate_optimizer(sd: dict, ctx: Context = Context()) -> Result:
             "info", "not a UPGD-family optimizer state (no sigma in its groups): left untouched")])
     original = generation(sd, cls)
     state, applied, notes = _run(sd, "optimizer", ctx)
+    if original == "G0":
+        notes.append(Note("warning", "G0 states were trained with a -2*lr update (a bug fixed "
+                                     "since): the packaged optimizer steps -lr, so the step "
+                                     "size halves on resume unless lr is doubled"))
     if applied:
         groups = [{**g, AUDIT_KEY: _audit(g.get(AUDIT_KEY), original, applied)}
                   for g in state["param_groups"]]

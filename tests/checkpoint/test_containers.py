@@ -159,3 +159,30 @@ def test_committed_container_fixtures_are_up_to_date(tmp_path):
     assert written == sorted(p.name for p in C.iterdir())
     for name in written:
         assert (tmp_path / name).read_bytes() == (C / name).read_bytes(), f"{name} is stale"
+
+
+def _build(container: str, optim: dict, vgs: dict, path):
+    if container == "stable-baselines3 zip":
+        members = make_containers.sb3_members({"policy.optimizer.pth": optim}, vgs,
+                                              {"sigma": 0.001, "adaptive_noise": True})
+        make_containers.write_sb3(path, members)
+    else:
+        torch.save(BUILDERS[container](optim, vgs), path)
+
+
+@pytest.mark.parametrize("container", [*BUILDERS, "stable-baselines3 zip"])
+def test_every_generation_and_vgs_version_in_every_container_verifies(tmp_path, container):
+    """7 generations x 5 VGS versions (cycled, so each version meets each container)."""
+    from upgd_migrate.checkpoint.verify import verify_states
+
+    for i, optim in enumerate(OPTIM):
+        src = tmp_path / f"{i}.zip"
+        _build(container, optim_state(optim), vgs_state(VGS[i % len(VGS)]), src)
+        out = tmp_path / f"{i}.out.zip"
+        _migrate(src, out)
+        ckpt = open_checkpoint(out)
+        assert ckpt.container == container
+        reports = verify_states([(s.where, s.kind, s.state) for s in ckpt.slots], steps=16)
+        assert [r.kind for r in reports] == ["optimizer", "vgs"]
+        failed = [(r.where, c.name, c.detail) for r in reports for c in r.checks if c.ok is False]
+        assert not failed, (optim, VGS[i % len(VGS)], failed)

@@ -186,3 +186,18 @@ def test_progress_bar_on_big_files_only(tmp_path, monkeypatch):
     big = runner.invoke(cli, ["checkpoint", str(G1), "-o", str(tmp_path / "b.pt")])
     assert f"{G1}" in big.stderr.splitlines()[0]
     assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
+
+
+def test_malformed_state_is_an_error_not_a_traceback(tmp_path, capsys):
+    path = tmp_path / "odd.pt"
+    torch.save({"state": {0: {"step": 3}}, "param_groups": [{"lr": 1e-3, "sigma": 0.1,
+                                                             "params": [0]}]}, path)
+    assert main(["checkpoint", "inspect", str(path)]) == 0  # an unknown class: shown, untouched
+    assert main(["verify", str(path)]) == 0
+    bad = tmp_path / "bad.pt"
+    torch.save({"state": {}, "param_groups": [{"sigma": 0.1, "lr": 1e-3,
+                                               "beta_utility": 0.9}]}, bad)  # no "params"
+    capsys.readouterr()
+    for command in (["checkpoint", "inspect"], ["verify"], ["checkpoint", "--check"]):
+        assert main([*command, str(bad)]) == 2
+        assert capsys.readouterr().err.splitlines()[0] == f"{bad}: missing key 'params'"

@@ -127,7 +127,7 @@ def process(path: Path, rel: Path, opts: Options, many: bool = False,
         tick("migrate")
         states = migrate_checkpoint(ckpt, opts.ctx)
     except (UpgdMigrateError, KeyError, TypeError, ValueError) as e:
-        return FileResult(path, "error", error=_message(path, e))
+        return FileResult(path, "error", error=message(path, e))
     res = FileResult(path, "", ckpt.container, states, checkpoint=ckpt)
     if not ckpt.slots:
         res.status = "no states"
@@ -149,13 +149,14 @@ def _write(res: FileResult, rel: Path, opts: Options, many: bool, tick: Progress
         write_checkpoint(res.checkpoint, [s.result.state for s in res.states], target)
     except (UpgdMigrateError, OSError) as e:
         return FileResult(res.path, "error", res.container, res.states,
-                          error=_message(res.path, e))
+                          error=message(res.path, e))
     res.notes.extend(res.checkpoint.notes)
     res.status, res.output = "migrated", target
     return res
 
 
-def _message(path: Path, e: Exception) -> str:
+def message(path: Path, e: Exception) -> str:
+    """One line naming the file, for errors that end one file's processing."""
     text = str(e)
     if isinstance(e, KeyError):
         text = f"missing key {e}"

@@ -53,10 +53,13 @@ def run_migrate(paths: Sequence[Path], output: Optional[Path], in_place: bool,
     results = _process(P.discover(paths), opts, many)
     code = render.migrate_exit_code(results)
     verified, verify_lines = _verify_results(results) if run_verify else ([], [])
+    if any(not s["ok"] for f in verified for s in f["states"]):
+        code = max(code, 1)
     if fmt == "json":
         doc = json.loads(render.migrate_json(results, mode.value))
         if run_verify:
             doc["verify"] = verified
+        doc["exit_code"] = code
         click.echo(json.dumps(doc, indent=2))
     else:
         for line in render.migrate_text(results, detail=mode is not P.WriteBack.CHECK):
@@ -67,8 +70,6 @@ def run_migrate(paths: Sequence[Path], output: Optional[Path], in_place: bool,
             if r.error:
                 _err(r.error)
         _err(render.summary_line(results))
-    if run_verify and any(not s["ok"] for f in verified for s in f["states"]):
-        code = max(code, 1)
     return code
 
 
@@ -94,8 +95,8 @@ def run_inspect(paths: Sequence[Path], fmt: str, allow_globals: Sequence[str]) -
     for path, _ in P.discover(paths):
         try:
             docs.append(insp.inspect_file(path, allow_globals))
-        except UpgdMigrateError as e:
-            docs.append({"path": str(path), "error": str(e)})
+        except (UpgdMigrateError, KeyError, TypeError, ValueError) as e:
+            docs.append({"path": str(path), "error": P.message(path, e)})
             code = 2
     if fmt == "json":
         click.echo(json.dumps(docs, indent=2))
@@ -144,7 +145,7 @@ def run_verify(paths: Sequence[Path], config: Optional[Path], steps: int, seed: 
         try:
             files.append(_verify_file(path, cfg, steps, seed, allow_globals))
         except (UpgdMigrateError, KeyError, TypeError, ValueError) as e:
-            errors.append(str(e) if str(e).startswith(str(path)) else f"{path}: {e}")
+            errors.append(P.message(path, e))
     reports = [r for f in files for r in f["reports"]]
     failed = sum(not r.ok for r in reports)
     code = 2 if errors else (1 if failed else 0)

@@ -88,13 +88,18 @@ def migrate_checkpoint(ckpt: Checkpoint, ctx: Context) -> list[StateResult]:
 def backup(path: Path, suffix: str) -> Path:
     """Keep the original beside itself; an existing backup is never overwritten."""
     target = path.with_name(path.name + suffix)
+    exists = UpgdMigrateError(f"{path}: backup {target} already exists: not overwritten, file "
+                              "left unchanged (remove it or pick another --backup suffix)")
     if target.exists():
-        raise UpgdMigrateError(f"{path}: backup {target} already exists: not overwritten, "
-                               "file left unchanged (remove it or pick another --backup suffix)")
+        raise exists
     try:
         os.link(path, target)  # the original's inode survives os.replace: no copy needed
-    except OSError:
-        shutil.copy2(path, target)
+    except FileExistsError:
+        raise exists from None
+    except OSError:  # no hard links here: copy, refusing to clobber a file that appeared since
+        with open(path, "rb") as src, open(target, "xb") as dst:
+            shutil.copyfileobj(src, dst)
+        shutil.copystat(path, target)
     return target
 
 

@@ -15,6 +15,8 @@ from upgd_migrate.errors import UpgdMigrateError
 
 # name -> "module:attribute" of a click.Command
 COMMANDS: dict[str, str] = {
+    "lint": "upgd_migrate.commands.lint:lint_command",
+    "schema": "upgd_migrate.commands.schema:schema_command",
     "checkpoint": "upgd_migrate.commands.checkpoint:checkpoint",
     "verify": "upgd_migrate.commands.verify:verify",
 }

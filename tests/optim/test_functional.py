@@ -42,9 +42,9 @@ def test_multi_tensor_matches_single_tensor(cls, mode):
 
 
 def test_foreach_none_picks_multi_tensor_on_cpu(monkeypatch):
-    from upgd_migrate.optim import _functional as F
+    from upgd_migrate.optim import _multi_tensor as M
     calls = []
-    monkeypatch.setattr(F, "multi_param_update", lambda *a: calls.append("multi"))
+    monkeypatch.setattr(M, "param_update", lambda *a: calls.append("multi"))
     p = torch.nn.Parameter(torch.zeros(3))
     opt = AdaptiveUPGD([p])
     p.grad = torch.ones(3)
@@ -67,3 +67,14 @@ def test_cuda_step_is_sync_free():
             opt.step()
         finally:
             torch.cuda.set_sync_debug_mode("default")
+
+
+@pytest.mark.parametrize("mode", ["fixed", "instant"])
+def test_unfused_adam_fallback_matches_single_tensor(monkeypatch, mode):
+    """Devices without torch's fused Adam kernel take the foreach formulas instead."""
+    from upgd_migrate.optim import _multi_tensor as M
+    monkeypatch.setattr(M, "_FUSED_ADAM_DEVICES", ())
+    single = _trajectory(AdaptiveUPGD, MODES[mode], foreach=False, steps=20)
+    multi = _trajectory(AdaptiveUPGD, MODES[mode], foreach=True, steps=20)
+    for a, b in zip(single, multi):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)

@@ -1,1 +1,1 @@
-"""Click commands, one module per command, registered by name in :data:`upgd_migrate.cli.COMMANDS`."""
+"""Click commands, one module each, registered by name in ``upgd_migrate.cli.COMMANDS``."""

@@ -1,6 +1,6 @@
-"""The UPGD family's math, as a single-tensor reference and a multi-tensor (foreach) twin.
+"""The UPGD family's math: shared pieces and the single-tensor reference implementation.
 
-Both implementations share every decision that is not arithmetic: which parameters step, how
+The multi-tensor twin lives in ``_multi_tensor``. Both share every decision that is not arithmetic: which parameters step, how
 noise is drawn (:func:`draw_unit_noise`, one ``normal_`` per group into a reused buffer), and
 where the per-tensor scalars come from. A test drives both from the same RNG state and checks
 they agree, so the fast path can never drift from the readable one.
@@ -71,13 +71,12 @@ def draw_unit_noise(batch: GroupBatch, std: float, scratch: dict) -> list[Tensor
     return views
 
 
-def noise_scale_coeffs(batch: GroupBatch) -> list[float]:
-    """Per-tensor factor turning ``||x||`` into the noise scale: ``1/sqrt(numel)`` (-> rms),
-    times the EMA's ``(1-b)/(1-b^k)`` bias correction on the EMA path (applied separately)."""
+def rms_coeffs(batch: GroupBatch) -> list[float]:
+    """Per-tensor factor turning ``||x||`` into ``rms(x)``."""
     return [1.0 / math.sqrt(max(p.numel(), 1)) for p in batch.params]
 
 
-def _ema_bias_corrections(batch: GroupBatch) -> list[float]:
+def ema_bias_corrections(batch: GroupBatch) -> list[float]:
     nb = batch.hp["noise_beta"]
     return [1.0 / (1.0 - nb**k) for k in batch.noise_steps]
 
@@ -142,106 +141,3 @@ def single_param_update(batch: GroupBatch, lo: Tensor, hi: Tensor, scratch: dict
                 hook(p, x, xi)
         update = x + xi if xi is not None else x
         p.mul_(1.0 - hp["lr"] * hp["weight_decay"]).add_(-hp["lr"] * update * gate)
-
-
-# ---------------------------------------------------------------- multi-tensor (foreach)
-
-
-def multi_utility_update(batch: GroupBatch) -> tuple[Tensor, Tensor] | None:
-    b = batch.hp["beta_utility"]
-    torch._foreach_mul_(batch.utils, b)
-    torch._foreach_addcmul_(batch.utils, batch.grads, batch.params, value=-(1.0 - b))
-    if not batch.utils:
-        return None
-    pairs = [torch.aminmax(u) for u in batch.utils]
-    inv_bcs = batch.utility_inv_bc()
-    # û = u * inv_bc with inv_bc > 0, so min/max commute with the bias correction.
-    lows = torch._foreach_mul([mn for mn, _ in pairs], inv_bcs)
-    highs = torch._foreach_mul([mx for _, mx in pairs], inv_bcs)
-    return torch.stack(lows).min(), torch.stack(highs).max()
-
-
-def _multi_gates(batch: GroupBatch, lo: Tensor, hi: Tensor, scratch: dict) -> list[Tensor]:
-    """``1-s = sigmoid(1 - 2n)``, ``n = clamp((û-lo)/(hi-lo+eps), 0, 1)``, into reused buffers.
-
-    ``û - lo`` is formed first from the separately rounded ``û``, exactly as the reference does:
-    with equal utilities it is then exactly zero, where folding ``lo`` into an offset would
-    leave rounding error that the ``1/(hi-lo+1e-8)`` factor blows up.
-    """
-    gates = _buffers(scratch, "gate", batch.params)
-    for gate, u, inv_bc in zip(gates, batch.utils, batch.utility_inv_bc()):
-        torch.mul(u, inv_bc, out=gate)
-    torch._foreach_sub_(gates, lo)
-    torch._foreach_mul_(gates, -2.0 / (hi - lo + UTILITY_RANGE_EPS))
-    torch._foreach_add_(gates, 1.0)
-    torch._foreach_clamp_min_(gates, -1.0)
-    torch._foreach_clamp_max_(gates, 1.0)
-    torch._foreach_sigmoid_(gates)
-    return gates
-
-
-def _multi_directions(batch: GroupBatch, scratch: dict) -> list[Tensor]:
-    hp = batch.hp
-    if hp["_kind"] == "sgd":
-        return batch.grads
-    b1, b2, eps = hp["beta1"], hp["beta2"], hp["eps"]
-    torch._foreach_lerp_(batch.exp_avgs, batch.grads, 1.0 - b1)
-    torch._foreach_mul_(batch.exp_avg_sqs, b2)
-    torch._foreach_addcmul_(batch.exp_avg_sqs, batch.grads, batch.grads, value=1.0 - b2)
-    d = _buffers(scratch, "direction", batch.params)
-    torch._foreach_copy_(d, batch.exp_avg_sqs)
-    torch._foreach_sqrt_(d)
-    torch._foreach_mul_(d, [1.0 / math.sqrt(1.0 - b2**t) for t in batch.steps])
-    torch._foreach_add_(d, eps)
-    torch._foreach_reciprocal_(d)
-    torch._foreach_mul_(d, batch.exp_avgs)
-    torch._foreach_mul_(d, [1.0 / (1.0 - b1**t) for t in batch.steps])
-    return d
-
-
-def _multi_noise_stds(batch: GroupBatch, xs: list[Tensor]) -> list[Tensor]:
-    hp = batch.hp
-    rms = torch._foreach_mul(torch._foreach_norm(xs), noise_scale_coeffs(batch))
-    if not hp["instant_noise_scale"]:
-        nb = hp["noise_beta"]
-        torch._foreach_lerp_(batch.noise_emas, rms, 1.0 - nb)
-        rms = torch._foreach_mul(batch.noise_emas, _ema_bias_corrections(batch))
-    stds = torch._foreach_mul(rms, hp["sigma"])
-    torch._foreach_clamp_min_(stds, hp["min_noise_std"])
-    return stds
-
-
-def multi_param_update(batch: GroupBatch, lo: Tensor, hi: Tensor, scratch: dict,
-                       hook: Optional[NoiseHook]) -> None:
-    hp = batch.hp
-    adaptive = hp.get("adaptive_noise", False)
-    gates = _multi_gates(batch, lo, hi, scratch)
-    xs = _multi_directions(batch, scratch)
-    if adaptive or hp["sigma"] != 0.0:
-        noise = draw_unit_noise(batch, 1.0 if adaptive else hp["sigma"], scratch)
-        if adaptive:
-            torch._foreach_mul_(noise, _multi_noise_stds(batch, xs))
-        if hook is not None:
-            for p, x, xi in zip(batch.params, xs, noise):
-                hook(p, x, xi)
-        if xs is batch.grads:  # never write into the user's gradients
-            torch._foreach_add_(noise, xs)
-            xs = noise
-        else:
-            torch._foreach_add_(xs, noise)
-    decay = 1.0 - hp["lr"] * hp["weight_decay"]
-    if decay != 1.0:
-        torch._foreach_mul_(batch.params, decay)
-    torch._foreach_addcmul_(batch.params, xs, gates, value=-hp["lr"])
-
-
-def _buffers(scratch: dict, name: str, like: list[Tensor]) -> list[Tensor]:
-    """Reused scratch tensors shaped like ``like`` (kept off the state dict)."""
-    out = []
-    for p in like:
-        key = (name, id(p))
-        buf = scratch.get(key)
-        if buf is None or buf.shape != p.shape or buf.device != p.device or buf.dtype != p.dtype:
-            buf = scratch[key] = torch.empty_like(p, memory_format=torch.preserve_format)
-        out.append(buf)
-    return out

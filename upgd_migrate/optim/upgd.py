@@ -16,6 +16,7 @@ from torch.optim import Optimizer
 from torch.utils.hooks import RemovableHandle
 
 from upgd_migrate.optim import _functional as F
+from upgd_migrate.optim import _multi_tensor as M
 
 FORMAT_KEY = "upgd_migrate_format"
 FORMAT_VERSION = 1
@@ -127,10 +128,12 @@ class _UPGDBase(Optimizer):
 
     def _use_foreach(self, batches: list[F.GroupBatch]) -> bool:
         choice = batches[0].hp.get("foreach")
-        if choice is not None:
-            return bool(choice)
+        if choice is False or not all(M.supports(b) for b in batches):
+            return False
+        if choice:
+            return True
         # As torch does, decide per device: the in-place multi-tensor path wins on CPU and
-        # CUDA; anything else (or differentiable use) takes the single-tensor reference.
+        # CUDA; other devices (or tensor subclasses) take the single-tensor reference.
         return all(p.device.type in ("cpu", "cuda") and type(p) in (Tensor, torch.nn.Parameter)
                    for b in batches for p in b.params)
 
@@ -157,12 +160,14 @@ class _UPGDBase(Optimizer):
         if not batches:
             return loss
         multi = self._use_foreach(batches)
-        update_utility = F.multi_utility_update if multi else F.single_utility_update
-        ranges = [update_utility(b) for b in batches]
+        if multi:
+            ranges = [M.utility_update(b, self._scratch) for b in batches]
+        else:
+            ranges = [F.single_utility_update(b) for b in batches]
         device = batches[0].params[0].device
         lo = torch.stack([r[0].to(device) for r in ranges]).min()
         hi = torch.stack([r[1].to(device) for r in ranges]).max()
-        update = F.multi_param_update if multi else F.single_param_update
+        update = M.param_update if multi else F.single_param_update
         hook = self._noise_hook()
         for b in batches:
             dev = b.params[0].device

@@ -1,0 +1,16 @@
+from __future__ import annotations
+
+import pathlib
+import textwrap
+
+from upgd_migrate.lint import lint_text
+from upgd_migrate.rules import LintOptions
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+CONFIGS = REPO / "fixtures" / "configs"
+
+
+def run_lint(text: str, options: LintOptions | None = None) -> list[str]:
+    """Findings of ``text`` as 'line:col CODE message' strings (exact, for pinning)."""
+    return [f"{f.line}:{f.col} {f.code} {f.message}"
+            for f in lint_text("x.yaml", textwrap.dedent(text), options)]

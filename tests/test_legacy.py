@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+from upgd_migrate.legacy import ALIASES, OPTIMIZERS, UPGD_TYPES, VGS_IGNORED_KEYS, VGS_PARAMS
+
+
+@pytest.mark.parametrize("name,cls", [("adam", "Adam"), ("adamw", "AdamW"), ("sgd", "SGD")])
+def test_torch_optimizer_kwargs_match_torch(name, cls):
+    torch_optim = pytest.importorskip("torch.optim")
+    params = inspect.signature(getattr(torch_optim, cls).__init__).parameters
+    expected = {k: p.default for k, p in params.items() if k not in ("self", "params")}
+    assert {k: p.default for k, p in OPTIMIZERS[name].items()} == expected
+
+
+def test_reference_defaults_of_upgd_types():
+    assert {k: p.default for k, p in OPTIMIZERS["UPGDW"].items()} == {
+        "lr": 1e-4, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.01, "sigma": 0.001,
+        "amsgrad": False}
+    adaptive = {k: p.default for k, p in OPTIMIZERS["AdaptiveUPGD"].items()}
+    assert adaptive == {
+        "lr": 1e-5, "weight_decay": 0.001, "beta_utility": 0.999, "sigma": 0.001, "beta1": 0.9,
+        "beta2": 0.999, "eps": 1e-8, "adaptive_noise": False, "noise_beta": 0.999,
+        "min_noise_std": 1e-6, "instant_noise_scale": True}
+    assert set(OPTIMIZERS["UPGD"]) == set(adaptive) - {"beta1", "beta2", "eps"}
+
+
+def test_aliases_cover_every_spelling_seen():
+    seen = ["AdaptiveUPGD", "adaptive_upgd", "UPGD", "upgd", "UPGDW", "upgdw", "adam", "adamw",
+            "sgd"]
+    assert all(ALIASES[name] in OPTIMIZERS for name in seen)
+    assert set(ALIASES.values()) == set(OPTIMIZERS) and set(UPGD_TYPES) <= set(OPTIMIZERS)
+
+
+def test_ignored_vgs_keys_are_not_vgs_parameters():
+    assert not set(VGS_IGNORED_KEYS) & set(VGS_PARAMS)

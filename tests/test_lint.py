@@ -1,0 +1,161 @@
+"""Golden tests: every rule fires at the exact line and column, and stays silent when fixed."""
+from __future__ import annotations
+
+import pytest
+
+from conftest import CONFIGS, run_lint
+from upgd_migrate.lint import lint_file, lint_paths
+from upgd_migrate.rules import RULES, LintOptions
+
+A_HEAD = "model:\n  optimizer_class: {cls}\n  optimizer_kwargs:\n"
+
+
+def layout_a(cls: str, kwargs: str, vgs: str = "") -> str:
+    """A layout (a) config; kwargs start on line 4, the vgs block (if any) right after."""
+    body = A_HEAD.format(cls=cls) + "".join(f"    {line}\n" for line in kwargs.split(";"))
+    if vgs:
+        body += "  vgs:\n" + "".join(f"    {line}\n" for line in vgs.split(";"))
+    return body
+
+
+# code -> (positive config, expected findings). Messages are pinned exactly.
+POSITIVE = {
+    "UPG101": (layout_a("AdaptiveUPGD", "adaptive_noise: true;sigma: 0.001"), [
+        "5:12 UPG101 sigma 0.001 with adaptive_noise: true is below the plausible relative range "
+        "0.01-0.5: an absolute noise std left from before adaptive noise (0.1% noise as a ratio)"]),
+    "UPG102": (layout_a("UPGDW", "sigma: 0.05"), [
+        "4:12 UPG102 sigma 0.05 with adaptive_noise off is above the plausible absolute range for "
+        "UPGDW (up to 0.01): a relative ratio read as an absolute noise std"]),
+    "UPG103": (layout_a("UPGD", "sigma: 0.001", "enabled: true;min_scaling_factor: 0.2"), [
+        "2:20 UPG103 VGS with fixed noise on UPGD: VGS scales gradients down to "
+        "min_scaling_factor 0.2 while the noise std stays fixed, so noise grows up to 5x "
+        "relative to the update; set adaptive_noise: true with a relative sigma"]),
+    "UPG104": (layout_a("AdaptiveUPGD", "adaptive_noise: false", "alpha: 0.1"), [
+        "4:21 UPG104 VGS with fixed noise on AdaptiveUPGD: the Adam direction absorbs a steady "
+        "VGS factor, but after a drop the noise runs up to 10x too large while the second "
+        "moment catches up; consider adaptive_noise: true"]),
+    "UPG105": (layout_a("AdaptiveUPGD", "sigma: 0.05;adaptive_noise: true;"
+                        "instant_noise_scale: false;noise_beta: 0.99", "enabled: true"), [
+        "6:26 UPG105 VGS with adaptive_noise and instant_noise_scale: false: the noise scale is "
+        "an EMA (noise_beta 0.99, about 100 steps) that lags VGS changes, so after a drop the "
+        "noise runs up to 10x too large; set instant_noise_scale: true"]),
+    "UPG201": (layout_a("UPGDW", "adaptive_noise: true"), [
+        "4:5 UPG201 'adaptive_noise' is not a keyword argument of UPGDW (TypeError at "
+        "construction); UPGD, AdaptiveUPGD take it"]),
+    "UPG202": (layout_a("AdaptiveUPGD", "sigmma: 0.05"), [
+        "4:5 UPG202 unknown optimizer_kwargs key 'sigmma' for AdaptiveUPGD (did you mean "
+        "'sigma'?)"]),
+    "UPG203": (layout_a("adam", "lr: 0.001", "accumulation_steps: 4"), [
+        "6:5 UPG203 'accumulation_steps' is not a VGS parameter: no VGS version reads it, so it "
+        "is silently ignored"]),
+    "UPG301": (layout_a("AdaptiveUPGD", "adaptive_noise: yes"), [
+        "4:21 UPG301 adaptive_noise: expected true or false, got the string 'yes'"]),
+    "UPG302": (layout_a("AdaptiveUPGD", "beta2: 1.5"), [
+        "4:12 UPG302 beta2: 1.5 is out of range (must be >= 0 and < 1)"]),
+    "UPG303": (layout_a("AdaptivUPGD", "lr: 0.001"), [
+        "2:20 UPG303 unknown optimizer 'AdaptivUPGD' (did you mean 'AdaptiveUPGD'?); known: "
+        "UPGD, AdaptiveUPGD, UPGDW, adam, adamw, sgd"]),
+    "UPG304": (layout_a("sgd", "lr: 3e-4"), [
+        "4:9 UPG304 3e-4 is read as the string '3e-4' by PyYAML (YAML 1.1); write 3.0e-4"]),
+}
+
+# code -> the positive example corrected: no finding at all.
+NEGATIVE = {
+    "UPG101": layout_a("AdaptiveUPGD", "adaptive_noise: true;sigma: 0.05"),
+    "UPG102": layout_a("UPGDW", "sigma: 0.005"),
+    "UPG103": layout_a("UPGD", "sigma: 0.05;adaptive_noise: true", "min_scaling_factor: 0.2"),
+    "UPG104": layout_a("AdaptiveUPGD", "adaptive_noise: true;sigma: 0.1", "alpha: 0.1"),
+    "UPG105": layout_a("AdaptiveUPGD", "sigma: 0.05;adaptive_noise: true;"
+                       "instant_noise_scale: true;noise_beta: 0.99", "enabled: true"),
+    "UPG201": layout_a("AdaptiveUPGD", "adaptive_noise: false"),
+    "UPG202": layout_a("AdaptiveUPGD", "sigma: 0.005"),
+    "UPG203": layout_a("adam", "lr: 0.001", "warmup_steps: 4"),
+    "UPG301": layout_a("AdaptiveUPGD", "adaptive_noise: false"),
+    "UPG302": layout_a("AdaptiveUPGD", "beta2: 0.5"),
+    "UPG303": layout_a("adaptive_upgd", "lr: 0.001"),
+    "UPG304": layout_a("sgd", "lr: 3.0e-4"),
+}
+
+
+@pytest.mark.parametrize("code", sorted(POSITIVE))
+def test_rule_fires_at_exact_position(code):
+    text, expected = POSITIVE[code]
+    assert run_lint(text) == expected
+
+
+@pytest.mark.parametrize("code", sorted(NEGATIVE))
+def test_rule_silent_when_fixed(code):
+    assert run_lint(NEGATIVE[code]) == []
+
+
+def test_every_config_rule_has_a_golden_pair():
+    file_level = {"UPG001", "UPG002", "UPG003", "UPG004", "UPG204"}  # tested below
+    assert set(POSITIVE) == set(NEGATIVE) == set(RULES) - file_level
+
+
+def test_real_config_4a_yields_unmigrated_sigma_and_two_ignored_vgs_keys():
+    findings = lint_file(str(CONFIGS / "real-legacy-layout-a.yaml"))
+    assert [(f.line, f.col, f.code) for f in findings] == [
+        (7, 12, "UPG101"), (14, 5, "UPG203"), (17, 5, "UPG203")]
+    assert [f.message for f in findings[1:]] == [
+        "'accumulation_steps' is not a VGS parameter: no VGS version reads it, so it is "
+        "silently ignored",
+        "'clip_threshold' is not a VGS parameter: no VGS version reads it, so it is silently "
+        "ignored"]
+    assert {f.fix for f in findings} == {"upgd-migrate config"}
+
+
+def test_vgs_version_key_fires_only_below_its_version():
+    text = layout_a("adam", "lr: 0.001", "alpha: 0.1;variance_cap: null")
+    assert run_lint(text) == []
+    assert run_lint(text, LintOptions(vgs_version="3.1")) == [
+        "7:5 UPG204 'variance_cap' is read only by VGS 3.2 and later; VGS 3.1 (--vgs-version) "
+        "ignores it"]
+
+
+def test_unmigrated_default_sigma_points_at_adaptive_noise():
+    assert run_lint(layout_a("UPGD", "adaptive_noise: true")) == [
+        "4:21 UPG101 adaptive_noise: true leaves sigma at its default 0.001, below the plausible "
+        "relative range 0.01-0.5: the absolute default, 0.1% noise as a ratio"]
+
+
+def test_sigma_ranges_are_configurable():
+    text = layout_a("AdaptiveUPGD", "adaptive_noise: true;sigma: 0.005")
+    assert [f.split()[1] for f in run_lint(text)] == ["UPG101"]
+    assert run_lint(text, LintOptions(relative_sigma=(0.001, 0.5))) == []
+    wide = layout_a("UPGD", "sigma: 0.05")
+    assert [f.split()[1] for f in run_lint(wide)] == ["UPG102"]
+    assert run_lint(wide, LintOptions(absolute_sigma_max={"UPGD": 0.1})) == []
+
+
+def test_vgs_switched_off_silences_interaction_rules():
+    assert run_lint(layout_a("UPGD", "sigma: 0.001", "enabled: false")) == []
+
+
+@pytest.mark.parametrize("code,line", [("UPG101", "sigma: 0.001  # upgd-migrate: disable=UPG101"),
+                                       ("UPG101", "sigma: 0.001  # upgd-migrate: disable=unmigrated-sigma"),
+                                       ("UPG101", "sigma: 0.001  # upgd-migrate: disable=UPG999, all")])
+def test_suppression_comment_on_the_offending_line(code, line):
+    assert run_lint(layout_a("AdaptiveUPGD", f"adaptive_noise: true;{line}")) == []
+
+
+def test_suppression_of_another_code_keeps_the_finding():
+    text = layout_a("AdaptiveUPGD", "adaptive_noise: true;sigma: 0.001  # upgd-migrate: disable=UPG203")
+    assert [f.split()[1] for f in run_lint(text)] == ["UPG101"]
+
+
+def test_bundled_fixtures_findings():
+    result = lint_paths([str(CONFIGS)])
+    got = sorted((f.path.rsplit("/", 1)[1], f.line, f.col, f.code) for f in result.findings)
+    assert result.files == 4
+    assert got == [
+        ("flat-trainer-kwargs-c.yaml", 4, 20, "UPG103"),
+        ("flat-trainer-kwargs-c.yaml", 7, 12, "UPG102"),
+        ("flat-trainer-kwargs-c.yaml", 8, 5, "UPG201"),
+        ("real-legacy-layout-a.yaml", 7, 12, "UPG101"),
+        ("real-legacy-layout-a.yaml", 14, 5, "UPG203"),
+        ("real-legacy-layout-a.yaml", 17, 5, "UPG203"),
+        ("seed-layout-b.yaml", 5, 10, "UPG101"),
+        ("seed-layout-b.yaml", 8, 18, "UPG304"),
+        ("seed-layout-b.yaml", 9, 24, "UPG105"),
+    ]

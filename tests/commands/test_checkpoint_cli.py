@@ -201,3 +201,20 @@ def test_malformed_state_is_an_error_not_a_traceback(tmp_path, capsys):
     for command in (["checkpoint", "inspect"], ["verify"], ["checkpoint", "--check"]):
         assert main([*command, str(bad)]) == 2
         assert capsys.readouterr().err.splitlines()[0] == f"{bad}: missing key 'params'"
+
+
+@pytest.mark.parametrize("name", ["real-legacy-layout-a.yaml", "seed-layout-b.yaml",
+                                  "flat-trainer-kwargs-c.yaml"])
+def test_config_layouts_are_read(name):
+    from upgd_migrate.checkpoint.config import read_config
+
+    kwargs, vgs = read_config(FIX / "configs" / name)
+    assert "sigma" in kwargs
+    assert vgs is not None and vgs["enabled"] is True
+
+
+def test_unreadable_config_is_a_usage_error(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("just: text\n")
+    assert main(["verify", str(G1), "--config", str(cfg)]) == 2
+    assert capsys.readouterr().err == f"error: {cfg}: no optimizer_kwargs block found\n"

@@ -1,52 +1,45 @@
 """The optimizer and VGS settings of a training config, for ``verify --config``.
 
-A deliberately small reader: the linter's ``yaml_io``/``locate`` (another branch) own config
-parsing; once merged this should call them. It finds the first mapping holding
-``optimizer_kwargs`` anywhere in the document (layouts a and b of DOMAIN.md section 4) and a VGS
-block beside it, at the top, or as flat ``vgs_*`` trainer keys (layout c).
+Parsing and finding the blocks is the linter's job (:mod:`upgd_migrate.yaml_io`,
+:mod:`upgd_migrate.locate`: any of the three legacy layouts, anywhere in the document); this
+module only turns the first block found into plain values.
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Mapping
 
+from upgd_migrate import yaml_io
 from upgd_migrate.errors import UpgdMigrateError
+from upgd_migrate.fileio import UnreadableFile, read_text
+from upgd_migrate.locate import locate
 
-FLAT_VGS = {"vgs_alpha": "alpha", "vgs_beta": "beta", "vgs_warmup_steps": "warmup_steps",
-            "variance_gradient_scaling": "enabled"}
 SYNCED = ("sigma", "adaptive_noise", "instant_noise_scale")
 
 
-def _find(node: Any, key: str) -> Mapping | None:
-    if isinstance(node, Mapping):
-        if isinstance(node.get(key), Mapping):
-            return node
-        children = node.values()
-    elif isinstance(node, list):
-        children = node
-    else:
-        return None
-    return next((m for c in children if (m := _find(c, key)) is not None), None)
+def _plain(node: yaml_io.Node) -> Any:
+    if isinstance(node, yaml_io.Scalar):
+        return node.value
+    if isinstance(node, yaml_io.Mapping):
+        return {k.text if isinstance(k, yaml_io.Scalar) else str(k): _plain(v)
+                for k, v in node.items}
+    return [_plain(item) for item in node.items]
 
 
 def read_config(path: Path) -> tuple[dict, dict | None]:
-    """(optimizer kwargs, VGS settings or None) of a YAML config."""
-    from ruamel.yaml import YAML, YAMLError
-
+    """(optimizer kwargs, VGS settings or None) of the first block in a YAML config."""
     try:
-        doc = YAML(typ="safe", pure=True).load(Path(path).read_text())
-    except (OSError, YAMLError) as e:
+        documents = yaml_io.load_all(read_text(str(path)))
+    except (UnreadableFile, yaml_io.YamlError) as e:
         raise UpgdMigrateError(f"{path}: cannot read config ({e})") from e
-    holder = _find(doc, "optimizer_kwargs")
-    if holder is None:
+    block = next((b for doc in documents for b in locate(doc) if b.kwargs is not None), None)
+    if block is None or not isinstance(block.kwargs[1], yaml_io.Mapping):
         raise UpgdMigrateError(f"{path}: no optimizer_kwargs block found")
-    vgs = holder.get("vgs") if isinstance(holder.get("vgs"), Mapping) else None
-    if vgs is None and isinstance(doc, Mapping) and isinstance(doc.get("vgs"), Mapping):
-        vgs = doc["vgs"]
-    if vgs is None:
-        flat = {FLAT_VGS[k]: v for k, v in holder.items() if k in FLAT_VGS}
-        vgs = flat or None
-    return dict(holder["optimizer_kwargs"]), dict(vgs) if vgs else None
+    vgs = None
+    if block.vgs is not None:
+        vgs = {key: _plain(value) for key, (_, value) in block.vgs.entries.items()}
+        vgs["enabled"] = block.vgs.enabled
+    return _plain(block.kwargs[1]), vgs
 
 
 def mismatches(kwargs: Mapping[str, Any], state: Mapping[str, Any]) -> list[str]:

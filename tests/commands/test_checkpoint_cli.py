@@ -218,3 +218,12 @@ def test_unreadable_config_is_a_usage_error(tmp_path, capsys):
     cfg.write_text("just: text\n")
     assert main(["verify", str(G1), "--config", str(cfg)]) == 2
     assert capsys.readouterr().err == f"error: {cfg}: no optimizer_kwargs block found\n"
+
+
+def test_files_without_states(tmp_path, capsys):
+    path = tmp_path / "weights.pt"
+    torch.save({"model": {"w": torch.ones(2)}}, path)
+    assert main(["verify", str(path)]) == 0
+    assert capsys.readouterr().out == f"{path}: no optimizer or VGS state found\n"
+    assert main(["checkpoint", str(path), "--check"]) == 0
+    assert capsys.readouterr().out == f"{path}: no optimizer or VGS state found (torch file)\n"

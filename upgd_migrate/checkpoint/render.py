@@ -126,6 +126,8 @@ def table(rows: list[list[str]]) -> list[str]:
 
 
 def verify_text(path: str, reports: Sequence[StateReport]) -> list[str]:
+    if not reports:
+        return [f"{path}: no optimizer or VGS state found"]
     lines = [f"{path}:"]
     lines += ["  " + ln for ln in table([_row(r) for r in reports])]
     for r in reports:

@@ -186,3 +186,17 @@ def test_every_generation_and_vgs_version_in_every_container_verifies(tmp_path, 
         assert [r.kind for r in reports] == ["optimizer", "vgs"]
         failed = [(r.where, c.name, c.detail) for r in reports for c in r.checks if c.ok is False]
         assert not failed, (optim, VGS[i % len(VGS)], failed)
+
+
+def test_sb3_zip_with_only_its_vgs_state_to_migrate(tmp_path):
+    current = optim_state("adaptive_upgd_g1.pt")
+    from upgd_migrate.checkpoint.migrate import migrate_optimizer
+
+    members = make_containers.sb3_members(
+        {"policy.optimizer.pth": migrate_optimizer(current).state}, vgs_state("vgs_v3_1.pt"),
+        {"sigma": 0.001})
+    src = tmp_path / "m.zip"
+    make_containers.write_sb3(src, members)
+    res = _migrate(src, tmp_path / "out.zip")
+    assert [s.result.changed for s in res.states] == [False, True]
+    assert zip_members(tmp_path / "out.zip")["data"] == zip_members(src)["data"]

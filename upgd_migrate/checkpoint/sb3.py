@@ -84,8 +84,9 @@ def sync_data(data: bytes, optimizer_state: dict | None) -> tuple[bytes, list[st
 
 def _first_optimizer(ckpt: Checkpoint, states: list[dict]) -> dict | None:
     for slot, state in zip(ckpt.slots, states):
-        if slot.kind == "optimizer" and state is not slot.state and FORMAT_KEY in \
-                state["param_groups"][0]:
+        if slot.kind != "optimizer" or state is slot.state:
+            continue
+        if FORMAT_KEY in state["param_groups"][0]:
             return state
     return None
 

@@ -110,6 +110,8 @@ def _bad_checkpoints(tmp_path) -> list[tuple[str, str]]:
     torch.save({"model": {"w": torch.zeros(1)}}, tmp_path / "model.pt")
     torch.save({"optimizer": known_moments_state(0.04), "extra": Opaque()}, tmp_path / "unsafe.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    current = AdaptiveUPGD([torch.nn.Parameter(torch.ones(3))], sigma=0.05, adaptive_noise=True)
+    torch.save(current.state_dict(), tmp_path / "current.pt")
     return [
         ("model.pt", "error: no optimizer state found in model.pt (a torch file)"),
         ("unsafe.pt", "error: refusing to load checkpoint unsafe.pt: it needs arbitrary "
@@ -118,8 +120,8 @@ def _bad_checkpoints(tmp_path) -> list[tuple[str, str]]:
         ("junk.pt", f"error: {tmp_path / 'junk.pt'}: not a readable torch checkpoint"),
         (str(FIXTURES / "upgd.pt"), "error: cannot calibrate from upgd.pt: param group 0 has no "
                                     "saved Adam moments to calibrate from"),
-        (str(FIXTURES / "adaptive_upgd_g1_ema.pt"), "error: adaptive_upgd_g1_ema.pt: param group 0 "
-         "already runs adaptive noise, so its sigma is no absolute std to calibrate from"),
+        ("current.pt", "error: current.pt: param group 0 already runs adaptive noise with a "
+                       "relative sigma, so it is no absolute std to calibrate from"),
     ]
 
 

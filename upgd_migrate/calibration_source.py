@@ -46,9 +46,12 @@ def calibrated_policy(path: str) -> SigmaPolicy:
     from upgd_migrate.optim.calibrate import CalibrationError, calibrate_group  # torch is in
 
     group = state["param_groups"][0]
-    if group.get("adaptive_noise"):
-        raise UpgdMigrateError(f"{name}: param group 0 already runs adaptive noise, so its sigma "
-                               "is no absolute std to calibrate from")
+    # A legacy (unstamped) group's sigma is the absolute std its config documents, even with
+    # adaptive_noise on (the case the linter's UPG101 exists for); the checkpoint migration
+    # reads it the same way. Only a state written by the packaged optimizer holds a ratio.
+    if group.get("adaptive_noise") and "upgd_migrate_format" in group:
+        raise UpgdMigrateError(f"{name}: param group 0 already runs adaptive noise with a "
+                               "relative sigma, so it is no absolute std to calibrate from")
     if "sigma" not in group:
         raise UpgdMigrateError(f"{name}: param group 0 has no sigma: not a UPGD-family state")
     try:

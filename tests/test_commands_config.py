@@ -99,7 +99,7 @@ def test_backup_keeps_the_original_and_is_never_overwritten(legacy, capsys):
     assert (legacy.parent / "a.yaml.orig").read_bytes() == original
     legacy.write_bytes(original)  # legacy again, while the backup exists
     capsys.readouterr()
-    assert main(["config", "--backup", ".orig", str(legacy)]) == 1
+    assert main(["config", "--backup", ".orig", str(legacy)]) == 2  # a file that cannot be migrated
     assert capsys.readouterr().err == (
         f"{legacy}: cannot migrate: backup {legacy}.orig already exists; not overwriting it, "
         "file left unchanged\n1 file cannot be migrated.\n")
@@ -109,7 +109,7 @@ def test_backup_keeps_the_original_and_is_never_overwritten(legacy, capsys):
 def test_a_bad_file_is_reported_while_the_others_proceed(tmp_path, legacy, capsys):
     bad = tmp_path / "b.yaml"
     bad.write_text("model: [1,\n")
-    assert main(["config", str(tmp_path)]) == 1
+    assert main(["config", str(tmp_path)]) == 2  # unreadable input wins over "changed"
     err = capsys.readouterr().err.splitlines()
     assert err[0] == f"Rewriting {legacy}"
     assert err[-2:] == [
@@ -122,7 +122,7 @@ def test_a_bad_file_is_reported_while_the_others_proceed(tmp_path, legacy, capsy
 def test_unreadable_file_is_reported(tmp_path, capsys):
     path = tmp_path / "bin.yaml"
     path.write_bytes(b"\0\1")
-    assert main(["config", str(path)]) == 1
+    assert main(["config", str(path)]) == 2
     assert capsys.readouterr().err == (f"{path}: cannot migrate: binary file (NUL bytes): not a "
                                        "YAML config\n1 file cannot be migrated.\n")
 
@@ -207,7 +207,7 @@ def test_a_file_that_cannot_be_written_is_reported(legacy, capsys, monkeypatch):
 
     monkeypatch.setattr("upgd_migrate.migrate_config.atomic_write", refuse)
     before = legacy.read_bytes()
-    assert main(["config", str(legacy)]) == 1
+    assert main(["config", str(legacy)]) == 2
     assert capsys.readouterr().err == (f"{legacy}: cannot migrate: cannot write: Permission "
                                        "denied\n1 file cannot be migrated.\n")
     assert legacy.read_bytes() == before

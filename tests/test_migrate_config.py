@@ -122,7 +122,7 @@ def test_unified_diff_keeps_crlf_and_marks_a_missing_final_newline():
 def test_report_summary(counts, mode, expected):
     report = Report(mode, **counts)
     assert report.summary() == expected
-    assert report.exit_code == (1 if counts.get("changed") or counts.get("failed") else 0)
+    assert report.exit_code == (2 if counts.get("failed") else 1 if counts.get("changed") else 0)
 
 
 def test_a_sigma_whose_unmigrated_finding_is_disabled_is_kept_as_chosen():

@@ -93,8 +93,9 @@ class Mode(enum.Enum):
 
 @dataclass
 class Report:
-    """Counts files by outcome and owns the exit code: 1 when a file changed (or would) or could
-    not be read, parsed or backed up; else 0. What needs a manual fix is printed; lint fails on it.
+    """Counts files by outcome and owns the exit code: 2 when a file could not be read, parsed,
+    written or backed up (as ``checkpoint`` does); else 1 when a file changed (or would); else 0.
+    What needs a manual fix is printed; lint fails on it.
     """
 
     mode: Mode
@@ -106,7 +107,7 @@ class Report:
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.changed or self.failed else 0
+        return 2 if self.failed else 1 if self.changed else 0
 
     def summary(self) -> str:
         """``2 files rewritten, 1 already migrated.``; empty when no file was given."""

@@ -76,13 +76,13 @@ def test_g1_audit_log_and_calibrated_sigma():
     group = result.state["param_groups"][0]
     d = [direction(sd["state"][i], 0.9, 0.999, 1e-8) for i in range(6)]
     rms = math.sqrt(sum(float(x.pow(2).sum()) for x in d) / sum(x.numel() for x in d))
-    assert group["sigma"] == pytest.approx(0.001 / rms, rel=1e-12)
+    assert group["sigma"] == pytest.approx(0.001 / rms, rel=1e-6)
     assert group["adaptive_noise"] is True and group["instant_noise_scale"] is True
     assert group[AUDIT_KEY] == {
         "from": "G1",
         "applied": ["optim.fill-group-keys", "optim.adaptive-noise", "optim.stamp-format"],
         "sigma": {"absolute_before": 0.001, "source": "calibrated",
-                  "direction_rms": pytest.approx(rms, rel=1e-12), "relative": group["sigma"]}}
+                  "direction_rms": pytest.approx(rms, rel=1e-6), "relative": group["sigma"]}}
     # Plain values only: the audit loads with weights_only=True.
     buf = _io.BytesIO()
     torch.save(result.state, buf)

@@ -66,3 +66,18 @@ def test_upgd_state_cannot_be_calibrated():
 def test_upgdw_layout_is_read():
     saved = torch.load(FIXTURES / "optim" / "upgdw.pt", weights_only=True)
     assert calibrate_group(saved).sigma_relative > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_direction_energy_matches_the_materialised_direction(dtype, monkeypatch):
+    from upgd_migrate.optim import calibrate
+    monkeypatch.setattr(calibrate, "_CHUNK", 7)  # several chunks and a ragged last one
+    gen = torch.Generator().manual_seed(0)
+    m = (torch.randn(5, 9, generator=gen) * 1e-3).to(dtype)
+    v = (m.double() ** 2 + torch.rand(5, 9, generator=gen, dtype=torch.float64) * 1e-6).to(dtype)
+    entry = {"step": 40, "first_moment": m, "sec_moment": v}
+    energy, numel = calibrate.direction_energy(entry, 0.9, 0.999, 1e-8)
+    expected = float(direction(entry, 0.9, 0.999, 1e-8).pow(2).sum())
+    assert numel == 45
+    assert energy == pytest.approx(expected, rel=1e-6)
+    assert torch.equal(entry["first_moment"], m)  # the state is never written

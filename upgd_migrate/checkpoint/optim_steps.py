@@ -12,7 +12,7 @@ import torch
 
 from upgd_migrate.checkpoint.detect import AUDIT_KEY, FORMAT_KEY, optimizer_class
 from upgd_migrate.checkpoint.migrate import Context, Note, Outcome, register
-from upgd_migrate.optim.calibrate import CalibrationError, calibrate_group, direction
+from upgd_migrate.optim.calibrate import CalibrationError, calibrate_group, direction_energy
 from upgd_migrate.optim.upgd import FORMAT_VERSION, LATE_OPTIONS
 
 # The seed's documented default ratio, for states that saved no gradient statistics (UPGD).
@@ -99,10 +99,11 @@ def instant_noise(sd: dict, ctx: Context) -> Outcome | None:
 
 def _seed_entry(entry: dict, group: dict) -> dict | None:
     """EMA state whose bias-corrected value is the saved direction's rms (one update old)."""
-    d = direction(entry, float(group["beta1"]), float(group["beta2"]), float(group["eps"]))
-    if d is None or "noise_scale_ema" in entry:
+    found = direction_energy(entry, float(group["beta1"]), float(group["beta2"]),
+                             float(group["eps"]))
+    if found is None or "noise_scale_ema" in entry:
         return None
-    rms = math.sqrt(float(d.pow(2).mean()))
+    rms = math.sqrt(found[0] / found[1])
     nb = float(group["noise_beta"])
     ema = torch.tensor((1.0 - nb) * rms, dtype=entry["avg_utility"].dtype)
     return {**entry, "noise_scale_ema": ema, "noise_scale_steps": 1}

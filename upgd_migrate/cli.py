@@ -18,6 +18,8 @@ COMMANDS: dict[str, str] = {
     "config": "upgd_migrate.commands.config:config",
     "lint": "upgd_migrate.commands.lint:lint_command",
     "schema": "upgd_migrate.commands.schema:schema_command",
+    "checkpoint": "upgd_migrate.commands.checkpoint:checkpoint",
+    "verify": "upgd_migrate.commands.verify:verify",
 }
 
 

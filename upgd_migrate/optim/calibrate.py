@@ -49,9 +49,12 @@ def direction(entry: Mapping[str, Any], b1: float, b2: float, eps: float) -> tor
         return None
     for m_key, v_key in MOMENT_LAYOUTS:
         if m_key in entry and v_key in entry:
-            m = entry[m_key].double() / (1.0 - b1**step)
-            v = entry[v_key].double() / (1.0 - b2**step)
-            return m / (v.sqrt() + eps)
+            # In place on fresh float64 copies (copy=True: a float64 state must not be touched):
+            # the out-of-place arithmetic with two allocations instead of six, which dominated
+            # migrating a 1 GB checkpoint.
+            m = entry[m_key].to(torch.float64, copy=True).div_(1.0 - b1**step)
+            v = entry[v_key].to(torch.float64, copy=True).div_(1.0 - b2**step).sqrt_().add_(eps)
+            return m.div_(v)
     return None
 
 
@@ -67,8 +70,8 @@ def calibrate_group(state_dict: Mapping[str, Any], group_index: int = 0,
         d = direction(entry, b1, b2, eps) if entry is not None else None
         if d is None:
             continue
-        energy += float(d.pow(2).sum())
         elements += d.numel()
+        energy += float(d.square_().sum())
         tensors += 1
     if not elements:
         raise CalibrationError(f"param group {group_index} has no saved Adam moments to "

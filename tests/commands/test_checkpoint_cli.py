@@ -1,0 +1,220 @@
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from upgd_migrate.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+FIX = ROOT / "fixtures"
+G1 = FIX / "optim" / "adaptive_upgd_g1.pt"
+G1_EMA = FIX / "optim" / "adaptive_upgd_g1_ema.pt"
+
+
+def _copy(src: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / src.name
+    shutil.copy(src, dst)
+    return dst
+
+
+def test_bare_checkpoint_is_migrate(tmp_path, capsys):
+    assert main(["checkpoint", str(G1), "-o", str(tmp_path / "a.pt")]) == 1
+    assert main(["checkpoint", "migrate", str(G1), "-o", str(tmp_path / "b.pt")]) == 1
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
+    out = capsys.readouterr()
+    assert out.out.splitlines()[:2] == [
+        f"{G1}: migrated -> {tmp_path / 'a.pt'} (optimizer state)",
+        "  (whole file): AdaptiveUPGD G1: optim.fill-group-keys, optim.adaptive-noise, "
+        "optim.stamp-format"]
+    assert out.err.splitlines()[-1] == "1 file: 1 migrated"
+
+
+def test_second_run_reports_nothing_to_do(tmp_path, capsys):
+    out = tmp_path / "a.pt"
+    assert main(["checkpoint", str(G1), "-o", str(out)]) == 1
+    before = out.read_bytes()
+    capsys.readouterr()
+    assert main(["checkpoint", str(out), "--in-place"]) == 0
+    assert out.read_bytes() == before
+    assert capsys.readouterr().out == f"{out}: already migrated, nothing to do (optimizer state)\n"
+
+
+@pytest.mark.parametrize("args,message", [
+    ([], "Error: say where to write: -o OUT or --in-place (or --check / --dry-run to only report)"),
+    (["--check", "--dry-run"], "Error: --check and --dry-run cannot be combined"),
+    (["--check", "--in-place"], "Error: --check/--dry-run write nothing: drop -o/--in-place"),
+    (["-o", "x.pt", "--backup", ".bak"], "Error: --backup needs --in-place"),
+])
+def test_usage_errors(args, message, capsys):
+    assert main(["checkpoint", str(G1), *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_check_and_dry_run_write_nothing(tmp_path, capsys):
+    path = _copy(G1, tmp_path)
+    before = path.read_bytes()
+    assert main(["checkpoint", str(path), "--check"]) == 1
+    assert capsys.readouterr().out == f"{path}: would migrate (optimizer state)\n"
+    assert main(["checkpoint", str(path), "--dry-run", "--format", "json"]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["mode"] == "dry-run" and doc["exit_code"] == 1
+    assert doc["files"][0]["states"][0]["applied"] == [
+        "optim.fill-group-keys", "optim.adaptive-noise", "optim.stamp-format"]
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+def test_in_place_with_backup_never_overwrites_a_backup(tmp_path, capsys):
+    path = _copy(G1, tmp_path)
+    original = path.read_bytes()
+    assert main(["checkpoint", str(path), "--in-place", "--backup", ".orig"]) == 1
+    backup = tmp_path / (path.name + ".orig")
+    assert backup.read_bytes() == original and path.read_bytes() != original
+    shutil.copy(G1, path)  # un-migrate, then migrate again: the old backup must survive
+    backup.write_bytes(b"precious")
+    capsys.readouterr()
+    assert main(["checkpoint", str(path), "--in-place", "--backup", ".orig"]) == 2
+    assert backup.read_bytes() == b"precious" and path.read_bytes() == original
+    assert capsys.readouterr().err.splitlines()[0] == (
+        f"{path}: backup {backup} already exists: not overwritten, file left unchanged "
+        "(remove it or pick another --backup suffix)")
+
+
+def test_directory_continues_past_bad_files(tmp_path, capsys):
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    shutil.copy(G1, src / "sub" / "g1.pt")
+    shutil.copy(FIX / "containers" / "ppo.zip", src / "ppo.zip")
+    (src / "broken.ckpt").write_bytes(b"garbage")
+    (src / "notes.txt").write_text("not a checkpoint and not searched")
+    assert main(["checkpoint", str(src), "-o", str(tmp_path / "out")]) == 2
+    out = capsys.readouterr()
+    assert (tmp_path / "out" / "sub" / "g1.pt").is_file()
+    assert (tmp_path / "out" / "ppo.zip").is_file()
+    assert f"{src / 'broken.ckpt'}: not a readable torch checkpoint" in out.err
+    assert out.err.splitlines()[-1] == "3 files: 2 migrated, 1 error"
+
+
+def test_malicious_file_via_cli_creates_nothing(tmp_path, capsys):
+    target = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(target), "w"))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"optimizer": Evil()}, path)
+    for command in (["checkpoint", "inspect"], ["verify"], ["checkpoint", "--check"]):
+        assert main([*command, str(path)]) == 2
+        assert "refused: loading it needs globals outside the weights-only allowlist: io.open" \
+            in capsys.readouterr().err
+    assert not target.exists()
+
+
+def test_inspect(capsys):
+    assert main(["checkpoint", "inspect", str(FIX / "containers" / "training_loop.pt")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"{FIX / 'containers' / 'training_loop.pt'}: training-loop "
+                               "dict, ")
+    assert lines[1] == ("  optimizer: AdaptiveUPGD G1 -> optim.fill-group-keys, "
+                        "optim.adaptive-noise, optim.stamp-format")
+    assert "  vgs: VarianceGradientScaler v3.1 -> vgs.upgrade-3.2" in lines
+
+
+def test_verify_exit_codes_and_json(tmp_path, capsys):
+    migrated = tmp_path / "m.pt"
+    main(["checkpoint", str(G1), "-o", str(migrated)])
+    capsys.readouterr()
+    assert main(["verify", str(migrated), "--steps", "8"]) == 0
+    capsys.readouterr()
+    assert main(["verify", str(G1_EMA), "--steps", "8", "--format", "json"]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    checks = {c["name"]: c for c in doc["files"][0]["states"][0]["checks"]}
+    assert checks["reference resume"]["ok"] is False
+    assert checks["reference resume"]["detail"].startswith("spike x6.7")
+    assert main(["verify", str(G1_EMA), "--steps", "8"]) == 1
+    out = capsys.readouterr()
+    assert "  (whole file): reference resume: spike x6.7" in out.out
+    assert out.err.strip().endswith("1 state verified in 1 file: 1 failed")
+
+
+def test_checkpoint_verify_flag(tmp_path, capsys):
+    assert main(["checkpoint", str(FIX / "containers" / "ppo.zip"), "-o",
+                 str(tmp_path / "p.zip"), "--verify"]) == 1
+    out = capsys.readouterr().out
+    assert f"{tmp_path / 'p.zip'}:" in out and "FAIL" not in out
+
+
+def test_verify_with_config(tmp_path, capsys):
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text("model:\n  optimizer_class: AdaptiveUPGD\n  optimizer_kwargs:\n"
+                   "    sigma: 0.001\n    adaptive_noise: true\n  vgs:\n    enabled: true\n"
+                   "    alpha: 0.1\n")
+    migrated = tmp_path / "m.pt"
+    main(["checkpoint", str(G1), "-o", str(migrated)])
+    capsys.readouterr()
+    assert main(["verify", str(migrated), "--config", str(cfg), "--steps", "4"]) == 1
+    out = capsys.readouterr().out
+    assert "(whole file): config: group 0 sigma: config 0.001, checkpoint 0.00405" in out
+
+
+def test_help_does_not_import_torch():
+    code = ("import sys; from upgd_migrate.cli import main; main(['--help']); "
+            "main(['checkpoint', '--help']); main(['verify', '--help']); "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_progress_bar_on_big_files_only(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from upgd_migrate.checkpoint import pipeline
+    from upgd_migrate.cli import cli
+
+    runner = CliRunner()
+    small = runner.invoke(cli, ["checkpoint", str(G1), "-o", str(tmp_path / "a.pt")])
+    assert f"{G1}  [" not in small.stderr
+    monkeypatch.setattr(pipeline, "PROGRESS_BYTES", 0)  # every file counts as big
+    big = runner.invoke(cli, ["checkpoint", str(G1), "-o", str(tmp_path / "b.pt")])
+    assert f"{G1}" in big.stderr.splitlines()[0]
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
+
+
+def test_malformed_state_is_an_error_not_a_traceback(tmp_path, capsys):
+    path = tmp_path / "odd.pt"
+    torch.save({"state": {0: {"step": 3}}, "param_groups": [{"lr": 1e-3, "sigma": 0.1,
+                                                             "params": [0]}]}, path)
+    assert main(["checkpoint", "inspect", str(path)]) == 0  # an unknown class: shown, untouched
+    assert main(["verify", str(path)]) == 0
+    bad = tmp_path / "bad.pt"
+    torch.save({"state": {}, "param_groups": [{"sigma": 0.1, "lr": 1e-3,
+                                               "beta_utility": 0.9}]}, bad)  # no "params"
+    capsys.readouterr()
+    for command in (["checkpoint", "inspect"], ["verify"], ["checkpoint", "--check"]):
+        assert main([*command, str(bad)]) == 2
+        assert capsys.readouterr().err.splitlines()[0] == f"{bad}: missing key 'params'"
+
+
+@pytest.mark.parametrize("name", ["real-legacy-layout-a.yaml", "seed-layout-b.yaml",
+                                  "flat-trainer-kwargs-c.yaml"])
+def test_config_layouts_are_read(name):
+    from upgd_migrate.checkpoint.config import read_config
+
+    kwargs, vgs = read_config(FIX / "configs" / name)
+    assert "sigma" in kwargs
+    assert vgs is not None and vgs["enabled"] is True
+
+
+def test_unreadable_config_is_a_usage_error(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("just: text\n")
+    assert main(["verify", str(G1), "--config", str(cfg)]) == 2
+    assert capsys.readouterr().err == f"error: {cfg}: no optimizer_kwargs block found\n"

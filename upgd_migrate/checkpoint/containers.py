@@ -1,0 +1,130 @@
+"""Find the optimizer and VGS states inside a checkpoint, and put migrated ones back.
+
+Torch files (raw states, training-loop dicts, Lightning ``.ckpt``, population-based-training
+files) are searched by shape: any dict with ``state`` + ``param_groups`` is an optimizer state,
+any dict with the VGS hyperparameters is a VGS state. The container's name comes from its marker
+keys (DOMAIN.md section 7). stable-baselines3 zips live in :mod:`.sb3`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from upgd_migrate.checkpoint import io
+from upgd_migrate.checkpoint.detect import is_optimizer_state, is_vgs_state
+
+TRAINING_LOOP_KEYS = ("optimizer", "optimizer_state_dict", "optimizer_state")
+PBT_FORMATS = ("v2_full_parameters", "v1_policy_only")
+_MAX_DEPTH = 4
+
+
+@dataclass
+class Slot:
+    """One state inside a container: where it is (for messages), what it is, its content."""
+
+    where: str
+    kind: str  # "optimizer" | "vgs"
+    state: dict
+    key: Any = None  # a key path into a torch file's object, or a zip member name
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    container: str
+    slots: list[Slot]
+    root: Any  # the loaded object, or the zip's members
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        return self.path.stat().st_size
+
+
+def container_name(root: Any) -> str:
+    if is_optimizer_state(root):
+        return "optimizer state"
+    if is_vgs_state(root):
+        return "VGS state"
+    if not isinstance(root, Mapping):
+        return "torch file"
+    if isinstance(root.get("optimizer_states"), list):
+        return "Lightning checkpoint"
+    if root.get("format_version") in PBT_FORMATS and isinstance(root.get("data"), Mapping):
+        return "population-based-training file"
+    if any(k in root for k in TRAINING_LOOP_KEYS):
+        return "training-loop dict"
+    return "torch file"
+
+
+def _label(path: tuple) -> str:
+    out = ""
+    for k in path:
+        out += f"[{k}]" if isinstance(k, int) else (f".{k}" if out else str(k))
+    return out or "(whole file)"
+
+
+def find_states(obj: Any, path: tuple = ()) -> list[tuple[tuple, str]]:
+    """Key paths of every optimizer and VGS state, depth-first in saved order."""
+    if is_optimizer_state(obj):
+        return [(path, "optimizer")]
+    if is_vgs_state(obj):
+        return [(path, "vgs")]
+    if len(path) >= _MAX_DEPTH:
+        return []
+    if isinstance(obj, Mapping):
+        items = obj.items()
+    elif isinstance(obj, (list, tuple)):
+        items = enumerate(obj)
+    else:
+        return []
+    found = []
+    for key, value in items:
+        found.extend(find_states(value, (*path, key)))
+    return found
+
+
+def _get(obj: Any, path: tuple) -> Any:
+    for k in path:
+        obj = obj[k]
+    return obj
+
+
+def _replace(obj: Any, path: tuple, value: Any) -> Any:
+    """A copy of ``obj`` with the value at ``path`` replaced; only the spine is copied."""
+    if not path:
+        return value
+    head, rest = path[0], path[1:]
+    if isinstance(obj, Mapping):
+        new = type(obj)(obj) if isinstance(obj, dict) else dict(obj)  # keeps OrderedDict
+        new[head] = _replace(obj[head], rest, value)
+        return new
+    items = list(obj)
+    items[head] = _replace(items[head], rest, value)
+    return type(obj)(items) if isinstance(obj, tuple) else items
+
+
+def open_checkpoint(path: Path, allow_globals=()) -> Checkpoint:
+    from upgd_migrate.checkpoint import sb3
+
+    path = Path(path)
+    if sb3.is_sb3_zip(path):
+        return sb3.open_zip(path, allow_globals)
+    root = io.load(path, allow_globals)
+    slots = [Slot(_label(p), kind, _get(root, p), p) for p, kind in find_states(root)]
+    return Checkpoint(path, container_name(root), slots, root)
+
+
+def write_checkpoint(ckpt: Checkpoint, states: list[dict], out: Path) -> None:
+    """Write ``ckpt`` with its slots' states replaced by ``states`` (same order), atomically."""
+    from upgd_migrate.checkpoint import sb3
+
+    if ckpt.container == sb3.CONTAINER:
+        sb3.write_zip(ckpt, states, out)
+        return
+    root = ckpt.root
+    for slot, state in zip(ckpt.slots, states):
+        if state is not slot.state:
+            root = _replace(root, slot.key, state)
+    io.save(root, out)

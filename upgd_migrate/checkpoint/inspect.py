@@ -1,0 +1,74 @@
+"""``checkpoint inspect``: what a file holds, and what migrating it would do."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from upgd_migrate.checkpoint.containers import open_checkpoint
+from upgd_migrate.checkpoint.detect import FORMAT_KEY
+from upgd_migrate.checkpoint.pipeline import migrate_checkpoint
+from upgd_migrate.checkpoint.migrate import Context
+
+_NOISE_KEYS = ("sigma", "adaptive_noise", "instant_noise_scale")
+_KNOWN_GROUP_KEYS = frozenset({
+    "params", "lr", "weight_decay", "beta_utility", "sigma", "beta1", "beta2", "eps", "betas",
+    "amsgrad", "adaptive_noise", "noise_beta", "min_noise_std", "instant_noise_scale", "foreach",
+    FORMAT_KEY, "upgd_migrate_audit"})
+
+
+def _optimizer_facts(sd: Mapping[str, Any]) -> dict:
+    steps = sorted({int(e["step"]) for e in sd["state"].values()
+                    if isinstance(e, Mapping) and "step" in e})
+    groups = []
+    for g in sd["param_groups"]:
+        facts = {k: g[k] for k in _NOISE_KEYS if k in g}
+        facts["params"] = len(g["params"])
+        extra = sorted(k for k in g if k not in _KNOWN_GROUP_KEYS)
+        if extra:
+            facts["other keys"] = extra
+        groups.append(facts)
+    keys = sorted(set().union(*(set(e) for e in sd["state"].values() if isinstance(e, Mapping)))
+                  if sd["state"] else set())
+    return {"step": steps, "state keys": keys, "groups": groups}
+
+
+def _vgs_facts(sd: Mapping[str, Any]) -> dict:
+    keys = ("enabled", "step_count", "alpha", "beta", "warmup_steps")
+    return {k: sd[k] for k in keys if k in sd}
+
+
+def inspect_file(path: Path, allow_globals: Sequence[str] = ()) -> dict:
+    ckpt = open_checkpoint(path, allow_globals)
+    results = migrate_checkpoint(ckpt, Context())
+    states = []
+    for slot, res in zip(ckpt.slots, results):
+        r = res.result
+        facts = _optimizer_facts(slot.state) if slot.kind == "optimizer" else _vgs_facts(slot.state)
+        states.append({"where": slot.where, "kind": slot.kind, "class": r.cls,
+                       "generation": r.generation, "would_apply": r.applied, **facts})
+    return {"path": str(path), "container": ckpt.container, "size": ckpt.size, "states": states}
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(_fmt(v) for v in value) + "]"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def inspect_text(doc: Mapping[str, Any]) -> list[str]:
+    lines = [f"{doc['path']}: {doc['container']}, {doc['size']} bytes, "
+             f"{len(doc['states'])} state(s)"]
+    for st in doc["states"]:
+        todo = ", ".join(st["would_apply"]) or "current, nothing to do"
+        lines.append(f"  {st['where']}: {st['class'] or 'other optimizer'} {st['generation']}"
+                     f" -> {todo}")
+        for key, value in st.items():
+            if key in ("where", "kind", "class", "generation", "would_apply"):
+                continue
+            if key == "groups":
+                for i, g in enumerate(value):
+                    lines.append(f"    group {i}: " + ", ".join(f"{k}={_fmt(v)}"
+                                                              for k, v in g.items()))
+            else:
+                lines.append(f"    {key}: {_fmt(value)}")
+    return lines

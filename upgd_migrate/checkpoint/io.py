@@ -1,0 +1,209 @@
+"""The only module that calls ``torch.load`` / ``torch.save``.
+
+Loading is always ``weights_only=True`` on the CPU: a checkpoint is untrusted input. One that
+needs other globals is refused, naming them, unless the user admits those exact names. Saving
+is atomic (temp file in the same folder, fsync, ``os.replace``) and deterministic: we always
+save through a file object, so the archive's inner folder is ``archive`` whatever the file is
+called, and the same object gives the same bytes.
+"""
+from __future__ import annotations
+
+import importlib
+import io
+import os
+import pickle
+import pickletools
+import re
+import tempfile
+import warnings
+import zipfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any, Iterator, Sequence
+
+import torch
+
+from upgd_migrate.errors import UpgdMigrateError
+
+_GLOBAL_IN_MESSAGE = re.compile(r"GLOBAL ([\w.]+)")
+
+
+class CheckpointError(UpgdMigrateError):
+    """A file that cannot be read as a checkpoint (missing, corrupt, not a torch file)."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint whose unpickling needs globals the user did not allow."""
+
+    def __init__(self, source: str, names: Sequence[str]) -> None:
+        self.names = list(names)
+        listed = ", ".join(self.names) if self.names else "unknown globals"
+        hint = " ".join(f"--allow-global {n}" for n in self.names) or "--allow-global MODULE.NAME"
+        super().__init__(f"{source}: refused: loading it needs globals outside the weights-only "
+                         f"allowlist: {listed} (if you trust the file, re-run with {hint})")
+
+
+def resolve_globals(names: Sequence[str]) -> list[Any]:
+    """Turn ``MODULE.NAME`` strings into the objects ``torch.serialization.safe_globals`` wants."""
+    out = []
+    for name in names:
+        module_name, _, attr = name.rpartition(".")
+        try:
+            out.append(getattr(importlib.import_module(module_name), attr))
+        except (ImportError, AttributeError, ValueError) as e:
+            raise UpgdMigrateError(f"--allow-global {name}: cannot import it ({e})") from e
+    return out
+
+
+def _pickle_globals(head: bytes) -> list[str]:
+    """Globals a plain (non-zip) pickle imports, read by pickletools: nothing is executed."""
+    names, strings = [], []
+    try:
+        for op, arg, _ in pickletools.genops(head):
+            if op.name == "GLOBAL":
+                names.append(arg.replace(" ", "."))
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                names.append(f"{strings[-2]}.{strings[-1]}")
+            elif isinstance(arg, str):
+                strings.append(arg)
+    except Exception:  # truncated or not a pickle: report what was found so far
+        pass
+    try:
+        from torch._weights_only_unpickler import _get_allowed_globals
+        allowed = set(_get_allowed_globals())
+    except Exception:  # private API moved: name everything
+        allowed = set()
+    return list(dict.fromkeys(n for n in names if n not in allowed))
+
+
+def _unsafe_names(source: Any, error: Exception) -> list[str]:
+    if hasattr(source, "seek"):
+        source.seek(0)
+    try:
+        return list(torch.serialization.get_unsafe_globals_in_checkpoint(source))
+    except Exception:  # not a zip checkpoint
+        pass
+    if hasattr(source, "read"):
+        source.seek(0)
+        return _pickle_globals(source.read())
+    with open(source, "rb") as fh:
+        return _pickle_globals(fh.read()) or _GLOBAL_IN_MESSAGE.findall(str(error))
+
+
+def _is_pickle(source: Any) -> bool:
+    if hasattr(source, "read"):
+        source.seek(0)
+        return source.read(1) == b"\x80"
+    with open(source, "rb") as fh:
+        return fh.read(1) == b"\x80"
+
+
+def _is_torch_zip(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return any(n.endswith("/data.pkl") for n in zf.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def _load(source: Any, label: str, allow: Sequence[str], mmap: bool) -> Any:
+    try:
+        with torch.serialization.safe_globals(resolve_globals(allow)), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Detected pickle protocol")  # we refuse it anyway
+            return torch.load(source, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as e:
+        names = _unsafe_names(source, e)
+        if names or "GLOBAL" in str(e):
+            raise UnsafeCheckpointError(label, names) from e
+        if not _is_pickle(source) and not zipfile.is_zipfile(source):
+            raise CheckpointError(f"{label}: not a readable torch checkpoint") from e
+        raise CheckpointError(f"{label}: refused: not loadable with weights_only=True "
+                              f"({_first_line(e)})") from e
+    except (RuntimeError, EOFError, ValueError, OSError) as e:
+        raise CheckpointError(f"{label}: not a readable torch checkpoint ({_first_line(e)})") from e
+
+
+def _first_line(e: Exception) -> str:
+    """The informative line of torch's long messages (the one after 'WeightsUnpickler error')."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    for i, line in enumerate(lines[:-1]):
+        if line.endswith("WeightsUnpickler error:"):
+            return lines[i + 1]
+    return lines[0] if lines else type(e).__name__
+
+
+def load(path: Path, allow_globals: Sequence[str] = ()) -> Any:
+    """Load a torch file on the CPU, weights only; memory-mapped when the format allows it."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    return _load(str(path), str(path), allow_globals, mmap=_is_torch_zip(path))
+
+
+def load_bytes(data: bytes, label: str, allow_globals: Sequence[str] = ()) -> Any:
+    """Load a torch file held in memory (a member of a zip), weights only."""
+    return _load(io.BytesIO(data), label, allow_globals, mmap=False)
+
+
+def save_to(obj: Any, fh: IO[bytes]) -> None:
+    torch.save(obj, fh)
+
+
+def save_bytes(obj: Any) -> bytes:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+@contextmanager
+def atomic_writer(path: Path) -> Iterator[IO[bytes]]:
+    """A file object whose content replaces ``path`` only when the block ends without error.
+
+    The temp file lives in the target's folder (``os.replace`` is atomic only within one file
+    system) and is fsynced before the rename, so a crash leaves the old file or the new one.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        # mkstemp makes 0600 files: keep the replaced file's mode, or the umask's default.
+        os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save(obj: Any, path: Path) -> None:
+    """Atomically write ``torch.save(obj)`` to ``path``."""
+    with atomic_writer(path) as fh:
+        save_to(obj, fh)
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Atomically write raw bytes (a rewritten zip, a sidecar)."""
+    with atomic_writer(path) as fh:
+        fh.write(data)

@@ -1,0 +1,120 @@
+"""stable-baselines3 ``.zip`` files: optimizer and VGS members migrated, the rest kept as is.
+
+Members: ``data`` (JSON; values shaped ``{":type:": ..., ":serialized:": ...}`` are cloudpickle
+and are never unpickled, only carried as the JSON text they are), ``policy.pth``, one or more
+``*optimizer*.pth``, ``vgs_state.pth``, ``pytorch_variables.pth``, ``_stable_baselines3_version``,
+``system_info.txt``. A rewritten zip keeps every other member's bytes, name, date and compression,
+and a ``<file>.sidecar.json`` beside it is rewritten with the new ``sha256`` and ``size``.
+"""
+from __future__ import annotations
+
+import hashlib
+import io as _io
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from upgd_migrate.checkpoint import io
+from upgd_migrate.checkpoint.containers import Checkpoint, Slot
+from upgd_migrate.checkpoint.detect import FORMAT_KEY, is_optimizer_state, is_vgs_state
+
+CONTAINER = "stable-baselines3 zip"
+VGS_MEMBER = "vgs_state.pth"
+KWARGS_KEY = "_optimizer_kwargs"
+_SYNCED = ("sigma", "adaptive_noise", "instant_noise_scale")
+
+
+def is_sb3_zip(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return "data" in names and not any(n.endswith("/data.pkl") for n in names)
+
+
+def _is_state_member(name: str) -> bool:
+    return name.endswith(".pth") and ("optimizer" in name or name == VGS_MEMBER)
+
+
+def open_zip(path: Path, allow_globals=()) -> Checkpoint:
+    with zipfile.ZipFile(path) as zf:
+        members = [(info, zf.read(info)) for info in zf.infolist()]
+    slots = []
+    for info, data in members:
+        if not _is_state_member(info.filename):
+            continue
+        state = io.load_bytes(data, f"{path}:{info.filename}", allow_globals)
+        if is_optimizer_state(state):
+            slots.append(Slot(info.filename, "optimizer", state, info.filename))
+        elif is_vgs_state(state):
+            slots.append(Slot(info.filename, "vgs", state, info.filename))
+    return Checkpoint(path, CONTAINER, slots, members)
+
+
+def is_cloudpickled(value: Any) -> bool:
+    return isinstance(value, dict) and ":serialized:" in value
+
+
+def sync_data(data: bytes, optimizer_state: dict | None) -> tuple[bytes, list[str]]:
+    """``data`` with ``_optimizer_kwargs`` agreeing with the migrated optimizer's first group.
+
+    Only plain JSON is edited; a cloudpickled entry is left alone (and said so). Unchanged
+    content keeps its exact bytes.
+    """
+    if optimizer_state is None:
+        return data, []
+    doc = json.loads(data)
+    kwargs = doc.get(KWARGS_KEY)
+    if is_cloudpickled(kwargs):
+        return data, [f"{KWARGS_KEY} in data is cloudpickled: left as is (never unpickled); "
+                      "set sigma/adaptive_noise in your training config"]
+    if not isinstance(kwargs, dict) or "sigma" not in kwargs:
+        return data, []
+    group = optimizer_state["param_groups"][0]
+    new = {**kwargs, **{k: group[k] for k in _SYNCED if k in group}}
+    if new == kwargs:
+        return data, []
+    doc[KWARGS_KEY] = new
+    return json.dumps(doc, indent=4).encode(), [f"data.{KWARGS_KEY}: "
+                                                 + ", ".join(f"{k}={new[k]}" for k in _SYNCED
+                                                             if k in new)]
+
+
+def _first_optimizer(ckpt: Checkpoint, states: list[dict]) -> dict | None:
+    for slot, state in zip(ckpt.slots, states):
+        if slot.kind == "optimizer" and state is not slot.state and FORMAT_KEY in \
+                state["param_groups"][0]:
+            return state
+    return None
+
+
+def zip_bytes(ckpt: Checkpoint, states: list[dict]) -> tuple[bytes, list[str]]:
+    replaced = {s.key: st for s, st in zip(ckpt.slots, states) if st is not s.state}
+    notes: list[str] = []
+    buf = _io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as out:
+        for info, data in ckpt.root:
+            if info.filename in replaced:
+                data = io.save_bytes(replaced[info.filename])
+            elif info.filename == "data":
+                data, notes = sync_data(data, _first_optimizer(ckpt, states))
+            out.writestr(info, data)
+    return buf.getvalue(), notes
+
+
+def sidecar_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sidecar.json")
+
+
+def write_zip(ckpt: Checkpoint, states: list[dict], out: Path) -> None:
+    data, notes = zip_bytes(ckpt, states)
+    ckpt.notes.extend(notes)
+    io.write_bytes(out, data)
+    src = sidecar_path(ckpt.path)
+    if src.is_file():
+        meta = json.loads(src.read_text())
+        meta.update(sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+        io.write_bytes(sidecar_path(out), (json.dumps(meta, indent=2) + "\n").encode())
+        ckpt.notes.append(f"{sidecar_path(out).name}: sha256 and size updated")

@@ -1,0 +1,205 @@
+"""Prove a state by running it: load it into the packaged optimizer over proxy parameters of the
+saved shapes and drive it with gradients drawn from its own saved moment statistics.
+
+Per optimizer state: the noise-to-update ratio against its target (sigma, when adaptive), the
+amplification ``r(c) / r(1)`` for gradient scale factors 0.5 and 0.1 and for the packaged VGS
+(same seeds), the first step's noise level against the pre-migration level and, for a legacy
+adaptive state, the level the code that wrote it resumes at (see :mod:`.levels`), and finiteness.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from upgd_migrate.checkpoint import verdicts
+from upgd_migrate.checkpoint.verdicts import Check, StateReport
+from upgd_migrate.checkpoint.detect import generation, optimizer_class, vgs_version
+from upgd_migrate.optim import UPGD, UPGDW, AdaptiveUPGD, NoiseRecorder, VarianceGradientScaler
+from upgd_migrate.optim.vgs import LegacyVGSStateWarning
+
+SCALES = (0.5, 0.1)
+DEFAULT_STEPS = 32
+OPTIMIZERS = {"AdaptiveUPGD": AdaptiveUPGD, "UPGD": UPGD, "UPGDW": UPGDW}
+MOMENTS = {"AdaptiveUPGD": ("first_moment", "sec_moment"), "UPGDW": ("exp_avg", "exp_avg_sq")}
+
+
+def _betas(group: Mapping[str, Any]) -> tuple[float, float]:
+    if "betas" in group:
+        return float(group["betas"][0]), float(group["betas"][1])
+    return float(group.get("beta1", 0.9)), float(group.get("beta2", 0.999))
+
+
+def _grad_stats(entry: Mapping[str, Any] | None, group: Mapping[str, Any], cls: str):
+    """(mean, std) of the gradient implied by the saved moments: m̂ and sqrt(v̂ - m̂²)."""
+    keys = MOMENTS.get(cls)
+    if not entry or keys is None or keys[0] not in entry or not entry.get("step"):
+        return None
+    b1, b2 = _betas(group)
+    t = int(entry["step"])
+    m = entry[keys[0]].double() / (1.0 - b1**t)
+    v = entry[keys[1]].double() / (1.0 - b2**t)
+    return m.float(), (v - m * m).clamp_min(0.0).sqrt().float()
+
+
+def _shape(entry: Mapping[str, Any] | None) -> torch.Size:
+    for key in ("avg_utility", "first_moment", "exp_avg"):
+        if entry and isinstance(entry.get(key), torch.Tensor):
+            return entry[key].shape
+    return torch.Size([1])  # a parameter that never stepped: its size was not saved
+
+
+@dataclass
+class Proxy:
+    params: list[torch.Tensor]
+    groups: list[list[torch.Tensor]]
+    stats: list[Any]
+
+
+def _proxy(sd: Mapping[str, Any], cls: str, seed: int) -> Proxy:
+    gen = torch.Generator().manual_seed(seed + 1)
+    params, groups, stats = [], [], []
+    for g in sd["param_groups"]:
+        group = []
+        for pid in g["params"]:
+            entry = sd["state"].get(pid)
+            p = torch.nn.Parameter(torch.randn(_shape(entry), generator=gen) * 0.1)
+            group.append(p)
+            stats.append(_grad_stats(entry, g, cls))
+        params += group
+        groups.append(group)
+    return Proxy(params, groups, stats)
+
+
+VGS_KWARGS = ("enabled", "beta", "alpha", "eps", "min_scaling_factor", "variance_cap")
+
+
+def _scaler(params: list, source: Mapping[str, Any] | None) -> VarianceGradientScaler:
+    """The container's VGS state, else a scaler from config values, else defaults.
+
+    Warmup is off for the config and default scalers: K steps of warmup would hide scaling.
+    """
+    fresh = dict(warmup_steps=0)
+    if source is not None and "step_count" not in source:
+        fresh.update({k: source[k] for k in VGS_KWARGS if k in source})
+    vgs = VarianceGradientScaler(params, **fresh)
+    if source is not None and "step_count" in source:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", LegacyVGSStateWarning)
+                vgs.load_state_dict(copy.deepcopy(dict(source)))
+        except ValueError:  # another model's scaler: keep the fresh one
+            vgs = VarianceGradientScaler(params, **fresh)
+    return vgs
+
+
+@dataclass
+class Run:
+    recorder: NoiseRecorder
+    finite: bool
+    factors: list[float]
+
+
+def _drive(sd, cls: str, scale: float | str, vgs_state, steps: int, seed: int) -> Run:
+    proxy = _proxy(sd, cls, seed)
+    opt = OPTIMIZERS[cls]([{"params": g} for g in proxy.groups])
+    opt.load_state_dict(copy.deepcopy(dict(sd)))  # stepping mutates the loaded tensors
+    vgs = _scaler(proxy.params, vgs_state) if scale == "vgs" else None
+    gen = torch.Generator().manual_seed(seed)
+    factors: list[float] = []
+    with torch.random.fork_rng(devices=[]), NoiseRecorder(opt) as rec:
+        torch.manual_seed(seed)  # the same noise draws in every scenario
+        for _ in range(steps):
+            for p, st in zip(proxy.params, proxy.stats):
+                z = torch.randn(p.shape, generator=gen)
+                p.grad = z if st is None else st[0] + st[1] * z
+                if isinstance(scale, float):
+                    p.grad.mul_(scale)
+            if vgs is not None:
+                factors.append(vgs.scale_gradients())
+            opt.step()
+            if vgs is not None:
+                vgs.step()
+    tensors = proxy.params + [v for s in opt.state.values() for v in s.values()
+                              if isinstance(v, torch.Tensor)]
+    finite = all(bool(torch.isfinite(t).all()) for t in tensors)
+    return Run(rec, finite, factors)
+
+
+def _target(sd: Mapping[str, Any]) -> float | None:
+    """Numel-weighted sigma when every group is adaptive; None for fixed noise."""
+    groups = sd["param_groups"]
+    if not groups or not all(g.get("adaptive_noise") for g in groups):
+        return None
+    pairs = [(float(g["sigma"]), math.prod(_shape(sd["state"].get(p))))
+             for g in groups for p in g["params"]]
+    total = sum(n for _, n in pairs)
+    return sum(s * n for s, n in pairs) / total if total else None
+
+
+def verify_optimizer(sd: Mapping[str, Any], where: str, vgs_state=None,
+                     steps: int = DEFAULT_STEPS, seed: int = 0) -> StateReport:
+    cls = optimizer_class(sd)
+    if cls is None:
+        return StateReport(where, "optimizer", "-", "-", checks=[
+            Check("loads", None, "not a UPGD-family optimizer state: not verified")])
+    report = StateReport(where, "optimizer", cls, generation(sd, cls))
+    noisy = any(g.get("adaptive_noise") or float(g["sigma"]) != 0.0 for g in sd["param_groups"])
+    if not noisy:
+        report.checks.append(Check("noise", None, "sigma is 0: no noise to verify"))
+        return report
+    base = _drive(sd, cls, 1.0, None, steps, seed)
+    runs = {str(c): _drive(sd, cls, c, None, steps, seed) for c in SCALES}
+    runs["vgs"] = _drive(sd, cls, "vgs", vgs_state, steps, seed)
+    verdicts.fill(report, sd, base, runs, target=_target(sd), has_stats=cls in MOMENTS)
+    return report
+
+
+def verify_vgs(sd: Mapping[str, Any], where: str,
+               numels: Sequence[int] | None = None) -> StateReport:
+    """Load into the packaged scaler (sized by the state's param_numel, else the optimizer's)."""
+    report = StateReport(where, "vgs", "VarianceGradientScaler", f"v{vgs_version(sd)}")
+    numel = sd.get("param_numel")
+    if not isinstance(numel, torch.Tensor) and numels:
+        numel = torch.tensor([float(n) for n in numels])
+    if not isinstance(numel, torch.Tensor):
+        report.checks.append(Check("loads", False, "no param_numel: cannot size the scaler "
+                                                   "(a v1 state; migrate it with its optimizer)"))
+        return report
+    params = [torch.nn.Parameter(torch.zeros(max(int(n), 1))) for n in numel.tolist()]
+    vgs = VarianceGradientScaler(params)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", LegacyVGSStateWarning)
+        vgs.load_state_dict(copy.deepcopy(dict(sd)))
+    legacy = [str(w.message) for w in caught if issubclass(w.category, LegacyVGSStateWarning)]
+    report.checks.append(Check("loads", not legacy, legacy[0] if legacy else
+                               f"loads as VGS {vgs_version(sd)} without warnings"))
+    factor = vgs.get_scaling_factor()
+    report.metrics["factor"] = factor
+    report.checks.append(Check("finite", math.isfinite(factor), f"scaling factor {factor:.4g}"))
+    return report
+
+
+def _numels(sd: Mapping[str, Any]) -> list[int]:
+    return [math.prod(_shape(sd["state"].get(p))) for g in sd["param_groups"] for p in g["params"]]
+
+
+def verify_states(slots: Sequence[tuple[str, str, Mapping[str, Any]]], steps: int = DEFAULT_STEPS,
+                  seed: int = 0, vgs_config: Mapping[str, Any] | None = None) -> list[StateReport]:
+    """Verify every (where, kind, state) of one container; its VGS state drives the VGS run."""
+    vgs_state = next((st for _, kind, st in slots if kind == "vgs"), None)
+    if vgs_state is None and vgs_config:
+        vgs_state = vgs_config
+    numels = next((_numels(st) for _, kind, st in slots
+                   if kind == "optimizer" and optimizer_class(st)), None)
+    reports = []
+    for where, kind, state in slots:
+        if kind == "optimizer":
+            reports.append(verify_optimizer(state, where, vgs_state, steps, seed))
+        else:
+            reports.append(verify_vgs(state, where, numels))
+    return reports

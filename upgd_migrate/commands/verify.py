@@ -1,0 +1,32 @@
+"""``upgd-migrate verify``: run every optimizer state in a checkpoint and check its noise."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from upgd_migrate.commands.checkpoint import FORMATS, allow_global_option, paths_argument
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@paths_argument
+@click.option("--config", "config", type=click.Path(path_type=Path, dir_okay=False),
+              help="Training config: its VGS settings drive the VGS run when the checkpoint "
+                   "holds no VGS state, and its noise settings are compared with the states'.")
+@click.option("--steps", type=click.IntRange(1, 10_000), default=32, show_default=True,
+              help="Optimizer steps per scenario.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
+@allow_global_option
+def verify(paths, config, steps, seed, fmt, allow_globals) -> int:
+    """Load every optimizer state in PATHS into the packaged optimizer and check its noise.
+
+    \b
+    Per state: noise-to-update ratio vs target (sigma, when adaptive), amplification
+    r(c)/r(1) for c = 0.5, 0.1 and the packaged VGS (must be 1.00 +/- 0.03), first-step
+    noise level vs the pre-migration level (a spike or drop beyond 1.5x fails), and
+    finiteness. Exit 0: all pass; 1: a check failed; 2: a file could not be read.
+    """
+    from upgd_migrate.checkpoint import run
+
+    return run.run_verify(paths, config, steps, seed, fmt, allow_globals)

@@ -6,6 +6,8 @@ with itself.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 import os
 import subprocess
@@ -19,6 +21,19 @@ def cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
     env = {**os.environ, "NO_COLOR": "1"}
     return subprocess.run([sys.executable, "-m", "upgd_migrate", *map(str, args)], cwd=cwd,
                           env=env, capture_output=True, text=True, timeout=300)
+
+
+def cli_here(*args: str) -> tuple[int, str]:
+    """``upgd-migrate ARGS`` in this process: (exit code, stdout and stderr as one text).
+
+    For repeated calls: a fresh process spends seconds importing torch before it does anything.
+    """
+    from upgd_migrate.cli import main
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+        code = main([str(a) for a in args])
+    return code, buf.getvalue()
 
 
 def expected_ratio(state_dict: dict, sigma_abs: float) -> float:

@@ -5,13 +5,12 @@ shows them) in a temporary folder laid out like the repository, so the fixtures 
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import re
 import shlex
 import shutil
 
 import pytest
+from rw_helpers import cli_here
 
 from conftest import REPO
 
@@ -34,8 +33,6 @@ def walkthrough_commands() -> list[tuple[str, str]]:
 
 
 def test_the_walkthrough_prints_what_the_readme_shows(tmp_path, monkeypatch):
-    from upgd_migrate.cli import main
-
     for name in ("fixtures/configs/real-legacy-layout-a.yaml", "fixtures/containers/ppo.zip",
                  "fixtures/containers/ppo.zip.sidecar.json"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
@@ -52,7 +49,4 @@ def test_the_walkthrough_prints_what_the_readme_shows(tmp_path, monkeypatch):
     for (command, pasted), code in zip(pairs, EXIT_CODES):
         argv = shlex.split(command)
         assert argv[0] == "upgd-migrate", command
-        buf = io.StringIO()
-        with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
-            got = main(argv[1:])
-        assert (got, buf.getvalue()) == (code, pasted), command
+        assert cli_here(*argv[1:]) == (code, pasted), command

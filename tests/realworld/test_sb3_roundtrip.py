@@ -7,7 +7,7 @@ import zipfile
 
 import pytest
 import torch
-from rw_helpers import assert_bit_identical, cli, expected_ratio, state_tensors
+from rw_helpers import assert_bit_identical, cli, cli_here, expected_ratio, state_tensors
 
 pytestmark = pytest.mark.realworld
 
@@ -101,18 +101,18 @@ def test_ppo_load_resumes_with_adaptive_noise_at_the_intended_level(trained):
 
 def test_verify_fails_the_saved_zip_and_passes_the_migrated_one(trained):
     _, saved, migrated, _ = trained
-    before = cli("verify", saved, "--format", "json")
-    after = cli("verify", migrated, "--format", "json")
-    assert before.returncode == 1, before.stdout + before.stderr
-    assert after.returncode == 0, after.stdout + after.stderr
-    states = {s["where"]: s for s in json.loads(after.stdout)["files"][0]["states"]}
+    code_before, before = cli_here("verify", saved, "--format", "json")
+    code_after, after = cli_here("verify", migrated, "--format", "json")
+    assert code_before == 1, before
+    assert code_after == 0, after
+    states = {s["where"]: s for s in json.loads(after)["files"][0]["states"]}
     assert sorted(states) == ["policy.optimizer.pth", "vgs_state.pth"]
     assert all(s["ok"] for s in states.values())
     assert {c["name"] for c in states["policy.optimizer.pth"]["checks"]} >= {
         "ratio", "amplification", "first step", "finite"}
     # Before migration the fixed noise is what fails: amplified when the gradients shrink
     # (and it has no ratio target: n/a).
-    failed = [s for s in json.loads(before.stdout)["files"][0]["states"] if not s["ok"]]
+    failed = [s for s in json.loads(before)["files"][0]["states"] if not s["ok"]]
     assert [s["where"] for s in failed] == ["policy.optimizer.pth"]
     verdicts = {c["name"]: c["ok"] for c in failed[0]["checks"]}
     assert verdicts == {"ratio": None, "amplification": False, "first step": True,

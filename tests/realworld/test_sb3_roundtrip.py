@@ -1,4 +1,4 @@
-"""stable-baselines3: a real PPO zip with fixed noise migrates, loads, resumes adaptive, verifies."""
+"""stable-baselines3: a real PPO zip with fixed noise migrates, loads adaptive, learns, verifies."""
 from __future__ import annotations
 
 import io

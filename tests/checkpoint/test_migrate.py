@@ -209,3 +209,41 @@ def test_float64_states_are_not_mutated_by_calibration():
     pristine = copy.deepcopy(sd)
     migrate_optimizer(sd)
     assert_same(pristine, sd)
+
+
+def _packaged_state(cls, **kwargs) -> dict:
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(8, 4)), torch.nn.Parameter(torch.randn(8))]
+    opt = cls(params, lr=1e-3, **kwargs)
+    for _ in range(5):
+        for p in params:
+            p.grad = torch.randn_like(p)
+        opt.step()
+    return opt.state_dict()
+
+
+@pytest.mark.parametrize("cls", [AdaptiveUPGD, UPGD])
+def test_fixed_noise_written_by_the_packaged_optimizer_is_converted_once(cls):
+    # The stamp says the format is current, not that the noise is adaptive: a state the
+    # packaged optimizer wrote with adaptive_noise=False still carries an absolute sigma.
+    sd = _packaged_state(cls, sigma=0.002, adaptive_noise=False)
+    result = migrate_optimizer(sd)
+    assert result.generation == "current"
+    assert result.applied == ["optim.adaptive-noise"]
+    group = result.state["param_groups"][0]
+    assert group["adaptive_noise"] is True
+    record = group[AUDIT_KEY]["sigma"]
+    assert record["absolute_before"] == 0.002
+    if cls is AdaptiveUPGD:
+        assert record["source"] == "calibrated"
+        assert group["sigma"] == pytest.approx(0.002 / record["direction_rms"], rel=1e-2)
+    else:
+        assert (record["source"], group["sigma"]) == ("default", 0.05)
+    assert_state_tensors_kept(sd, result.state)
+    assert not migrate_optimizer(result.state).applied
+
+
+@pytest.mark.parametrize("kwargs", [dict(sigma=0.0), dict(sigma=0.05, adaptive_noise=True)])
+def test_packaged_states_without_fixed_noise_are_left_alone(kwargs):
+    sd = _packaged_state(AdaptiveUPGD, **kwargs)
+    assert not migrate_optimizer(sd).applied

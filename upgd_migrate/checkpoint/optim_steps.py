@@ -1,7 +1,8 @@
 """Optimizer migration steps (registered in order: fill, adaptive noise, noise EMA, stamp).
 
-A group is *legacy* until it carries the format stamp; only legacy groups are converted, so a
-state the packaged optimizers wrote, or one migrated before, is left alone.
+A group is *legacy* until it carries the format stamp. Legacy groups, and stamped groups the
+packaged optimizers wrote with fixed noise (``adaptive_noise=False``, ``sigma > 0``), are converted
+to adaptive noise; a migrated or adaptive state is left alone.
 """
 from __future__ import annotations
 
@@ -22,6 +23,13 @@ _LATE = {"AdaptiveUPGD": LATE_OPTIONS, "UPGD": LATE_OPTIONS, "UPGDW": {"foreach"
 
 def _legacy(group: dict) -> bool:
     return FORMAT_KEY not in group
+
+
+def _fixed_noise(group: dict) -> bool:
+    # A stamped group the packaged optimizers wrote with adaptive_noise=False still has an
+    # absolute sigma: converting it is the same change as for a legacy group (and once
+    # converted it is adaptive, so a second run leaves it alone).
+    return not group.get("adaptive_noise") and float(group["sigma"]) > 0.0
 
 
 def _replace_groups(sd: dict, groups: list[dict]) -> dict:
@@ -63,7 +71,7 @@ def enable_adaptive_noise(sd: dict, ctx: Context) -> Outcome | None:
     cls = optimizer_class(sd)
     if cls == "UPGDW":
         return None  # no adaptive noise in UPGDW: its sigma stays an absolute std
-    todo = [i for i, g in enumerate(sd["param_groups"]) if _legacy(g)]
+    todo = [i for i, g in enumerate(sd["param_groups"]) if _legacy(g) or _fixed_noise(g)]
     if not todo:
         return None
     groups, notes = list(sd["param_groups"]), []

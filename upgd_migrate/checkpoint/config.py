@@ -6,6 +6,8 @@ module only turns the first block found into plain values.
 """
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -42,11 +44,24 @@ def read_config(path: Path) -> tuple[dict, dict | None]:
     return _plain(block.kwargs[1]), vgs
 
 
+# `config --calibrate-from` writes 3 significant digits (at most 0.5% off); a checkpoint keeps
+# full precision. Closer than this is the same setting, not a disagreement.
+SIGMA_REL_TOL = 0.01
+
+
+def _agree(key: str, config_value: Any, saved: Any) -> bool:
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                  for v in (config_value, saved))
+    if key == "sigma" and numbers:
+        return math.isclose(config_value, saved, rel_tol=SIGMA_REL_TOL)
+    return config_value == saved
+
+
 def mismatches(kwargs: Mapping[str, Any], state: Mapping[str, Any]) -> list[str]:
     """Noise settings where config and checkpoint disagree (the checkpoint wins on resume)."""
     out = []
     for i, g in enumerate(state["param_groups"]):
         for key in SYNCED:
-            if key in kwargs and key in g and kwargs[key] != g[key]:
+            if key in kwargs and key in g and not _agree(key, kwargs[key], g[key]):
                 out.append(f"group {i} {key}: config {kwargs[key]!r}, checkpoint {g[key]!r}")
     return out

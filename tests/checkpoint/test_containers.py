@@ -119,7 +119,7 @@ def test_sb3_zip_keeps_other_members_and_updates_data_and_sidecar(tmp_path):
     blob = out.read_bytes()
     assert sidecar == {"sha256": hashlib.sha256(blob).hexdigest(), "size": len(blob),
                        "saved_by": "trainer checkpoint callback"}
-    assert res.notes == ["data._optimizer_kwargs: sigma=" + repr(group["sigma"]) +
+    assert res.notes == ["data._optimizer_kwargs: sigma=" + f"{group['sigma']:.6g}" +
                          ", adaptive_noise=True, instant_noise_scale=True",
                          "ppo.zip.sidecar.json: sha256 and size updated"]
 

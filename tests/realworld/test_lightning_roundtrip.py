@@ -33,10 +33,10 @@ def test_fit_resumes_with_the_migrated_optimizer_state(tmp_path):
     assert probe.optimizer_type is AdaptiveUPGD
     assert probe.global_step == FIRST_STEPS
     assert probe.group["adaptive_noise"] is True and probe.group["instant_noise_scale"] is True
-    assert probe.group["sigma"] == pytest.approx(want, rel=1e-9)
+    assert probe.group["sigma"] == pytest.approx(want, rel=1e-6)
     assert probe.group["upgd_migrate_audit"]["sigma"] == {
         "absolute_before": SIGMA_ABS, "source": "calibrated",
-        "direction_rms": pytest.approx(SIGMA_ABS / want, rel=1e-9),
+        "direction_rms": pytest.approx(SIGMA_ABS / want, rel=1e-6),
         "relative": probe.group["sigma"]}
     # Moments and utilities carry over bit-identically; the step count too.
     assert_bit_identical(state_tensors(saved_state["state"]), state_tensors(probe.state))

@@ -77,9 +77,13 @@ def sync_data(data: bytes, optimizer_state: dict | None) -> tuple[bytes, list[st
     if new == kwargs:
         return data, []
     doc[KWARGS_KEY] = new
-    return json.dumps(doc, indent=4).encode(), [f"data.{KWARGS_KEY}: "
-                                                 + ", ".join(f"{k}={new[k]}" for k in _SYNCED
-                                                             if k in new)]
+    shown = ", ".join(f"{k}={_show(new[k])}" for k in _SYNCED if k in new)
+    return json.dumps(doc, indent=4).encode(), [f"data.{KWARGS_KEY}: {shown}"]
+
+
+def _show(value: Any) -> str:
+    """Six significant digits, as the group lines print sigma (the JSON keeps every digit)."""
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
 def _first_optimizer(ckpt: Checkpoint, states: list[dict]) -> dict | None:

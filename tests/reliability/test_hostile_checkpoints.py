@@ -111,6 +111,11 @@ def _wrong_magic_member(path: Path) -> None:
     _sb3(path, {"vgs_state.pth": b"\x89PNG\r\n\x1a\n" + bytes(300)})
 
 
+def _bad_sidecar(path: Path) -> None:
+    _sb3(path)
+    path.with_name(path.name + ".sidecar.json").write_bytes(pickle.dumps(System(MARKER), 2))
+
+
 def _cloudpickle_data(path: Path) -> None:
     """Only the *shape* may be carried: the data member holds a pickle in a :serialized: slot."""
     data = json.loads(mc.sb3_members({}, None, mc._kwargs())["data"])
@@ -151,6 +156,7 @@ CASES = {
                                                _torch_bytes(_optimizer()))]), "outside"),
     "duplicate.zip": (lambda p: _sb3(p, extra=[("policy.optimizer.pth",
                                                 _torch_bytes(_optimizer()))]), "twice"),
+    "bad_sidecar.zip": (_bad_sidecar, "sidecar bad_sidecar.zip.sidecar.json is not JSON"),
     "bomb.zip": (_bomb, "zip bomb"),
     "declared_huge.zip": (_declared_huge, "zip bomb"),
     "truncated.zip": (lambda p: p.write_bytes((FIXTURES / "containers" / "ppo.zip")

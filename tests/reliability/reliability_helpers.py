@@ -75,25 +75,30 @@ def measure(args: list[str], cwd: Path, twin: Path) -> tuple[Timing, subprocess.
     return Timing(time.monotonic() - start, first, last), proc
 
 
-def kill_delays(timing: Timing, trials: int, seed: int) -> list[float]:
-    """Seeded delays: a quarter spread over the whole lifetime, the rest around the write.
+def kill_delays(timing: Timing, trials: int, seed: int) -> list[tuple[float, bool]]:
+    """Seeded (delay, aimed) pairs: a quarter from the start, spread over the whole lifetime;
+    the rest counted from the moment the temp file appears, spread over the measured write.
 
-    The write is a short tail of the run (parsing or importing torch dominates), so uniform
-    delays alone would rarely land in it; aiming most of them at the measured write window
-    (widened, as timing drifts from run to run) makes mid-write kills common.
+    The write is a short tail of the run (parsing or importing torch dominates) and its start
+    drifts with load, so delays from the start alone rarely land in it; counting from the temp
+    file makes mid-write kills common, and the 2.5x spread (trials run two at a time, so
+    slower than the measured run) also lands some just after the rename.
     """
     rng = random.Random(seed)
-    life = timing.lifetime
-    lo = (timing.write_start if timing.write_start is not None else 0.8 * life) - 0.25
-    hi = (timing.write_end if timing.write_end is not None else life) + 0.1
-    return [rng.uniform(0, 1.05 * life) if i % 4 == 0 else rng.uniform(max(lo, 0), hi)
-            for i in range(trials)]
+    write = 0.005
+    if timing.write_start is not None and timing.write_end is not None:
+        write = max(write, timing.write_end - timing.write_start)
+    return [(rng.uniform(0, 1.05 * timing.lifetime), False) if i % 4 == 0
+            else (rng.uniform(0, 2.5 * write), True) for i in range(trials)]
 
 
-def run_and_kill(args: list[str], cwd: Path, delay: float) -> bool:
-    """Start the CLI and SIGKILL it after ``delay`` s; True when it had already exited."""
+def run_and_kill(args: list[str], cwd: Path, delay: float, aimed: bool) -> bool:
+    """Start the CLI and SIGKILL it ``delay`` s after its start (or, ``aimed``, after its temp
+    file appears); True when it had already exited by itself."""
     proc = subprocess.Popen(cli(*args), cwd=cwd, env=cli_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
+    while aimed and proc.poll() is None and not temp_files(cwd):
+        time.sleep(0.0005)
     try:
         proc.wait(timeout=delay)
         return True

@@ -51,16 +51,16 @@ def big_checkpoint(path: Path) -> None:
 
 
 def _trial(folder: Path, name: str, original: bytes, migrated: bytes, args: list[str],
-           kind: int, delay: float) -> tuple[str, bool]:
+           kind: int, delay: tuple[float, bool]) -> tuple[str, bool]:
     target, backup = folder / name, folder / (name + ".bak")
     folder.mkdir()
     target.write_bytes(original)
     if kind == BACKUP_EXISTS:
         backup.write_bytes(SENTINEL)
     extra = ["--backup", ".bak"] if kind != PLAIN else []
-    finished = run_and_kill(args + extra, folder, delay)
+    finished = run_and_kill(args + extra, folder, *delay)
     now = target.read_bytes()
-    assert now in (original, migrated), f"{target}: neither original nor migrated ({delay:.3f}s)"
+    assert now in (original, migrated), f"{target}: neither original nor migrated ({delay})"
     others = {n for n in os.listdir(folder) if n != name}
     assert all(is_temp(n) or n == backup.name for n in others), others
     if kind == BACKUP_EXISTS:

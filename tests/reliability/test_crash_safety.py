@@ -27,8 +27,8 @@ PLAIN, BACKUP, BACKUP_EXISTS = range(3)
 
 
 def big_config() -> bytes:
-    """A legacy config and ~300 KB of user notes: a hundred times a real config, and as much
-    as a CI runner parses in about a second (ruamel is pure Python, ~0.2-0.3 MB/s)."""
+    """A legacy config and ~300 KB of user notes: a hundred times a real config, and a run of
+    a few seconds (ruamel is pure Python, ~0.2-0.3 MB/s), which keeps 50 trials affordable."""
     head = (FIXTURES / "configs" / "seed-layout-b.yaml").read_bytes()
     notes = "".join(f"  line {i}: the quick brown fox jumps over the lazy dog 0123456789\n"
                     for i in range(4_000))

@@ -14,6 +14,11 @@ import tempfile
 MAX_BYTES = 5 * 1024 * 1024
 
 
+# UTF-32 first: its little-endian mark starts with UTF-16's.
+_WIDE_BOMS = ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
+              (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16"))
+
+
 class UnreadableFile(Exception):
     """The file cannot be read as UTF-8 text; the message says why, without the path."""
 
@@ -33,6 +38,9 @@ def read_text_and_bom(path: str, max_bytes: int | None = None) -> tuple[str, boo
         raise UnreadableFile(f"cannot read: {e.strerror or e}") from e
     if len(data) > max_bytes:
         raise UnreadableFile(f"larger than {max_bytes / 2**20:g} MiB: not a config")
+    for bom, name in _WIDE_BOMS:  # before the NUL check: these are text, just not UTF-8
+        if data.startswith(bom):
+            raise UnreadableFile(f"{name} text (byte-order mark): re-save it as UTF-8")
     if b"\0" in data[:8192]:
         raise UnreadableFile("binary file (NUL bytes): not a YAML config")
     try:

@@ -73,7 +73,11 @@ def _scalar_value(tag: str, text: str) -> object:
         try:
             return int(digits, 0)
         except ValueError:
+            pass
+        try:
             return int(digits, 10)
+        except ValueError:  # past Python's 4300-digit limit: as large as a float gets
+            return float(digits)
     if tag == "float":
         low = text.lower().replace("_", "")
         if low.endswith((".inf", ".nan")):
@@ -84,6 +88,14 @@ def _scalar_value(tag: str, text: str) -> object:
 
 def load_all(text: str) -> list[Node]:
     """Every document of ``text`` as positioned nodes; raise :class:`YamlError` if not YAML."""
+    try:
+        return _load_all(text)
+    except RecursionError:  # ruamel composes recursively: hostile nesting must be a finding
+        raise YamlError("nested too deeply to parse (Python's recursion limit): not a "
+                        "config") from None
+
+
+def _load_all(text: str) -> list[Node]:
     from ruamel.yaml import YAML
     from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
@@ -117,7 +129,11 @@ class _Converter:
         if isinstance(node, Scalar):
             node.text, node.plain = raw.value, raw.style is None
             node.tag = raw.tag[len(_TAG_PREFIX):] if raw.tag.startswith(_TAG_PREFIX) else raw.tag
-        elif isinstance(node, Sequence):
+            node.tag = _checked_tag(node.tag, node.text)
+            return node
+        # Empty until filled: a mapping that merges itself (`a: &a {<<: *a}`) sees no items.
+        node.items = []
+        if isinstance(node, Sequence):
             node.items = [self.convert(item) for item in raw.value]
         else:
             node.items = self._pairs(raw.value)
@@ -125,11 +141,14 @@ class _Converter:
 
     def _pairs(self, raw_pairs) -> list[tuple[Node, Node]]:
         explicit: list[tuple[Node, Node]] = []
-        merged: list[tuple[Node, Node]] = []
+        merged: dict[tuple, tuple[Node, Node]] = {}
         seen: set[tuple[str, str]] = set()
         for raw_key, raw_value in raw_pairs:
             if raw_key.tag == _TAG_PREFIX + "merge":
-                merged.extend(self._merge_source(raw_value))
+                # The first source to give a key wins; keeping only that one also keeps a merge
+                # bomb (`<<: [*a, *a, ...]` nested) linear instead of exponential.
+                for pair in self._merge_source(raw_value):
+                    merged.setdefault(_ident(pair[0]), pair)
                 continue
             key = self.convert(raw_key)
             if isinstance(key, Scalar):
@@ -139,7 +158,7 @@ class _Converter:
                 seen.add(ident)
             explicit.append((key, self.convert(raw_value)))
         # "<<" merges fill in only the keys the mapping does not set itself.
-        return [(k, v) for k, v in merged
+        return [(k, v) for k, v in merged.values()
                 if not isinstance(k, Scalar) or (k.tag, k.text) not in seen] + explicit
 
     def _merge_source(self, raw_value) -> list[tuple[Node, Node]]:
@@ -150,6 +169,20 @@ class _Converter:
             if isinstance(node, Mapping):
                 out.extend(node.items)
         return out
+
+
+def _ident(key: Node) -> tuple:
+    return (key.tag, key.text) if isinstance(key, Scalar) else ("node", id(key))
+
+
+def _checked_tag(tag: str, text: str) -> str:
+    """``tag``, or ``str`` when the text is no such value (``!!int abc``): rules then say so."""
+    if tag in ("int", "float"):
+        try:
+            _scalar_value(tag, text)
+        except ValueError:
+            return "str"
+    return tag
 
 
 def walk(node: Node) -> Iterator[Node]:

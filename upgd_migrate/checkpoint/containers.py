@@ -7,6 +7,7 @@ keys (DOMAIN.md section 7). stable-baselines3 zips live in :mod:`.sb3`.
 """
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -106,9 +107,11 @@ def _replace(obj: Any, path: tuple, value: Any) -> Any:
 
 
 def open_checkpoint(path: Path, allow_globals=()) -> Checkpoint:
-    from upgd_migrate.checkpoint import sb3
+    from upgd_migrate.checkpoint import sb3, zipcheck
 
     path = Path(path)
+    if path.is_file() and zipfile.is_zipfile(path):  # sb3 or torch zip: refuse bombs first
+        zipcheck.check_zip(str(path), str(path))
     if sb3.is_sb3_zip(path):
         return sb3.open_zip(path, allow_globals)
     root = io.load(path, allow_globals)

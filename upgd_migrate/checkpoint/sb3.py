@@ -12,6 +12,7 @@ import hashlib
 import io as _io
 import json
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -38,19 +39,48 @@ def _is_state_member(name: str) -> bool:
     return name.endswith(".pth") and ("optimizer" in name or name == VGS_MEMBER)
 
 
+def _read_members(path: Path) -> list[tuple[zipfile.ZipInfo, bytes]]:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return [(info, zf.read(info)) for info in zf.infolist()]
+    except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, NotImplementedError,
+            zlib.error) as e:  # CRC mismatch, truncation, encryption, odd compression
+        raise io.CheckpointError(f"{path}: refused: a zip member cannot be read ({e})") from e
+
+
 def open_zip(path: Path, allow_globals=()) -> Checkpoint:
-    with zipfile.ZipFile(path) as zf:
-        members = [(info, zf.read(info)) for info in zf.infolist()]
+    from upgd_migrate.checkpoint.zipcheck import check_zip
+
+    members = _read_members(path)
+    # Refuse a broken data member or sidecar now, before a backup or an output exists.
+    _sidecar(path)
+    for info, data in members:
+        if info.filename == "data":
+            _json_object(data, f"{path}: refused: member data")
     slots = []
     for info, data in members:
         if not _is_state_member(info.filename):
             continue
-        state = io.load_bytes(data, f"{path}:{info.filename}", allow_globals)
+        label = f"{path}:{info.filename}"
+        if data.startswith(b"PK\x03\x04"):  # a torch zip inside the zip: same checks
+            check_zip(_io.BytesIO(data), label)
+        state = io.load_bytes(data, label, allow_globals)
         if is_optimizer_state(state):
             slots.append(Slot(info.filename, "optimizer", state, info.filename))
         elif is_vgs_state(state):
             slots.append(Slot(info.filename, "vgs", state, info.filename))
     return Checkpoint(path, CONTAINER, slots, members)
+
+
+def _json_object(data: bytes, what: str) -> dict:
+    """``data`` as a JSON object; anything else (a pickle, say) is refused, never unpickled."""
+    try:
+        doc = json.loads(data)
+    except ValueError as e:  # UnicodeDecodeError and JSONDecodeError alike
+        raise io.CheckpointError(f"{what} is not JSON ({e})") from e
+    if not isinstance(doc, dict):
+        raise io.CheckpointError(f"{what} is not a JSON object")
+    return doc
 
 
 def is_cloudpickled(value: Any) -> bool:
@@ -65,7 +95,7 @@ def sync_data(data: bytes, optimizer_state: dict | None) -> tuple[bytes, list[st
     """
     if optimizer_state is None:
         return data, []
-    doc = json.loads(data)
+    doc = _json_object(data, "member data")
     kwargs = doc.get(KWARGS_KEY)
     if is_cloudpickled(kwargs):
         return data, [f"{KWARGS_KEY} in data is cloudpickled: left as is (never unpickled); "
@@ -113,13 +143,26 @@ def sidecar_path(path: Path) -> Path:
     return path.with_name(path.name + ".sidecar.json")
 
 
+def _sidecar(path: Path) -> dict | None:
+    """The sidecar's JSON, read before anything is written: a bad one stops the rewrite."""
+    src = sidecar_path(path)
+    if not src.is_file():
+        return None
+    try:
+        meta = json.loads(src.read_bytes())
+    except (OSError, ValueError) as e:
+        raise io.CheckpointError(f"{path}: refused: sidecar {src.name} is not JSON ({e})") from e
+    if not isinstance(meta, dict):
+        raise io.CheckpointError(f"{path}: refused: sidecar {src.name} is not a JSON object")
+    return meta
+
+
 def write_zip(ckpt: Checkpoint, states: list[dict], out: Path) -> None:
+    meta = _sidecar(ckpt.path)
     data, notes = zip_bytes(ckpt, states)
     ckpt.notes.extend(notes)
     io.write_bytes(out, data)
-    src = sidecar_path(ckpt.path)
-    if src.is_file():
-        meta = json.loads(src.read_text())
+    if meta is not None:
         meta.update(sha256=hashlib.sha256(data).hexdigest(), size=len(data))
         io.write_bytes(sidecar_path(out), (json.dumps(meta, indent=2) + "\n").encode())
         ckpt.notes.append(f"{sidecar_path(out).name}: sha256 and size updated")

@@ -46,7 +46,17 @@ def cli() -> None:
     before the change mix the two up; this tool finds and fixes that.
 
     \b
-    Exit codes: 0 clean, 1 findings or files changed, 2 usage or unreadable input.
+    A typical session:
+      upgd-migrate lint configs/              what is wrong, with line:col
+      upgd-migrate config --diff configs/     what the fix would change
+      upgd-migrate config configs/            fix it (only the changed values move)
+      upgd-migrate checkpoint inspect run/    what the checkpoints hold
+      upgd-migrate checkpoint run/ -o new/    migrate them (weights-only loading)
+      upgd-migrate verify new/                run the optimizer on them and check
+
+    \b
+    Exit codes: 0 clean, 1 findings or files changed, 2 usage or unreadable input
+    (lint reports an unreadable file as a finding instead).
     """
 
 

@@ -68,3 +68,13 @@ def test_atomic_create_never_replaces_and_leaves_no_temp(tmp_path):
         atomic_create(str(tmp_path / "c.yaml.bak"), b"new\n", mode_of=str(source))
     assert (tmp_path / "c.yaml.bak").read_bytes() == b"old\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml", "c.yaml.bak"]
+
+
+def test_a_new_file_gets_the_umask_default_mode_not_mkstemps_0600(tmp_path):
+    old = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "new.json", "{}\n")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "new.json").stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["new.json"]

@@ -8,6 +8,9 @@ from __future__ import annotations
 import codecs
 import os
 import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Iterator
 
 # Real configs are a few KiB; anything this big is not a hand-written config and parsing it
 # in pure Python would stall a pre-commit hook.
@@ -66,16 +69,53 @@ def _temp_copy(path: str, raw: bytes, mode_of: str) -> str:
     return tmp
 
 
-def atomic_write(path: str, data: str | bytes) -> None:
-    """Replace ``path`` so a crash leaves the old file or the new one, never half of either."""
-    raw = data.encode("utf-8") if isinstance(data, str) else data
-    tmp = _temp_copy(path, raw, path)
+@contextmanager
+def atomic_writer(path: str | os.PathLike) -> Iterator[IO[bytes]]:
+    """A file object whose content replaces ``path`` only when the block ends without error.
+
+    The temp file lives in the target's folder (``os.replace`` is atomic only within one file
+    system) and is fsynced before the rename, and the folder after it, so a crash or power loss
+    leaves the old file or the new one, never half of either. The file keeps the replaced
+    file's mode (mkstemp's 0600 would otherwise leak into every rewritten file).
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
+    """Replace ``path`` atomically with ``data`` (text is written as UTF-8)."""
+    with atomic_writer(path) as fh:
+        fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def atomic_create(path: str, data: bytes, mode_of: str) -> None:

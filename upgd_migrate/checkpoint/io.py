@@ -14,16 +14,15 @@ import os
 import pickle
 import pickletools
 import re
-import tempfile
 import warnings
 import zipfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Iterator, Sequence
+from typing import IO, Any, Sequence
 
 import torch
 
 from upgd_migrate.errors import UpgdMigrateError
+from upgd_migrate.fileio import atomic_writer  # the one atomic writer, shared with configs
 
 _GLOBAL_IN_MESSAGE = re.compile(r"GLOBAL ([\w.]+)")
 
@@ -153,48 +152,6 @@ def save_bytes(obj: Any) -> bytes:
     buf = io.BytesIO()
     torch.save(obj, buf)
     return buf.getvalue()
-
-
-@contextmanager
-def atomic_writer(path: Path) -> Iterator[IO[bytes]]:
-    """A file object whose content replaces ``path`` only when the block ends without error.
-
-    The temp file lives in the target's folder (``os.replace`` is atomic only within one file
-    system) and is fsynced before the rename, so a crash leaves the old file or the new one.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        # mkstemp makes 0600 files: keep the replaced file's mode, or the umask's default.
-        os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def save(obj: Any, path: Path) -> None:

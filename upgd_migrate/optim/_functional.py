@@ -46,28 +46,43 @@ class GroupBatch:
         return [1.0 / (1.0 - b**t) for t in self.steps]
 
 
+def cached_for(scratch: dict, key: tuple, params: list[Tensor], make: Callable[[], object]):
+    """``scratch[key]``, rebuilt by ``make()`` whenever the parameter set (identity or shape)
+    changes, e.g. when a parameter without a gradient sits out a step."""
+    ids = tuple((id(p), p.shape) for p in params)
+    hit = scratch.get(key)
+    if hit is None or hit[0] != ids:
+        hit = scratch[key] = (ids, make())
+    return hit[1]
+
+
+def flat_buffers(scratch: dict, key: tuple, params: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+    """A reused flat buffer of the parameters' total size (one device and dtype) and its
+    per-parameter views."""
+    def make() -> tuple[Tensor, list[Tensor]]:
+        first = params[0]
+        flat = torch.empty(sum(p.numel() for p in params), device=first.device, dtype=first.dtype)
+        pieces = torch.split(flat, [p.numel() for p in params])
+        return flat, [v.view(p.shape) for v, p in zip(pieces, params)]
+    return cached_for(scratch, key, params, make)
+
+
 def draw_unit_noise(batch: GroupBatch, std: float, scratch: dict) -> list[Tensor]:
     """Gaussian noise of the batch's shapes: one ``normal_`` into a reused flat buffer per device.
 
-    Drawing every tensor of a group in one call costs less than one call per tensor and gives
-    both implementations the very same numbers.
+    Drawing every tensor of a group in one call costs less than one call per tensor, and both
+    implementations draw through here, so they get the very same numbers.
     """
     views: list[Tensor] = [None] * len(batch.params)  # type: ignore[list-item]
     by_key: dict[tuple, list[int]] = {}
     for i, p in enumerate(batch.params):
         by_key.setdefault((p.device, p.dtype), []).append(i)
     for (device, dtype), idx in by_key.items():
-        total = sum(batch.params[i].numel() for i in idx)
         key = ("noise", batch.hp["_index"], device, dtype)
-        buf = scratch.get(key)
-        if buf is None or buf.numel() != total:
-            buf = scratch[key] = torch.empty(total, device=device, dtype=dtype)
-        buf.normal_(0.0, std)
-        offset = 0
-        for i in idx:
-            n = batch.params[i].numel()
-            views[i] = buf[offset:offset + n].view_as(batch.params[i])
-            offset += n
+        flat, sub = flat_buffers(scratch, key, [batch.params[i] for i in idx])
+        flat.normal_(0.0, std)
+        for i, view in zip(idx, sub):
+            views[i] = view
     return views
 
 

@@ -22,7 +22,10 @@ from upgd_migrate.optim._functional import (
     UTILITY_RANGE_EPS,
     GroupBatch,
     NoiseHook,
+    cached_for,
+    draw_unit_noise,
     ema_bias_corrections,
+    flat_buffers,
     rms_coeffs,
 )
 
@@ -37,18 +40,8 @@ def supports(batch: GroupBatch) -> bool:
                for p in batch.params)
 
 
-def flat_buffers(scratch: dict, name: str, batch: GroupBatch) -> tuple[Tensor, list[Tensor]]:
-    """A reused flat buffer of the batch's total size and its per-parameter views."""
-    key = (name, batch.hp["_index"])
-    ids = tuple((id(p), p.shape) for p in batch.params)
-    cached = scratch.get(key)
-    if cached is None or cached[0] != ids:
-        first = batch.params[0]
-        flat = torch.empty(sum(p.numel() for p in batch.params), device=first.device,
-                           dtype=first.dtype)
-        pieces = torch.split(flat, [p.numel() for p in batch.params])
-        cached = scratch[key] = (ids, flat, [v.view(p.shape) for v, p in zip(pieces, batch.params)])
-    return cached[1], cached[2]
+def _flat(scratch: dict, name: str, batch: GroupBatch) -> tuple[Tensor, list[Tensor]]:
+    return flat_buffers(scratch, (name, batch.hp["_index"]), batch.params)
 
 
 def utility_update(batch: GroupBatch, scratch: dict) -> tuple[Tensor, Tensor]:
@@ -56,7 +49,7 @@ def utility_update(batch: GroupBatch, scratch: dict) -> tuple[Tensor, Tensor]:
     b = batch.hp["beta_utility"]
     torch._foreach_mul_(batch.utils, b)
     torch._foreach_addcmul_(batch.utils, batch.grads, batch.params, value=-(1.0 - b))
-    flat, views = flat_buffers(scratch, "gate", batch)
+    flat, views = _flat(scratch, "gate", batch)
     for view, u, inv_bc in zip(views, batch.utils, batch.utility_inv_bc()):
         torch.mul(u, inv_bc, out=view)
     lo, hi = torch.aminmax(flat)
@@ -72,7 +65,7 @@ def _gates(batch: GroupBatch, lo: Tensor, hi: Tensor, scratch: dict) -> list[Ten
     skipped: ``lo`` and ``hi`` are the min and max of these very values, so ``û - lo >= 0``
     exactly and ``n < 1``; that saves a pass over every element.
     """
-    flat, views = flat_buffers(scratch, "gate", batch)
+    flat, views = _flat(scratch, "gate", batch)
     flat.sub_(lo).mul_(-2.0 / (hi - lo + UTILITY_RANGE_EPS)).add_(1.0).sigmoid_()
     return views
 
@@ -123,23 +116,18 @@ def _rms_coeffs(batch: GroupBatch, scratch: dict) -> Tensor:
     Built from fills rather than from a host list, so even the first step copies nothing
     from the host.
     """
-    key = ("rms_coeffs", batch.hp["_index"])
-    ids = tuple((id(p), p.shape) for p in batch.params)
-    cached = scratch.get(key)
-    if cached is None or cached[0] != ids:
-        first = batch.params[0]
-        coeffs = torch.stack([torch.full((), c, device=first.device, dtype=first.dtype)
-                              for c in rms_coeffs(batch)])
-        cached = scratch[key] = (ids, coeffs)
-    return cached[1]
+    first = batch.params[0]
+    return cached_for(scratch, ("rms_coeffs", batch.hp["_index"]), batch.params,
+                      lambda: torch.stack([torch.full((), c, device=first.device,
+                                                      dtype=first.dtype)
+                                           for c in rms_coeffs(batch)]))
 
 
 def _draw(batch: GroupBatch, scratch: dict, xs: list[Tensor] | None) -> list[Tensor]:
     """Noise of the batch's shapes; scaled per tensor from ``xs`` when adaptive."""
     hp = batch.hp
-    flat, views = flat_buffers(scratch, "noise", batch)
     adaptive = hp.get("adaptive_noise", False)
-    flat.normal_(0.0, 1.0 if adaptive else hp["sigma"])
+    views = draw_unit_noise(batch, 1.0 if adaptive else hp["sigma"], scratch)
     if adaptive:
         torch._foreach_mul_(views, _noise_stds(batch, xs, scratch))
     return views
@@ -147,10 +135,8 @@ def _draw(batch: GroupBatch, scratch: dict, xs: list[Tensor] | None) -> list[Ten
 
 def _add_adaptive_noise(direction: list[Tensor], batch: GroupBatch, scratch: dict) -> None:
     """``d += std * z`` in one pass per tensor: the unit noise is never scaled on its own."""
-    flat, views = flat_buffers(scratch, "noise", batch)
     stds = _noise_stds(batch, direction, scratch)
-    flat.normal_(0.0, 1.0)
-    torch._foreach_addcmul_(direction, views, stds)
+    torch._foreach_addcmul_(direction, draw_unit_noise(batch, 1.0, scratch), stds)
 
 
 def _call_hook(hook: NoiseHook | None, batch: GroupBatch, xs: list[Tensor],
@@ -176,7 +162,7 @@ def _noisy_direction(batch: GroupBatch, scratch: dict, hook: NoiseHook | None) -
         noise = _draw(batch, scratch, None)
         _add_adam_direction(noise, batch)  # fixed noise: the direction lands on it directly
         return noise
-    flat, direction = flat_buffers(scratch, "direction", batch)
+    flat, direction = _flat(scratch, "direction", batch)
     flat.zero_()
     _add_adam_direction(direction, batch)
     if noisy and adaptive and hook is None:
@@ -184,7 +170,7 @@ def _noisy_direction(batch: GroupBatch, scratch: dict, hook: NoiseHook | None) -
     elif noisy:
         noise = _draw(batch, scratch, direction)
         _call_hook(hook, batch, direction, noise)
-        flat.add_(flat_buffers(scratch, "noise", batch)[0])
+        torch._foreach_add_(direction, noise)
     return direction
 
 

@@ -33,3 +33,32 @@ def group_params(state_dict: dict, params: list) -> list[dict]:
 def set_random_grads(params: list, gen, scale: float = 1e-2) -> None:
     for p in params:
         p.grad = torch.randn(p.shape, generator=gen) * scale
+
+
+SCHEDULES = ("single-tensor", "multi-tensor", "two-lane")
+
+
+def use_schedule(schedule: str, monkeypatch) -> tuple[bool, dict]:
+    """Make CPU steps run as ``schedule`` whatever the tensor sizes.
+
+    Returns the ``foreach`` value to construct with and a counter of two-lane steps, so a test
+    can show the schedule it meant to test really ran. On a one-thread machine the two-lane
+    step is still taken (its worker thread then shares the core).
+    """
+    from upgd_migrate.optim import _two_lane as L
+    ran = {"two-lane": 0}
+    real_step = L.step
+
+    def counted(*args):
+        ran["two-lane"] += 1
+        return real_step(*args)
+
+    monkeypatch.setattr(L, "step", counted)
+    if schedule == "two-lane":
+        monkeypatch.setattr(L, "MIN_NOISE_NUMEL", 0)
+        monkeypatch.setattr(L, "MIN_MEAN_NUMEL", 0)
+        if not L._spare_thread():
+            monkeypatch.setattr(L, "_spare_thread", lambda: True)
+    else:
+        monkeypatch.setattr(L, "MIN_NOISE_NUMEL", 1 << 62)
+    return schedule != "single-tensor", ran

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from optim_helpers import use_schedule
 
 from upgd_migrate.optim import UPGD, UPGDW, AdaptiveUPGD
 
@@ -32,10 +33,13 @@ def _trajectory(cls, kwargs, foreach: bool, steps: int = 60) -> list[torch.Tenso
         v.clone() for p in params for v in opt.state[p].values() if isinstance(v, torch.Tensor)]
 
 
+@pytest.mark.parametrize("schedule", ["multi-tensor", "two-lane"])
 @pytest.mark.parametrize("cls,mode", CASES, ids=lambda v: getattr(v, "__name__", v))
-def test_multi_tensor_matches_single_tensor(cls, mode):
+def test_multi_tensor_matches_single_tensor(cls, mode, schedule, monkeypatch):
     single = _trajectory(cls, MODES[mode], foreach=False)
-    multi = _trajectory(cls, MODES[mode], foreach=True)
+    foreach, ran = use_schedule(schedule, monkeypatch)
+    multi = _trajectory(cls, MODES[mode], foreach=foreach)
+    assert ran["two-lane"] == (60 if schedule == "two-lane" else 0)
     assert len(single) == len(multi)
     for a, b in zip(single, multi):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
@@ -69,12 +73,14 @@ def test_cuda_step_is_sync_free():
             torch.cuda.set_sync_debug_mode("default")
 
 
+@pytest.mark.parametrize("schedule", ["multi-tensor", "two-lane"])
 @pytest.mark.parametrize("mode", ["fixed", "instant"])
-def test_unfused_adam_fallback_matches_single_tensor(monkeypatch, mode):
+def test_unfused_adam_fallback_matches_single_tensor(monkeypatch, mode, schedule):
     """Devices without torch's fused Adam kernel take the foreach formulas instead."""
     from upgd_migrate.optim import _multi_tensor as M
     monkeypatch.setattr(M, "_FUSED_ADAM_DEVICES", ())
     single = _trajectory(AdaptiveUPGD, MODES[mode], foreach=False, steps=20)
-    multi = _trajectory(AdaptiveUPGD, MODES[mode], foreach=True, steps=20)
+    foreach, _ = use_schedule(schedule, monkeypatch)
+    multi = _trajectory(AdaptiveUPGD, MODES[mode], foreach=foreach, steps=20)
     for a, b in zip(single, multi):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)

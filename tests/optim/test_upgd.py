@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from optim_helpers import SCHEDULES, use_schedule
 
 from upgd_migrate.optim import UPGD, UPGDW, AdaptiveUPGD
 
@@ -48,8 +49,8 @@ def test_reference_defaults():
     assert UPGD(p).defaults["lr"] == 1e-5
 
 
-@pytest.mark.parametrize("foreach", [False, True])
-def test_sigma_zero_equal_utilities_is_gated_adamw(foreach):
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_sigma_zero_equal_utilities_is_gated_adamw(schedule, monkeypatch):
     """Every element starts equal and gets the same gradient, so every utility -g*p is equal
     (exactly, not up to rounding: the range normaliser's 1e-8 would amplify rounding). The gate
     is then the constant 1 - sigmoid(-1) and the update is AdamW's times that gate."""
@@ -59,6 +60,7 @@ def test_sigma_zero_equal_utilities_is_gated_adamw(foreach):
     ours = [torch.nn.Parameter(t.clone()) for t in init]
     ref = [torch.nn.Parameter(t.clone()) for t in init]
     lr, wd = 1e-2, 0.01
+    foreach, ran = use_schedule(schedule, monkeypatch)
     opt = AdaptiveUPGD(ours, lr=lr, weight_decay=wd, sigma=0.0, foreach=foreach)
     adamw = torch.optim.AdamW(ref, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=wd)
     gen = torch.Generator().manual_seed(1)
@@ -78,13 +80,17 @@ def test_sigma_zero_equal_utilities_is_gated_adamw(foreach):
             moved += float(ref_update.abs().max())
             torch.testing.assert_close(ours_update, GATE_ALL_EQUAL * ref_update, rtol=0, atol=1e-6)
     assert moved > 50 * 2 * 1e-4  # AdamW moved the weights: the comparison is not vacuous
+    assert ran["two-lane"] == (50 if schedule == "two-lane" else 0)
 
 
+@pytest.mark.parametrize("schedule", SCHEDULES)
 @pytest.mark.parametrize("cls", [AdaptiveUPGD, UPGD, UPGDW])
 @pytest.mark.parametrize("utility_case", ["zero", "equal", "negative"])
-def test_degenerate_utilities_and_zero_gradients_stay_finite(cls, utility_case):
+def test_degenerate_utilities_and_zero_gradients_stay_finite(cls, utility_case, schedule,
+                                                             monkeypatch):
     p = torch.nn.Parameter(torch.full((3, 3), 2.0) if utility_case != "zero" else torch.zeros(3, 3))
-    opt = cls([p], lr=0.1)
+    foreach, _ = use_schedule(schedule, monkeypatch)
+    opt = cls([p], lr=0.1, foreach=foreach)
     for _ in range(5):
         if utility_case == "zero":
             p.grad = torch.zeros_like(p)

@@ -1,9 +1,11 @@
 """The UPGD family's math: shared pieces and the single-tensor reference implementation.
 
-The multi-tensor twin lives in ``_multi_tensor``. Both share every decision that is not arithmetic: which parameters step, how
-noise is drawn (:func:`draw_unit_noise`, one ``normal_`` per group into a reused buffer), and
-where the per-tensor scalars come from. A test drives both from the same RNG state and checks
-they agree, so the fast path can never drift from the readable one.
+The fast paths are ``_multi_tensor`` (few large ops; CUDA, and CPU on one thread) and
+``_two_lane`` (CPU with a spare thread: the noise draw beside the arithmetic). All share every
+decision that is not arithmetic: which parameters step, how noise is drawn
+(:func:`draw_unit_noise`, one ``normal_`` per group into a reused buffer), and where the
+per-tensor scalars come from. Tests drive each from the same RNG state as this reference and
+check they agree, so a fast path can never drift from the readable one.
 
 Notation (DOMAIN.md sections 2 and 3): utility ``u <- b_u*u + (1-b_u)*(-g*p)``, bias-corrected
 ``û = u/(1-b_u^t)``; gate ``1-s`` with ``s = sigmoid(2(n-0.5))`` and
@@ -105,6 +107,8 @@ def single_utility_update(batch: GroupBatch) -> tuple[Tensor, Tensor] | None:
     lows, highs = [], []
     for u, g, p, inv_bc in zip(batch.utils, batch.grads, batch.params, batch.utility_inv_bc()):
         u.mul_(b).add_(-(1.0 - b) * g * p)
+        if not u.numel():
+            continue  # a zero-size parameter has no utility to rank
         u_hat = u * inv_bc
         lows.append(u_hat.min())
         highs.append(u_hat.max())

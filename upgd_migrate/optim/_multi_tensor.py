@@ -12,6 +12,8 @@ What makes it cheap:
   added for free.
 - Nothing reads a device value on the host: the utility range, norms and noise scales are 0-d
   device tensors, so a CUDA step never waits for the GPU.
+
+On CPU with spare threads, :mod:`._two_lane` runs the same pieces on two threads instead.
 """
 from __future__ import annotations
 
@@ -44,11 +46,16 @@ def _flat(scratch: dict, name: str, batch: GroupBatch) -> tuple[Tensor, list[Ten
     return flat_buffers(scratch, (name, batch.hp["_index"]), batch.params)
 
 
-def utility_update(batch: GroupBatch, scratch: dict) -> tuple[Tensor, Tensor]:
-    """Update the traces; leave ``û`` in the gate buffer; return its (min, max)."""
+def update_traces(batch: GroupBatch) -> None:
+    """``u <- b_u*u - (1-b_u)*g*p``, in place."""
     b = batch.hp["beta_utility"]
     torch._foreach_mul_(batch.utils, b)
     torch._foreach_addcmul_(batch.utils, batch.grads, batch.params, value=-(1.0 - b))
+
+
+def utility_update(batch: GroupBatch, scratch: dict) -> tuple[Tensor, Tensor]:
+    """Update the traces; leave ``û`` in the gate buffer; return its (min, max)."""
+    update_traces(batch)
     flat, views = _flat(scratch, "gate", batch)
     for view, u, inv_bc in zip(views, batch.utils, batch.utility_inv_bc()):
         torch.mul(u, inv_bc, out=view)
@@ -97,7 +104,7 @@ def _add_adam_direction(out: list[Tensor], batch: GroupBatch) -> None:
     torch._foreach_addcdiv_(out, batch.exp_avgs, denom, [1.0 / (1.0 - b1**t) for t in batch.steps])
 
 
-def _noise_stds(batch: GroupBatch, xs: list[Tensor], scratch: dict) -> list[Tensor]:
+def noise_stds(batch: GroupBatch, xs: list[Tensor], scratch: dict) -> list[Tensor]:
     """``max(sigma * rms(x), min_noise_std)`` per tensor (or its EMA), as 0-d device tensors."""
     hp = batch.hp
     rms = torch.stack(torch._foreach_norm(xs)).mul_(_rms_coeffs(batch, scratch))
@@ -129,13 +136,13 @@ def _draw(batch: GroupBatch, scratch: dict, xs: list[Tensor] | None) -> list[Ten
     adaptive = hp.get("adaptive_noise", False)
     views = draw_unit_noise(batch, 1.0 if adaptive else hp["sigma"], scratch)
     if adaptive:
-        torch._foreach_mul_(views, _noise_stds(batch, xs, scratch))
+        torch._foreach_mul_(views, noise_stds(batch, xs, scratch))
     return views
 
 
 def _add_adaptive_noise(direction: list[Tensor], batch: GroupBatch, scratch: dict) -> None:
     """``d += std * z`` in one pass per tensor: the unit noise is never scaled on its own."""
-    stds = _noise_stds(batch, direction, scratch)
+    stds = noise_stds(batch, direction, scratch)
     torch._foreach_addcmul_(direction, draw_unit_noise(batch, 1.0, scratch), stds)
 
 
@@ -146,11 +153,25 @@ def _call_hook(hook: NoiseHook | None, batch: GroupBatch, xs: list[Tensor],
             hook(p, x, xi)
 
 
+def direction_of(batch: GroupBatch, scratch: dict) -> list[Tensor]:
+    """``x``, what the noise is added to: the gradient (SGD type) or Adam's ``d`` in a buffer."""
+    if batch.hp["_kind"] == "sgd":
+        return batch.grads
+    flat, direction = _flat(scratch, "direction", batch)
+    flat.zero_()
+    _add_adam_direction(direction, batch)
+    return direction
+
+
+def is_noisy(batch: GroupBatch) -> bool:
+    return batch.hp.get("adaptive_noise", False) or batch.hp["sigma"] != 0.0
+
+
 def _noisy_direction(batch: GroupBatch, scratch: dict, hook: NoiseHook | None) -> list[Tensor]:
     """``x + noise`` per parameter: ``x`` is the gradient (SGD type) or Adam's ``d``."""
     hp = batch.hp
     adaptive = hp.get("adaptive_noise", False)
-    noisy = adaptive or hp["sigma"] != 0.0
+    noisy = is_noisy(batch)
     if hp["_kind"] == "sgd":
         if not noisy:
             return batch.grads
@@ -162,9 +183,7 @@ def _noisy_direction(batch: GroupBatch, scratch: dict, hook: NoiseHook | None) -
         noise = _draw(batch, scratch, None)
         _add_adam_direction(noise, batch)  # fixed noise: the direction lands on it directly
         return noise
-    flat, direction = _flat(scratch, "direction", batch)
-    flat.zero_()
-    _add_adam_direction(direction, batch)
+    direction = direction_of(batch, scratch)
     if noisy and adaptive and hook is None:
         _add_adaptive_noise(direction, batch, scratch)
     elif noisy:
@@ -174,12 +193,15 @@ def _noisy_direction(batch: GroupBatch, scratch: dict, hook: NoiseHook | None) -
     return direction
 
 
-def param_update(batch: GroupBatch, lo: Tensor, hi: Tensor, scratch: dict,
-                 hook: NoiseHook | None) -> None:
-    hp = batch.hp
-    gates = _gates(batch, lo, hi, scratch)
-    update = _noisy_direction(batch, scratch, hook)
-    decay = 1.0 - hp["lr"] * hp["weight_decay"]
+def apply_decay(batch: GroupBatch) -> None:
+    decay = 1.0 - batch.hp["lr"] * batch.hp["weight_decay"]
     if decay != 1.0:
         torch._foreach_mul_(batch.params, decay)
-    torch._foreach_addcmul_(batch.params, update, gates, value=-hp["lr"])
+
+
+def param_update(batch: GroupBatch, lo: Tensor, hi: Tensor, scratch: dict,
+                 hook: NoiseHook | None) -> None:
+    gates = _gates(batch, lo, hi, scratch)
+    update = _noisy_direction(batch, scratch, hook)
+    apply_decay(batch)
+    torch._foreach_addcmul_(batch.params, update, gates, value=-batch.hp["lr"])

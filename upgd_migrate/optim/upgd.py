@@ -17,6 +17,7 @@ from torch.utils.hooks import RemovableHandle
 
 from upgd_migrate.optim import _functional as F
 from upgd_migrate.optim import _multi_tensor as M
+from upgd_migrate.optim import _two_lane as two_lane
 
 FORMAT_KEY = "upgd_migrate_format"
 FORMAT_VERSION = 1
@@ -162,6 +163,10 @@ class _UPGDBase(Optimizer):
         if not batches:
             return loss
         multi = self._use_foreach(batches)
+        hook = self._noise_hook()
+        if multi and two_lane.pays(batches, hook):
+            two_lane.step(batches, self._scratch)
+            return loss
         if multi:
             ranges = [M.utility_update(b, self._scratch) for b in batches]
         else:
@@ -170,7 +175,6 @@ class _UPGDBase(Optimizer):
         lo = torch.stack([r[0].to(device) for r in ranges]).min()
         hi = torch.stack([r[1].to(device) for r in ranges]).max()
         update = M.param_update if multi else F.single_param_update
-        hook = self._noise_hook()
         for b in batches:
             dev = b.params[0].device
             update(b, lo.to(dev), hi.to(dev), self._scratch, hook)

@@ -65,6 +65,21 @@ def test_float64_agrees_to_double_rounding(monkeypatch):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_agrees_with_the_multi_tensor_step_to_its_rounding(monkeypatch, dtype):
+    """The host-scalar gate rounds differently from the flat one: in 16-bit floats the two
+    steps may differ by the dtype's rounding, and no more."""
+    shapes = [(60, 40), (40,)]
+    kwargs = {"adaptive_noise": True, "sigma": 0.05, "dtype": dtype, "steps": 20}
+    ref, _ = _run("multi-tensor", monkeypatch, shapes, **kwargs)
+    got, ran = _run("two-lane", monkeypatch, shapes, **kwargs)
+    assert ran["two-lane"] == 20
+    tol = 2 * torch.finfo(dtype).eps
+    for a, b in zip(ref[:len(shapes)], got[:len(shapes)]):
+        assert b.dtype == dtype and torch.isfinite(b).all()
+        torch.testing.assert_close(a.float(), b.float(), rtol=tol, atol=tol)
+
+
 @pytest.mark.parametrize("schedule", ["single-tensor", "multi-tensor", "two-lane"])
 def test_a_zero_size_parameter_is_stepped_over(monkeypatch, schedule):
     shapes = [(6, 4), (0,), (4,)]

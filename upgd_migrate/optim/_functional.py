@@ -69,6 +69,23 @@ def flat_buffers(scratch: dict, key: tuple, params: list[Tensor]) -> tuple[Tenso
     return cached_for(scratch, key, params, make)
 
 
+def group_buffer(scratch: dict, name: str, batch: GroupBatch) -> tuple[Tensor, list[Tensor]]:
+    """The group's reused flat buffer ``name`` and its per-parameter views; every step
+    implementation asks by the same key, so switching between them allocates nothing new."""
+    return flat_buffers(scratch, (name, batch.hp["_index"]), batch.params)
+
+
+def is_noisy(batch: GroupBatch) -> bool:
+    return batch.hp.get("adaptive_noise", False) or batch.hp["sigma"] != 0.0
+
+
+def draw_noise(batch: GroupBatch, scratch: dict) -> list[Tensor]:
+    """This step's noise: at std ``sigma`` for fixed noise, unit for adaptive noise (scaled per
+    tensor once ``x`` is known)."""
+    adaptive = batch.hp.get("adaptive_noise", False)
+    return draw_unit_noise(batch, 1.0 if adaptive else batch.hp["sigma"], scratch)
+
+
 def draw_unit_noise(batch: GroupBatch, std: float, scratch: dict) -> list[Tensor]:
     """Gaussian noise of the batch's shapes: one ``normal_`` into a reused flat buffer per device.
 
@@ -145,8 +162,7 @@ def single_param_update(batch: GroupBatch, lo: Tensor, hi: Tensor, scratch: dict
                         hook: Optional[NoiseHook]) -> None:
     hp = batch.hp
     adaptive = hp.get("adaptive_noise", False)
-    noisy = adaptive or hp["sigma"] != 0.0
-    noise = draw_unit_noise(batch, 1.0 if adaptive else hp["sigma"], scratch) if noisy else None
+    noise = draw_noise(batch, scratch) if is_noisy(batch) else None
     inv_bcs = batch.utility_inv_bc()
     for i, p in enumerate(batch.params):
         n = ((batch.utils[i] * inv_bcs[i] - lo) / (hi - lo + UTILITY_RANGE_EPS)).clamp(0.0, 1.0)

@@ -25,9 +25,11 @@ from upgd_migrate.optim._functional import (
     GroupBatch,
     NoiseHook,
     cached_for,
+    draw_noise,
     draw_unit_noise,
     ema_bias_corrections,
-    flat_buffers,
+    group_buffer,
+    is_noisy,
     rms_coeffs,
 )
 
@@ -42,10 +44,6 @@ def supports(batch: GroupBatch) -> bool:
                for p in batch.params)
 
 
-def _flat(scratch: dict, name: str, batch: GroupBatch) -> tuple[Tensor, list[Tensor]]:
-    return flat_buffers(scratch, (name, batch.hp["_index"]), batch.params)
-
-
 def update_traces(batch: GroupBatch) -> None:
     """``u <- b_u*u - (1-b_u)*g*p``, in place."""
     b = batch.hp["beta_utility"]
@@ -56,7 +54,7 @@ def update_traces(batch: GroupBatch) -> None:
 def utility_update(batch: GroupBatch, scratch: dict) -> tuple[Tensor, Tensor]:
     """Update the traces; leave ``û`` in the gate buffer; return its (min, max)."""
     update_traces(batch)
-    flat, views = _flat(scratch, "gate", batch)
+    flat, views = group_buffer(scratch, "gate", batch)
     for view, u, inv_bc in zip(views, batch.utils, batch.utility_inv_bc()):
         torch.mul(u, inv_bc, out=view)
     lo, hi = torch.aminmax(flat)
@@ -72,7 +70,7 @@ def _gates(batch: GroupBatch, lo: Tensor, hi: Tensor, scratch: dict) -> list[Ten
     skipped: ``lo`` and ``hi`` are the min and max of these very values, so ``û - lo >= 0``
     exactly and ``n < 1``; that saves a pass over every element.
     """
-    flat, views = _flat(scratch, "gate", batch)
+    flat, views = group_buffer(scratch, "gate", batch)
     flat.sub_(lo).mul_(-2.0 / (hi - lo + UTILITY_RANGE_EPS)).add_(1.0).sigmoid_()
     return views
 
@@ -134,7 +132,7 @@ def _draw(batch: GroupBatch, scratch: dict, xs: list[Tensor] | None) -> list[Ten
     """Noise of the batch's shapes; scaled per tensor from ``xs`` when adaptive."""
     hp = batch.hp
     adaptive = hp.get("adaptive_noise", False)
-    views = draw_unit_noise(batch, 1.0 if adaptive else hp["sigma"], scratch)
+    views = draw_noise(batch, scratch)
     if adaptive:
         torch._foreach_mul_(views, noise_stds(batch, xs, scratch))
     return views
@@ -157,14 +155,10 @@ def direction_of(batch: GroupBatch, scratch: dict) -> list[Tensor]:
     """``x``, what the noise is added to: the gradient (SGD type) or Adam's ``d`` in a buffer."""
     if batch.hp["_kind"] == "sgd":
         return batch.grads
-    flat, direction = _flat(scratch, "direction", batch)
+    flat, direction = group_buffer(scratch, "direction", batch)
     flat.zero_()
     _add_adam_direction(direction, batch)
     return direction
-
-
-def is_noisy(batch: GroupBatch) -> bool:
-    return batch.hp.get("adaptive_noise", False) or batch.hp["sigma"] != 0.0
 
 
 def _noisy_direction(batch: GroupBatch, scratch: dict, hook: NoiseHook | None) -> list[Tensor]:

@@ -36,16 +36,11 @@ from upgd_migrate.optim._functional import (
     UTILITY_RANGE_EPS,
     GroupBatch,
     NoiseHook,
-    draw_unit_noise,
-    flat_buffers,
-)
-from upgd_migrate.optim._multi_tensor import (
-    apply_decay,
-    direction_of,
+    draw_noise,
+    group_buffer,
     is_noisy,
-    noise_stds,
-    update_traces,
 )
+from upgd_migrate.optim._multi_tensor import apply_decay, direction_of, noise_stds, update_traces
 
 # Below either size the hand-off and the per-tensor ops cost more than the draw hides (measured
 # on 2 cores: 100 tensors of 5,000 elements break even, of 10,000 gain a fifth).
@@ -112,7 +107,7 @@ def _host_gates(batch: GroupBatch, lo: float, hi: float, scratch: dict) -> list[
     Otherwise (utilities clustered away from zero, or all equal) ``u - lo/c`` comes first: exact
     at the minimum, as the reference's ``û - lo`` is, so equal utilities still give ``n = 0``.
     """
-    flat, views = flat_buffers(scratch, ("gate", batch.hp["_index"]), batch.params)
+    flat, views = group_buffer(scratch, "gate", batch)
     a = -2.0 / (hi - lo + UTILITY_RANGE_EPS)
     cs = batch.utility_inv_bc()
     if lo <= 0.0 <= hi:
@@ -167,8 +162,7 @@ def step(batches: list[GroupBatch], scratch: dict) -> None:
     traces = pool.submit(_traces_and_range, batches)
     rest = pool.submit(_gates_and_directions, batches, traces, scratch)
     try:
-        noises = [draw_unit_noise(b, 1.0 if b.hp.get("adaptive_noise", False) else b.hp["sigma"],
-                                  scratch) if is_noisy(b) else None for b in batches]
+        noises = [draw_noise(b, scratch) if is_noisy(b) else None for b in batches]
         traces.result()  # the traces have read the old parameters: now they may change
         for b in batches:
             apply_decay(b)

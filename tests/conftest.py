@@ -3,8 +3,8 @@ from __future__ import annotations
 import pathlib
 import textwrap
 
-from upgd_migrate.lint import lint_text
-from upgd_migrate.rules import LintOptions
+from upgd_migrate.config.lint import lint_text
+from upgd_migrate.config.rules import LintOptions
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "fixtures" / "configs"

@@ -40,8 +40,8 @@ def test_ignored_vgs_keys_are_not_vgs_parameters():
 
 def test_every_migration_has_a_pass_and_fixes_real_rules():
     from upgd_migrate.legacy import MIGRATED_CODES, MIGRATIONS
-    from upgd_migrate.migrations import PASSES
-    from upgd_migrate.rules import FIX_CONFIG, RULES
+    from upgd_migrate.config.migrations import PASSES
+    from upgd_migrate.config.rules import FIX_CONFIG, RULES
 
     assert list(PASSES) == [m.id for m in MIGRATIONS]  # registered in registry order
     assert MIGRATED_CODES <= set(RULES)

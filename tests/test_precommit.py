@@ -86,7 +86,7 @@ def test_upgd_migrate_config_hook_fixes_then_passes(tmp_path):
     assert "files were modified by this hook" in fixed.stdout
     assert "Rewriting bad.yaml\n" in fixed.stdout
     assert "1 file rewritten, 1 already migrated." in fixed.stdout
-    golden = REPO / "tests" / "golden" / "config" / "layout-a.out.yaml"
+    golden = REPO / "tests" / "config" / "golden" / "config" / "layout-a.out.yaml"
     assert (user / "bad.yaml").read_bytes() == golden.read_bytes()
 
     git(user, "add", "-A")  # as a user stages the fix before committing again

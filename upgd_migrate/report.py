@@ -12,7 +12,7 @@ from typing import Callable, TextIO
 
 from upgd_migrate import __version__
 from upgd_migrate.findings import Finding, Severity
-from upgd_migrate.rules import RULES
+from upgd_migrate.config.rules import RULES
 
 JSON_FORMAT_VERSION = 1
 _COLOURS = {Severity.ERROR: "31", Severity.WARNING: "33", Severity.INFO: "36"}

@@ -30,7 +30,7 @@ repos:
 """
 FINDING = ("train.yaml:7:12: [error] UPG101 sigma 0.001 with adaptive_noise: true is below the "
            "plausible relative range 0.01-0.5")
-MIGRATED = REPO / "tests" / "golden" / "config" / "layout-a.out.yaml"
+MIGRATED = REPO / "tests" / "config" / "golden" / "config" / "layout-a.out.yaml"
 
 
 def _env(tmp_path) -> dict[str, str]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from reliability_helpers import FIXTURES, cli, cli_env, temp_files
-from upgd_migrate.migrate_config import migrate_text
+from upgd_migrate.config.migrate import migrate_text
 
 ROUNDS = 3
 WRITERS = 5

@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reliability_helpers import FIXTURES, cli, cli_env
-from upgd_migrate.lint import lint_file
-from upgd_migrate.migrate_config import FileJob, Mode, migrate_file
-from upgd_migrate.migrations import SigmaPolicy
+from upgd_migrate.config.lint import lint_file
+from upgd_migrate.config.migrate import FileJob, Mode, migrate_file
+from upgd_migrate.config.migrations import SigmaPolicy
 
 SEEDS = sorted((FIXTURES / "configs").glob("*.yaml"))
 ENCODINGS = ["utf-8", "utf-8-sig", "utf-16", "utf-32", "latin-1", "cp1252"]

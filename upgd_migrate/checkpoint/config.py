@@ -1,7 +1,7 @@
 """The optimizer and VGS settings of a training config, for ``verify --config``.
 
-Parsing and finding the blocks is the linter's job (:mod:`upgd_migrate.yaml_io`,
-:mod:`upgd_migrate.locate`: any of the three legacy layouts, anywhere in the document); this
+Parsing and finding the blocks is the linter's job (:mod:`upgd_migrate.config.yaml_io`,
+:mod:`upgd_migrate.config.locate`: any of the three legacy layouts, anywhere in the document); this
 module only turns the first block found into plain values.
 """
 from __future__ import annotations
@@ -11,10 +11,10 @@ import math
 from pathlib import Path
 from typing import Any, Mapping
 
-from upgd_migrate import yaml_io
+from upgd_migrate.config import yaml_io
 from upgd_migrate.errors import UpgdMigrateError
 from upgd_migrate.fileio import UnreadableFile, read_text
-from upgd_migrate.locate import locate
+from upgd_migrate.config.locate import locate
 
 SYNCED = ("sigma", "adaptive_noise", "instant_noise_scale")
 

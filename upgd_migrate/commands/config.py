@@ -8,9 +8,9 @@ import sys
 import click
 
 from upgd_migrate.legacy import DEFAULT_SIGMA_RATIO, MIGRATIONS
-from upgd_migrate.lint import iter_files
-from upgd_migrate.migrate_config import FileJob, Mode, migrate_file
-from upgd_migrate.migrations import SigmaPolicy
+from upgd_migrate.config.lint import iter_files
+from upgd_migrate.config.migrate import FileJob, Mode, migrate_file
+from upgd_migrate.config.migrations import SigmaPolicy
 
 
 def list_migrations() -> str:
@@ -35,7 +35,7 @@ def policy_for(sigma_ratio: float | None, calibrate_from: str | None) -> SigmaPo
     if sigma_ratio is not None:
         return SigmaPolicy(sigma_ratio, "--sigma-ratio")
     if calibrate_from is not None:
-        from upgd_migrate.calibration_source import calibrated_policy
+        from upgd_migrate.config.calibration import calibrated_policy
 
         return calibrated_policy(calibrate_from)
     return SigmaPolicy(DEFAULT_SIGMA_RATIO, "the seed's default ratio")

@@ -7,9 +7,9 @@ import click
 
 from upgd_migrate.findings import Severity
 from upgd_migrate.legacy import ABSOLUTE_SIGMA_MAX, RELATIVE_SIGMA_RANGE, UPGD_TYPES, VGS_VERSIONS
-from upgd_migrate.lint import default_jobs, lint_paths
+from upgd_migrate.config.lint import default_jobs, lint_paths
 from upgd_migrate.report import REPORTERS
-from upgd_migrate.rules import RULES, LintOptions
+from upgd_migrate.config.rules import RULES, LintOptions
 
 
 def _relative_range(ctx, param, value: str | None) -> tuple[float, float]:

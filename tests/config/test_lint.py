@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from conftest import CONFIGS, run_lint
-from upgd_migrate.lint import lint_file, lint_paths
-from upgd_migrate.rules import RULES, LintOptions
+from upgd_migrate.config.lint import lint_file, lint_paths
+from upgd_migrate.config.rules import RULES, LintOptions
 
 A_HEAD = "model:\n  optimizer_class: {cls}\n  optimizer_kwargs:\n"
 

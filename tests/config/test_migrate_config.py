@@ -6,9 +6,9 @@ import pathlib
 
 import pytest
 
-from upgd_migrate.lint import lint_text
-from upgd_migrate.migrate_config import MigrateError, Mode, Report, migrate_text, unified_diff
-from upgd_migrate.migrations import SigmaPolicy
+from upgd_migrate.config.lint import lint_text
+from upgd_migrate.config.migrate import MigrateError, Mode, Report, migrate_text, unified_diff
+from upgd_migrate.config.migrations import SigmaPolicy
 
 GOLDEN = pathlib.Path(__file__).resolve().parent / "golden" / "config"
 CASES = sorted(p.name[:-len(".in.yaml")] for p in GOLDEN.glob("*.in.yaml"))

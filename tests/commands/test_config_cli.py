@@ -14,9 +14,9 @@ from conftest import CONFIGS, REPO
 from upgd_migrate.cli import main
 from upgd_migrate.commands.config import list_migrations
 from upgd_migrate.legacy import MIGRATIONS
-from upgd_migrate.lint import lint_text
+from upgd_migrate.config.lint import lint_text
 
-GOLDEN = REPO / "tests" / "golden" / "config"
+GOLDEN = REPO / "tests" / "config" / "golden" / "config"
 SOURCE = "sigma 0.001 (absolute) -> 0.05 (relative; the seed's default ratio)"
 
 
@@ -205,7 +205,7 @@ def test_a_file_that_cannot_be_written_is_reported(legacy, capsys, monkeypatch):
     def refuse(path, data):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr("upgd_migrate.migrate_config.atomic_write", refuse)
+    monkeypatch.setattr("upgd_migrate.config.migrate.atomic_write", refuse)
     before = legacy.read_bytes()
     assert main(["config", str(legacy)]) == 2
     assert capsys.readouterr().err == (f"{legacy}: cannot migrate: cannot write: Permission "

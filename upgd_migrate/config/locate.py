@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from upgd_migrate.legacy import FLAT_VGS_PREFIX, FLAT_VGS_SWITCH
-from upgd_migrate.yaml_io import Mapping, Node, Scalar, walk
+from upgd_migrate.config.yaml_io import Mapping, Node, Scalar, walk
 
 
 @dataclass

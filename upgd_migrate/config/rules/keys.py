@@ -6,10 +6,10 @@ from typing import Iterable
 
 from upgd_migrate.legacy import (ALIASES, FLAT_VGS_PREFIX, FLAT_VGS_SWITCH, OPTIMIZERS,
                                  VGS_IGNORED_KEYS, VGS_ONLY_IN, VGS_PARAMS, owners)
-from upgd_migrate.locate import ConfigBlock, VgsBlock
-from upgd_migrate.rules import Context
-from upgd_migrate.rules.values import check_value, describe
-from upgd_migrate.yaml_io import Mapping, Node, Scalar
+from upgd_migrate.config.locate import ConfigBlock, VgsBlock
+from upgd_migrate.config.rules import Context
+from upgd_migrate.config.rules.values import check_value, describe
+from upgd_migrate.config.yaml_io import Mapping, Node, Scalar
 
 Kwargs = dict[str, tuple[Scalar, Node]]
 KNOWN_NAMES = ", ".join(OPTIMIZERS)

@@ -16,11 +16,11 @@ from typing import TextIO
 
 from upgd_migrate.fileio import UnreadableFile, atomic_create, atomic_write, read_text_and_bom
 from upgd_migrate.legacy import MIGRATED_CODES, MIGRATIONS
-from upgd_migrate.lint import lint_text
-from upgd_migrate.locate import locate
-from upgd_migrate.migrations import PASSES, Change, SigmaPolicy, Skip
+from upgd_migrate.config.lint import lint_text
+from upgd_migrate.config.locate import locate
+from upgd_migrate.config.migrations import PASSES, Change, SigmaPolicy, Skip
 from upgd_migrate.report import format_text
-from upgd_migrate.yaml_io import DuplicateKeyError, Node, YamlError, load_all
+from upgd_migrate.config.yaml_io import DuplicateKeyError, Node, YamlError, load_all
 
 
 class MigrateError(Exception):

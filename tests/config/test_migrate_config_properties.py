@@ -7,9 +7,9 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from upgd_migrate.lint import lint_text
-from upgd_migrate.migrate_config import migrate_text
-from upgd_migrate.migrations import SigmaPolicy
+from upgd_migrate.config.lint import lint_text
+from upgd_migrate.config.migrate import migrate_text
+from upgd_migrate.config.migrations import SigmaPolicy
 
 # Lines that may legitimately change: those holding a value a migration rewrites.
 TOUCHABLE = re.compile(r"sigma|adaptive_noise|instant_noise_scale|accumulation_steps|"

@@ -11,12 +11,12 @@ from typing import Callable, Iterator
 
 from upgd_migrate.legacy import (ALIASES, DEFAULT_SIGMA_RATIO, MARKER, MIGRATIONS, OPTIMIZERS,
                                  RELATIVE_SIGMA_RANGE, SIGMA_MARKER_RE, VGS_IGNORED_KEYS)
-from upgd_migrate.lint import is_disabled
-from upgd_migrate.locate import ConfigBlock, locate
-from upgd_migrate.rules.values import describe, yaml11_spelling, yaml11_strings
-from upgd_migrate.yaml_edit import (Edits, comment, first_on_line, in_place, is_flow, one_line,
+from upgd_migrate.config.lint import is_disabled
+from upgd_migrate.config.locate import ConfigBlock, locate
+from upgd_migrate.config.rules.values import describe, yaml11_spelling, yaml11_strings
+from upgd_migrate.config.yaml_edit import (Edits, comment, first_on_line, in_place, is_flow, one_line,
                                     own_items)
-from upgd_migrate.yaml_io import Mapping, Node, Scalar
+from upgd_migrate.config.yaml_io import Mapping, Node, Scalar
 
 _MIGRATED_SIGMA = re.compile(SIGMA_MARKER_RE)
 

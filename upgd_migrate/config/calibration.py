@@ -10,7 +10,7 @@ import warnings
 from pathlib import Path
 
 from upgd_migrate.errors import UpgdMigrateError
-from upgd_migrate.migrations import SigmaPolicy
+from upgd_migrate.config.migrations import SigmaPolicy
 
 SIGNIFICANT_DIGITS = 3  # 0.5% rounding: well inside the 2% the calibration promises
 

@@ -11,7 +11,7 @@ import pytest
 from conftest import CONFIGS, REPO
 from upgd_migrate.cli import main
 from upgd_migrate.commands.lint import list_rules
-from upgd_migrate.rules import RULES
+from upgd_migrate.config.rules import RULES
 
 BAD = str(CONFIGS / "real-legacy-layout-a.yaml")
 GOOD = str(CONFIGS / "migrated.yaml")

@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 
 from conftest import run_lint
 from upgd_migrate import fileio
-from upgd_migrate.lint import lint_paths
-from upgd_migrate.yaml_io import load_all
+from upgd_migrate.config.lint import lint_paths
+from upgd_migrate.config.yaml_io import load_all
 
 
 def findings_of(tmp_path, name: str, data: bytes) -> list[str]:

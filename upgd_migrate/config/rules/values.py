@@ -6,8 +6,8 @@ import re
 from typing import Iterator
 
 from upgd_migrate.legacy import Param
-from upgd_migrate.rules import Context
-from upgd_migrate.yaml_io import Mapping, Node, Scalar, Sequence, walk
+from upgd_migrate.config.rules import Context
+from upgd_migrate.config.yaml_io import Mapping, Node, Scalar, Sequence, walk
 
 _EXPECTED = {
     "float": "a number", "int": "an integer", "bool": "true or false", "false": "false",

@@ -8,10 +8,10 @@ directions absorb a steady c and see only a transient effect while v-hat catches
 from __future__ import annotations
 
 from upgd_migrate.legacy import OPTIMIZERS, SGD_TYPES, UPGD_TYPES, VGS_PARAMS
-from upgd_migrate.locate import ConfigBlock, VgsBlock
-from upgd_migrate.rules import Context
-from upgd_migrate.rules.keys import Kwargs
-from upgd_migrate.yaml_io import Node, Scalar
+from upgd_migrate.config.locate import ConfigBlock, VgsBlock
+from upgd_migrate.config.rules import Context
+from upgd_migrate.config.rules.keys import Kwargs
+from upgd_migrate.config.yaml_io import Node, Scalar
 
 _DEFAULT_NOISE_BETA = OPTIMIZERS["AdaptiveUPGD"]["noise_beta"].default
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 from upgd_migrate.legacy import MARKER
-from upgd_migrate.yaml_io import Mapping, Node, Scalar, splice
+from upgd_migrate.config.yaml_io import Mapping, Node, Scalar, splice
 
 _GAP_BEFORE_COMMENT = re.compile(r" +(?=#)")
 

@@ -14,13 +14,13 @@ from typing import Iterable, Iterator, NamedTuple
 from upgd_migrate.fileio import UnreadableFile, read_text
 from upgd_migrate.findings import Finding
 from upgd_migrate.legacy import SIGMA_MARKER_HONOURED, SIGMA_MARKER_RE
-from upgd_migrate.locate import ConfigBlock, locate
-from upgd_migrate.rules import Context, LintOptions, rule_for
-from upgd_migrate.rules.keys import (check_kwargs, check_optimizer_name, check_vgs_keys,
+from upgd_migrate.config.locate import ConfigBlock, locate
+from upgd_migrate.config.rules import Context, LintOptions, rule_for
+from upgd_migrate.config.rules.keys import (check_kwargs, check_optimizer_name, check_vgs_keys,
                                      check_vgs_shape)
-from upgd_migrate.rules.noise import check_noise
-from upgd_migrate.rules.values import check_yaml11_numbers, describe
-from upgd_migrate.yaml_io import DuplicateKeyError, Mapping, Sequence, YamlError, load_all
+from upgd_migrate.config.rules.noise import check_noise
+from upgd_migrate.config.rules.values import check_yaml11_numbers, describe
+from upgd_migrate.config.yaml_io import DuplicateKeyError, Mapping, Sequence, YamlError, load_all
 
 YAML_SUFFIXES = (".yaml", ".yml")
 PARALLEL_MIN_FILES = 32  # per worker: below this a process pool costs more than it saves

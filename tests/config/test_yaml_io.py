@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from upgd_migrate.yaml_io import (DuplicateKeyError, Mapping, Scalar, Sequence, YamlError,
+from upgd_migrate.config.yaml_io import (DuplicateKeyError, Mapping, Scalar, Sequence, YamlError,
                                   load_all, splice, walk)
 
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from upgd_migrate.yaml_edit import (Edits, first_on_line, is_flow, line_end, newline_at,
+from upgd_migrate.config.yaml_edit import (Edits, first_on_line, is_flow, line_end, newline_at,
                                     one_line, own_items)
-from upgd_migrate.yaml_io import load_all
+from upgd_migrate.config.yaml_io import load_all
 
 
 def value(text: str, *path: str):

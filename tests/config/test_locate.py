@@ -3,8 +3,8 @@ from __future__ import annotations
 import textwrap
 
 from conftest import CONFIGS
-from upgd_migrate.locate import locate
-from upgd_migrate.yaml_io import load_all
+from upgd_migrate.config.locate import locate
+from upgd_migrate.config.yaml_io import load_all
 
 
 def blocks_of(text: str):

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pathlib
+import sys
 import textwrap
 
 from upgd_migrate.config.lint import lint_text
@@ -8,6 +9,8 @@ from upgd_migrate.config.rules import LintOptions
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "fixtures" / "configs"
+# ckpt_helpers builds states for the checkpoint and the verify tests alike
+sys.path.insert(0, str(REPO / "tests" / "checkpoint"))
 
 
 def run_lint(text: str, options: LintOptions | None = None) -> list[str]:

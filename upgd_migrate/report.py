@@ -36,6 +36,11 @@ def format_text(finding: Finding, colour: bool = False) -> str:
            f"{finding.message}{fix}"
 
 
+def plural(count: int, noun: str) -> str:
+    """``1 file``, ``2 files``: every count a command prints goes through here."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def summary_line(findings: list[Finding], files: int) -> str:
     counts = Counter(f.severity for f in findings)
     flagged = len({f.path for f in findings})

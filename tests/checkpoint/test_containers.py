@@ -173,7 +173,7 @@ def _build(container: str, optim: dict, vgs: dict, path):
 @pytest.mark.parametrize("container", [*BUILDERS, "stable-baselines3 zip"])
 def test_every_generation_and_vgs_version_in_every_container_verifies(tmp_path, container):
     """7 generations x 5 VGS versions (cycled, so each version meets each container)."""
-    from upgd_migrate.checkpoint.verify import verify_states
+    from upgd_migrate.verify.drive import verify_states
 
     for i, optim in enumerate(OPTIM):
         src = tmp_path / f"{i}.zip"

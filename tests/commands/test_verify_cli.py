@@ -47,7 +47,7 @@ def test_verify_with_config(tmp_path, capsys):
 @pytest.mark.parametrize("name", ["real-legacy-layout-a.yaml", "seed-layout-b.yaml",
                                   "flat-trainer-kwargs-c.yaml"])
 def test_config_layouts_are_read(name):
-    from upgd_migrate.checkpoint.config import read_config
+    from upgd_migrate.verify.config import read_config
 
     kwargs, vgs = read_config(FIX / "configs" / name)
     assert "sigma" in kwargs

@@ -27,6 +27,6 @@ def verify(paths, config, steps, seed, fmt, allow_globals) -> int:
     noise level vs the pre-migration level (a spike or drop beyond 1.5x fails), and
     finiteness. Exit 0: all pass; 1: a check failed; 2: a file could not be read.
     """
-    from upgd_migrate.checkpoint import run
+    from upgd_migrate.verify.run import run_verify
 
-    return run.run_verify(paths, config, steps, seed, fmt, allow_globals)
+    return run_verify(paths, config, steps, seed, fmt, allow_globals)

@@ -1,6 +1,6 @@
-"""The UPGD optimizer family and the Variance Gradient Scaler (torch required).
+"""The UPGD optimizer family, the Variance Gradient Scaler, noise metrics and calibration.
 
-Importing :mod:`upgd_migrate` does not import this package; everything here needs torch.
+Imports torch and nothing else of the package (a drop-in for the reference code's classes).
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """verify --config: which config values count as disagreeing with the checkpoint."""
 from __future__ import annotations
 
-from upgd_migrate.checkpoint.config import mismatches
+from upgd_migrate.verify.config import mismatches
 
 STATE = {"param_groups": [{"sigma": 0.0046073443, "adaptive_noise": True,
                            "instant_noise_scale": True}]}

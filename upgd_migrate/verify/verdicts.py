@@ -5,7 +5,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from upgd_migrate.checkpoint import levels
+from upgd_migrate.verify import levels
 from upgd_migrate.optim.metrics import amplification
 
 RATIO_TOL = 0.05  # relative, on the K-step aggregate

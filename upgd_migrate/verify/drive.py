@@ -16,8 +16,8 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from upgd_migrate.checkpoint import verdicts
-from upgd_migrate.checkpoint.verdicts import Check, StateReport
+from upgd_migrate.verify import verdicts
+from upgd_migrate.verify.verdicts import Check, StateReport
 from upgd_migrate.checkpoint.detect import generation, optimizer_class, vgs_version
 from upgd_migrate.optim import UPGD, UPGDW, AdaptiveUPGD, NoiseRecorder, VarianceGradientScaler
 from upgd_migrate.optim.vgs import LegacyVGSStateWarning

@@ -1,0 +1,84 @@
+"""``run_verify`` behind the ``verify`` command, and the ``checkpoint --verify`` pass."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional, Sequence
+
+import click
+
+from upgd_migrate.checkpoint import pipeline as P
+from upgd_migrate.checkpoint.containers import open_checkpoint
+from upgd_migrate.errors import UpgdMigrateError
+from upgd_migrate.report import plural
+from upgd_migrate.verify import render
+from upgd_migrate.verify.drive import Check, verify_states
+
+
+def verify_migrated(results: list[P.FileResult]) -> tuple[list[dict], list[str]]:
+    """Verify what was migrated (or would be): the states in memory, not the files."""
+    out, lines = [], []
+    for r in results:
+        if r.checkpoint is None:
+            continue
+        slots = [(s.where, slot.kind, s.result.state)
+                 for s, slot in zip(r.states, r.checkpoint.slots)]
+        reports = verify_states(slots)
+        lines += render.verify_text(str(r.output or r.path), reports)
+        out.append({"path": str(r.output or r.path),
+                    "states": [render.report_json(x) for x in reports]})
+    return out, lines
+
+
+def _config_check(reports, slots, kwargs: dict) -> None:
+    from upgd_migrate.verify.config import mismatches
+
+    for report, (_, kind, state) in zip(reports, slots):
+        if kind != "optimizer" or report.cls in (None, "-"):
+            continue
+        diff = mismatches(kwargs, state)
+        report.checks.append(Check("config", not diff, "; ".join(diff) + " (the checkpoint's "
+                                   "values win on resume)" if diff else "config agrees"))
+
+
+def _verify_file(path: Path, cfg, steps: int, seed: int, allow_globals) -> dict:
+    ckpt = open_checkpoint(path, allow_globals)
+    slots = [(s.where, s.kind, s.state) for s in ckpt.slots]
+    kwargs, vgs_cfg = cfg if cfg else ({}, None)
+    reports = verify_states(slots, steps, seed, vgs_cfg)
+    if cfg:
+        _config_check(reports, slots, kwargs)
+    return {"path": str(path), "container": ckpt.container, "reports": reports}
+
+
+def run_verify(paths: Sequence[Path], config: Optional[Path], steps: int, seed: int, fmt: str,
+               allow_globals: Sequence[str]) -> int:
+    from upgd_migrate.verify.config import read_config
+
+    cfg = read_config(config) if config else None
+    files, errors = [], []
+    for path, _ in P.discover(paths):
+        try:
+            files.append(_verify_file(path, cfg, steps, seed, allow_globals))
+        except (UpgdMigrateError, KeyError, TypeError, ValueError) as e:
+            errors.append(P.message(path, e))
+    reports = [r for f in files for r in f["reports"]]
+    failed = sum(not r.ok for r in reports)
+    code = 2 if errors else (1 if failed else 0)
+    if fmt == "json":
+        doc = {"files": [{"path": f["path"], "container": f["container"],
+                          "states": [render.report_json(r) for r in f["reports"]]}
+                         for f in files],
+               "errors": errors, "summary": {"states": len(reports), "failed": failed},
+               "exit_code": code}
+        click.echo(json.dumps(doc, indent=2))
+        return code
+    for f in files:
+        for line in render.verify_text(f["path"], f["reports"]):
+            click.echo(line)
+    for e in errors:
+        click.echo(e, err=True)
+    click.echo(f"{plural(len(reports), 'state')} verified in {plural(len(files), 'file')}: "
+               f"{failed} failed" + (f", {plural(len(errors), 'file')} unreadable" if errors else ""),
+               err=True)
+    return code

@@ -1,0 +1,90 @@
+"""The dependency rules of the layout (ARCHITECTURE.md), read from the source itself."""
+from __future__ import annotations
+
+import ast
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+PKG = pathlib.Path(__file__).resolve().parent.parent / "upgd_migrate"
+MODULES = sorted(PKG.rglob("*.py"))
+
+
+def _name(path: pathlib.Path) -> str:
+    parts = path.relative_to(PKG.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: pathlib.Path) -> set[str]:
+    """Every module ``path`` imports, at import time or inside a function."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module)
+            found |= {f"{node.module}.{a.name}" for a in node.names}
+    return found
+
+
+def _calls(path: pathlib.Path, dotted: str) -> bool:
+    obj, attr = dotted.split(".")
+    return any(isinstance(n, ast.Attribute) and n.attr == attr
+               and isinstance(n.value, ast.Name) and n.value.id == obj
+               for n in ast.walk(ast.parse(path.read_text())))
+
+
+def _importers(prefix: str) -> set[str]:
+    return {_name(m) for m in MODULES
+            if any(i == prefix or i.startswith(prefix + ".") for i in _imports(m))}
+
+
+def test_at_most_ten_modules_at_the_top():
+    top = [p.name for p in PKG.glob("*.py")]
+    assert len(top) <= 10, top
+
+
+def test_each_package_says_what_it_is_for():
+    for init in PKG.glob("*/__init__.py"):
+        doc = ast.get_docstring(ast.parse(init.read_text()))
+        assert doc and "import" in doc.lower(), f"{init}: the docstring says what it may import"
+
+
+def test_nothing_imports_the_cli():
+    assert _importers("upgd_migrate.cli") == {"upgd_migrate.__main__"}
+
+
+def test_only_yaml_io_imports_ruamel():
+    assert _importers("ruamel") == {"upgd_migrate.config.yaml_io"}
+
+
+@pytest.mark.parametrize("call", ["torch.load", "torch.save"])
+def test_only_checkpoint_io_loads_or_saves_torch_files(call):
+    assert {_name(m) for m in MODULES if _calls(m, call)} == {"upgd_migrate.checkpoint.io"}
+
+
+def test_nothing_unpickles_with_plain_pickle():
+    offenders = {_name(m) for m in MODULES
+                 if _calls(m, "pickle.load") or _calls(m, "pickle.loads")}
+    assert offenders == set()
+
+
+def test_optim_imports_nothing_of_the_package_outside_itself():
+    for m in PKG.joinpath("optim").rglob("*.py"):
+        outside = {i for i in _imports(m) if i.startswith("upgd_migrate")
+                   and not i.startswith("upgd_migrate.optim")}
+        assert not outside, f"{m}: {outside}"
+
+
+def test_config_and_the_lint_path_import_neither_torch_nor_pydantic():
+    config = sorted(_name(m) for m in PKG.joinpath("config").rglob("*.py"))
+    probe = ("import json, sys\n"
+             f"for name in {config + ['upgd_migrate.commands.lint', 'upgd_migrate.cli']!r}:\n"
+             "    __import__(name)\n"
+             "print(json.dumps(sorted(m for m in ('torch', 'pydantic') if m in sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True, timeout=60)
+    assert json.loads(out.stdout) == []

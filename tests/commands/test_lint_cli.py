@@ -78,12 +78,12 @@ def test_json_format_via_cli(capsys):
                                  "warning": 5, "info": 0}
 
 
-def test_list_rules_matches_registry_and_readme(capsys):
+def test_list_rules_matches_registry_and_docs(capsys):
     assert main(["lint", "--list-rules"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines] == list(RULES)
-    readme = (REPO / "README.md").read_text()
-    rows = re.findall(r"^\| `(UPG\d{3})` \| (\w+) \| `([\w-]+)` \| (.+) \|$", readme, re.M)
+    docs = (REPO / "docs" / "lint.md").read_text()
+    rows = re.findall(r"^\| `(UPG\d{3})` \| (\w+) \| `([\w-]+)` \| (.+) \|$", docs, re.M)
     assert [(c, s, n, d) for c, s, n, d in rows] == [
         (r.code, r.severity.value, r.name, r.summary + (f" (fix: `{r.fix}`)" if r.fix else ""))
         for r in RULES.values()]

@@ -22,8 +22,9 @@ EXIT_CODES = [1, 1, 1, 0, 0, 0, 1, 1, 0, 0]
 
 
 def walkthrough_commands() -> list[tuple[str, str]]:
-    """(command, pasted output) of every ``$ upgd-migrate ...`` in the section's text blocks."""
-    text = (REPO / "README.md").read_text().split(SECTION, 1)[1]
+    """(command, pasted output) of every ``$ upgd-migrate ...`` in the section's text blocks
+    (up to the next ``## `` heading)."""
+    text = (REPO / "README.md").read_text().split(SECTION, 1)[1].split("\n## ", 1)[0]
     pairs = []
     for block in re.findall(r"```text\n(.*?)```", text, flags=re.S):
         for chunk in re.split(r"^\$ ", block, flags=re.M)[1:]:

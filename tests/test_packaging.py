@@ -25,7 +25,8 @@ from conftest import REPO
 # Folders the sdist carries whole: the tests (golden files and helper modules included) and
 # what they read, the committed schemas, the benchmark scripts and the docs.
 TREES = ("tests", "fixtures", "schemas", "bench", "docs")
-TOP_FILES = ("LICENSE", "README.md", "pyproject.toml", "MANIFEST.in", ".pre-commit-hooks.yaml")
+TOP_FILES = ("LICENSE", "README.md", "pyproject.toml", "MANIFEST.in", ".pre-commit-hooks.yaml",
+             ".ci/run")
 JUNK = ("__pycache__", ".pyc", ".pytest_cache", ".hypothesis", "walkthrough/")
 COPY_IGNORE = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info",
                                      "__pycache__", "*.pyc", ".pytest_cache", ".hypothesis",
@@ -130,7 +131,8 @@ def test_unpacked_sdist_runs_its_tests(dists):
     # from the sdist alone: nothing of the checkout is on the path.
     root = dists["root"]
     env = {**os.environ, "PYTHONPATH": str(root), "NO_COLOR": "1"}
-    where = subprocess.run([sys.executable, "-c", "import upgd_migrate; print(upgd_migrate.__file__)"],
+    where = subprocess.run([sys.executable, "-c",
+                            "import upgd_migrate; print(upgd_migrate.__file__)"],
                            cwd=root, env=env, capture_output=True, text=True, check=True)
     assert Path(where.stdout.strip()).is_relative_to(root)
     tests = ["tests/test_layout.py", "tests/test_schema.py", "tests/test_fixtures.py",

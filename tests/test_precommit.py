@@ -24,10 +24,26 @@ def git(cwd, *args: str) -> str:
                           text=True).stdout.strip()
 
 
+# Outside a git checkout (an unpacked sdist) these are left out of the snapshot instead.
+NOT_SOURCE = {"__pycache__", ".venv", "build", "dist", ".pytest_cache", ".hypothesis",
+              "walkthrough"}
+
+
+def source_names() -> list[str]:
+    """The tree's files: git's list in a checkout, else every file outside build outputs."""
+    if (REPO / ".git").exists():
+        listed = git(REPO, "ls-files", "--cached", "--others", "--exclude-standard", "-z")
+        return list(filter(None, listed.split("\0")))
+    names = []
+    for top, dirs, files in os.walk(REPO):
+        dirs[:] = [d for d in dirs if d not in NOT_SOURCE and not d.endswith(".egg-info")]
+        names += [os.path.relpath(os.path.join(top, f), REPO) for f in files]
+    return names
+
+
 def snapshot_of_this_repo(dest) -> str:
     """Commit the working tree (uncommitted changes included) into ``dest``; return the sha."""
-    listed = git(REPO, "ls-files", "--cached", "--others", "--exclude-standard", "-z")
-    for name in filter(None, listed.split("\0")):
+    for name in source_names():
         if os.path.isfile(REPO / name):
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / name, dest / name)

@@ -9,8 +9,8 @@ norms and one mean per tensor give the same figures, and nothing leaves the devi
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torch import Tensor

@@ -23,7 +23,7 @@ from upgd_migrate.optim import _vgs_load as L
 from upgd_migrate.optim._vgs_load import (COMPATIBLE_VERSIONS, GLOBAL_KEYS, LEGACY_KEY,  # noqa: F401
                                           LEGACY_MEANINGS, STATE_FORMAT, STATISTICS_COUNT_KEY,
                                           TENSOR_KEYS, VGS_VERSION, LegacyVGSStateWarning,
-                                          version_label)
+                                          has_statistics, version_label)
 from upgd_migrate.optim._vgs_stats import step_stats
 
 _MEAN_SQ_FLOOR = 1e-12

@@ -132,7 +132,8 @@ def test_zero_mean_gradient_hits_the_clip():
 
 @pytest.mark.parametrize("missing", ["zeros", "none"])
 def test_a_tensor_without_statistics_counts_as_zero_in_the_percentile(missing):
-    """As the reference: its nv is 0 and it stays in the 90th percentile (lowering it)."""
+    """As the reference: its nv is 0 and it stays in the 90th percentile. A 0 at the bottom
+    shifts every other rank up, so the interpolated percentile moves towards the largest nv."""
     def grads(gen, step):
         out = _grads(gen, 0)
         out[0] = torch.zeros(SIZES[0]) if missing == "zeros" else None
@@ -143,7 +144,7 @@ def test_a_tensor_without_statistics_counts_as_zero_in_the_percentile(missing):
     gen = torch.Generator().manual_seed(0)
     for step in range(8):
         nvs_left_out.step(grads(gen, step)[1:])
-    assert got[-1] < nvs_left_out.factor()  # leaving it out would scale less
+    assert got[-1] < nvs_left_out.factor()  # here leaving it out would scale less
 
 
 @pytest.mark.parametrize("bad", [math.inf, math.nan])

@@ -140,9 +140,9 @@ class VarianceGradientScaler:
         if not self._parameters:
             return
         device = self._stats_device()
-        if self._param_grad_mean_ema is None:
+        stats = step_stats(self._parameters, device)  # refuses sparse gradients first
+        if self._param_grad_mean_ema is None:  # created even without gradients, as the reference
             self.__dict__.update(L.zero_statistics(self._parameters, device))
-        stats = step_stats(self._parameters, device)
         if stats is None:
             return
         idx = None if len(stats.index) == len(self._parameters) else self._index(stats.index)

@@ -14,11 +14,11 @@ GATE_ALL_EQUAL = 1.0 - torch.sigmoid(torch.tensor(-1.0)).item()  # n = 0 everywh
     ({"lr": -1.0}, "Invalid learning rate: -1.0"),
     ({"sigma": -1.0}, "Invalid sigma value: -1.0"),
     ({"weight_decay": -0.1}, "Invalid weight_decay value: -0.1"),
-    ({"beta_utility": 1.0}, "Invalid beta_utility value: 1.0"),
-    ({"beta1": -0.1}, "Invalid beta1 value: -0.1"),
-    ({"beta2": 1.5}, "Invalid beta2 value: 1.5"),
-    ({"eps": -1e-8}, "Invalid epsilon value: -1e-08"),
-    ({"noise_beta": 1.0}, "Invalid noise_beta value: 1.0"),
+    ({"beta_utility": 1.0}, "Invalid beta_utility parameter: 1.0"),
+    ({"beta1": -0.1}, "Invalid beta1 parameter: -0.1"),
+    ({"beta2": 1.5}, "Invalid beta2 parameter: 1.5"),
+    ({"eps": -1e-8}, "Invalid eps value: -1e-08"),
+    ({"noise_beta": 1.0}, "Invalid noise_beta parameter: 1.0"),
     ({"min_noise_std": -1.0}, "Invalid min_noise_std value: -1.0"),
 ])
 def test_adaptive_upgd_validation(kwargs, message):
@@ -32,7 +32,12 @@ def test_upgd_and_upgdw_validation():
         UPGD(p, sigma=-1.0)
     with pytest.raises(ValueError, match=r"^Invalid beta parameter at index 1: 1.0$"):
         UPGDW(p, betas=(0.9, 1.0))
-    with pytest.raises(ValueError, match="does not support amsgrad"):
+    with pytest.raises(ValueError, match=r"^Invalid epsilon value: -1.0$"):  # UPGDW's wording
+        UPGDW(p, eps=-1.0)
+    with pytest.raises(ValueError, match=r"^Invalid noise_beta parameter: 1.0$"):
+        UPGD(p, noise_beta=1.0)
+    # The reference raises NotImplementedError here, and callers catch that type.
+    with pytest.raises(NotImplementedError, match="does not support amsgrad"):
         UPGDW(p, amsgrad=True)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from upgd_migrate.optim.upgd import FORMAT_KEY
+from upgd_migrate.optim.vgs import version_label
 
 AUDIT_KEY = "upgd_migrate_audit"
 VGS_KEYS = frozenset({"enabled", "beta", "alpha", "eps", "warmup_steps", "step_count"})
@@ -52,5 +53,6 @@ def generation(sd: Mapping[str, Any], cls: str) -> str:
 
 
 def vgs_version(sd: Mapping[str, Any]) -> str:
-    return str(sd["vgs_version"]) if "vgs_version" in sd else "1"
+    """"1" for v1 (no label, or the reference's default label "1.0"), else the label."""
+    return version_label(sd)
 

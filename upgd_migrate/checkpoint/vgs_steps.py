@@ -18,7 +18,7 @@ _ORDER = ("enabled", "beta", "alpha", "eps", "warmup_steps", "step_count",
 
 
 def _version(sd: dict) -> str:
-    return str(sd["vgs_version"]) if "vgs_version" in sd else "1"
+    return V.version_label(sd)  # "1" also for the reference's default label "1.0"
 
 
 def _ordered(sd: dict) -> dict:
@@ -34,7 +34,10 @@ def _zeros(n: int) -> torch.Tensor:
           "move incompatible 2.0/3.0 statistics under legacy_statistics; restart live ones")
 def keep_legacy_statistics(sd: dict, ctx: Context) -> Outcome | None:
     version = _version(sd)
-    if version not in V.LEGACY_MEANINGS or not all(k in sd for k in V.TENSOR_KEYS):
+    # None statistics (a fresh or just-reloaded reference VGS) mean "none yet" in every version:
+    # nothing to keep.
+    if version not in V.LEGACY_MEANINGS or not all(isinstance(sd.get(k), torch.Tensor)
+                                                   for k in V.TENSOR_KEYS):
         return None
     meaning = V.LEGACY_MEANINGS[version]
     legacy = {"vgs_version": version, "meaning": meaning, **{k: sd[k] for k in V.TENSOR_KEYS}}
@@ -64,13 +67,14 @@ def upgrade_32(sd: dict, ctx: Context) -> Outcome | None:
     if not all(k in sd for k in V.TENSOR_KEYS):
         return None  # a v1 state we could not size: loads (with a warning) as it is
     missing = {**{k: v for k, v in _V32_DEFAULTS.items() if k not in sd}}
-    if V.STATISTICS_COUNT_KEY not in sd:
-        missing[V.STATISTICS_COUNT_KEY] = int(sd["step_count"])
+    if V.STATISTICS_COUNT_KEY not in sd:  # older states counted their statistics by steps
+        missing[V.STATISTICS_COUNT_KEY] = int(sd["step_count"]) if V.has_statistics(sd) else 0
     if sd.get("upgd_migrate_format") != V.STATE_FORMAT:
         missing["upgd_migrate_format"] = V.STATE_FORMAT
     if _version(sd) == V.VGS_VERSION and not missing:
         return None
     new = _ordered({**sd, **missing, "vgs_version": V.VGS_VERSION})
     added = ", ".join(k for k in missing if k not in sd)
+    none_yet = "" if V.has_statistics(sd) else "; no statistics yet, they start at the next step"
     return Outcome(new, [Note("info", f"VGS {_version(sd)} -> {V.VGS_VERSION}"
-                                      + (f" (added {added})" if added else ""))])
+                                      + (f" (added {added})" if added else "") + none_yet)])

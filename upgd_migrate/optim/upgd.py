@@ -34,15 +34,16 @@ def _check(ok: bool, what: str, value: Any) -> None:
 
 
 def _check_beta(name: str, value: float) -> None:
-    _check(0.0 <= value < 1.0, f"{name} value", value)
+    _check(0.0 <= value < 1.0, f"{name} parameter", value)  # the reference's wording
 
 
-def _check_common(lr: float, weight_decay: float, sigma: float, eps: float | None) -> None:
+def _check_common(lr: float, weight_decay: float, sigma: float, eps: float | None,
+                  eps_name: str = "eps") -> None:
     _check(lr >= 0.0, "learning rate", lr)
     _check(weight_decay >= 0.0, "weight_decay value", weight_decay)
     _check(sigma >= 0.0, "sigma value", sigma)
     if eps is not None:
-        _check(eps >= 0.0, "epsilon value", eps)
+        _check(eps >= 0.0, f"{eps_name} value", eps)
 
 
 def _check_noise(noise_beta: float, min_noise_std: float) -> None:
@@ -232,7 +233,7 @@ class UPGD(_UPGDBase):
 class UPGDW(_UPGDBase):
     """AdamW-style UPGD with the reference signature: ``betas[1]`` doubles as the utility decay.
 
-    Fixed noise only (``sigma`` is an absolute std); ``amsgrad=True`` is refused.
+    Fixed noise only (``sigma`` is an absolute std); ``amsgrad=True`` raises NotImplementedError.
     """
 
     _moment_keys = ("exp_avg", "exp_avg_sq")
@@ -242,11 +243,12 @@ class UPGDW(_UPGDBase):
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.01, sigma: float = 0.001, amsgrad: bool = False, *,
                  foreach: Optional[bool] = None) -> None:
-        _check_common(lr, weight_decay, sigma, eps)
+        _check_common(lr, weight_decay, sigma, eps, eps_name="epsilon")  # as the reference UPGDW
         for index, beta in enumerate(betas):
             _check(0.0 <= beta < 1.0, f"beta parameter at index {index}", beta)
-        if amsgrad:
-            raise ValueError("Invalid amsgrad value: True (UPGDW does not support amsgrad)")
+        if amsgrad:  # NotImplementedError, as the reference raises: callers catch that type
+            raise NotImplementedError("UPGDW does not support amsgrad: AMSGrad's max(v) is "
+                                      "not combined with the utility gate; use amsgrad=False")
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps,
                                       weight_decay=weight_decay, sigma=sigma, amsgrad=amsgrad,
                                       foreach=foreach))

@@ -1,279 +1,277 @@
-"""Variance Gradient Scaler (VGS) v3.2, and a loader for every legacy VGS state layout.
+"""Variance Gradient Scaler (VGS) v3.2 with the reference's interface, and a loader for every
+legacy VGS state layout (v1, 2.0, 3.0, 3.1, 3.2, and the "no statistics yet" layout of each).
 
 VGS multiplies all gradients by one scalar ``c`` that shrinks when per-tensor gradient noise
 (variance relative to the squared mean) is high. Call order in training, as in the reference:
 ``backward -> scale_gradients -> clip_grad_norm_ -> optimizer.step -> step``. ``step()`` therefore
-reads gradients *after* they were scaled: the statistics are those of scaled gradients. That is
-how the reference call order works, and the saved statistics of every version mean exactly that.
+reads gradients *after* they were scaled: the statistics are those of scaled gradients.
+
+Attribute names are the reference's (``_parameters``, ``_step_count``, ``_param_grad_mean_ema``,
+...), so code that reads them, and pickles written by either class, keep working. The reference's
+global EMAs (``_grad_mean_ema`` ...) live on the device as one vector and become floats only when
+read, saved, pickled or logged: without a logger, ``step()`` never waits for the device.
 """
 from __future__ import annotations
 
-import copy
-import math
 import warnings
 from collections.abc import Iterable
 from typing import Any
 
 import torch
 
-VGS_VERSION = "3.2"
-STATE_FORMAT = 1
-LEGACY_KEY = "legacy_statistics"
-# EMA updates since the per-parameter statistics were last (re)started. Bias correction divides
-# by 1 - beta**this, not by 1 - beta**step_count: after a legacy load resets the statistics but
-# keeps step_count (so warmup is not re-applied), correcting by step_count would read the
-# nearly empty EMAs as settled and collapse the factor for hundreds of steps.
-STATISTICS_COUNT_KEY = "statistics_step_count"
-GLOBAL_KEYS = ("grad_mean_ema", "grad_var_ema", "grad_norm_ema", "grad_max_ema")
-TENSOR_KEYS = ("param_grad_mean_ema", "param_grad_sq_ema", "param_numel")
-COMPATIBLE_VERSIONS = frozenset({"3.1", "3.2"})
-# Same key names as 3.1, different statistics: never fed to today's algorithm (DOMAIN.md 6).
-LEGACY_MEANINGS = {
-    "2.0": "EMA of E|g| / EMA of Var(g)",
-    "3.0": "EMA of mean(g) / EMA of mean(g)^2",
-}
-_HYPER_KEYS = ("enabled", "beta", "alpha", "eps", "warmup_steps")
-_V32_KEYS = ("min_scaling_factor", "variance_cap")
-_KNOWN_KEYS = frozenset(
-    _HYPER_KEYS + _V32_KEYS + GLOBAL_KEYS + TENSOR_KEYS
-    + ("step_count", STATISTICS_COUNT_KEY, "vgs_version", "upgd_migrate_format", LEGACY_KEY)
-)
+from upgd_migrate.optim import _vgs_load as L
+from upgd_migrate.optim._vgs_load import (COMPATIBLE_VERSIONS, GLOBAL_KEYS, LEGACY_KEY,  # noqa: F401
+                                          LEGACY_MEANINGS, STATE_FORMAT, STATISTICS_COUNT_KEY,
+                                          TENSOR_KEYS, VGS_VERSION, LegacyVGSStateWarning,
+                                          has_statistics, version_label)
+from upgd_migrate.optim._vgs_stats import step_stats
+
 _MEAN_SQ_FLOOR = 1e-12
 _NV_CLIP = 1e6
 _QUANTILE = 0.9
+_GLOBAL_ATTRS = tuple(f"_{k}" for k in GLOBAL_KEYS)  # the reference's attribute names
+_STAT_ATTRS = tuple(f"_{k}" for k in TENSOR_KEYS)
+# Never pickled: parameters go stale on load (relinked by update_parameters), loggers rarely
+# pickle, the global EMA vector is pickled as the reference's four floats, caches are rebuilt.
+_NOT_PICKLED = frozenset({"_parameters", "_logger", "_global_ema", "_index_cache"})
 
 
-def _copy(value: Any) -> Any:
-    """An independent copy; tensors keep dtype, shape and bits."""
-    return value.detach().clone() if isinstance(value, torch.Tensor) else copy.deepcopy(value)
+def _global_attr(i: int) -> property:
+    def get(self: VarianceGradientScaler) -> float | None:
+        return None if self._global_ema is None else float(self._global_ema[i])
 
-
-class LegacyVGSStateWarning(UserWarning):
-    """A legacy VGS state was loaded whose statistics today's algorithm cannot use."""
-
-
-def _collect_params(parameters: Any) -> list[torch.Tensor]:
-    """Flatten tensors or param-group dicts into one list; its order is the on-disk layout."""
-    if isinstance(parameters, torch.Tensor):
-        parameters = [parameters]
-    params: list[torch.Tensor] = []
-    for item in parameters:
-        if isinstance(item, dict):
-            group = item["params"]
-            params.extend([group] if isinstance(group, torch.Tensor) else group)
-        else:
-            params.append(item)
-    if not params:
-        raise ValueError("VarianceGradientScaler got an empty parameter list")
-    if len({id(p) for p in params}) != len(params):
-        # A repeated tensor would be scaled twice (c**2) by scale_gradients.
-        raise ValueError("some parameters appear more than once in the VGS parameter list")
-    return params
-
-
-def _validate(beta: float, alpha: float, eps: float, warmup_steps: int,
-              min_scaling_factor: float, variance_cap: float | None) -> None:
-    """Refuse values that make c undefined or meaningless, in torch.optim's message style."""
-    if not 0.0 <= beta < 1.0:
-        raise ValueError(f"Invalid beta value: {beta}")
-    if not (alpha >= 0.0 and math.isfinite(alpha)):
-        raise ValueError(f"Invalid alpha value: {alpha}")
-    if not (eps >= 0.0 and math.isfinite(eps)):
-        raise ValueError(f"Invalid epsilon value: {eps}")
-    if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
-        raise ValueError(f"Invalid warmup_steps value: {warmup_steps}")
-    if not 0.0 <= min_scaling_factor <= 1.0:
-        raise ValueError(f"Invalid min_scaling_factor value: {min_scaling_factor}")
-    if variance_cap is not None and not variance_cap >= 0.0:
-        raise ValueError(f"Invalid variance_cap value: {variance_cap}")
+    def set_(self: VarianceGradientScaler, value: float | None) -> None:
+        values = self._global_floats()
+        values[i] = value
+        self._set_global(values)
+    return property(get, set_)
 
 
 class VarianceGradientScaler:
     """Scale all gradients by one factor that falls as per-tensor gradient noise rises (VGS v3.2).
 
-    When ``enabled`` is False the factor is always 1 and gradients are untouched, but ``step()``
-    still counts and still updates the statistics, so the bias correction (which assumes every
-    counted step updated the EMAs) stays right if the scaler is enabled later.
+    ``parameters=None`` tracks nothing (factor 1) until ``update_parameters``. When ``enabled`` is
+    False the factor is 1, but ``step()`` still counts and updates the statistics. With a
+    ``logger`` (anything with ``record(key, value)``) each ``step()`` records the ``vgs/*`` keys.
     """
 
-    def __init__(self, parameters: Iterable[Any], enabled: bool = True, beta: float = 0.99,
-                 alpha: float = 0.1, eps: float = 1e-8, warmup_steps: int = 100,
+    def __init__(self, parameters: Iterable[Any] | None = None, enabled: bool = True,
+                 beta: float = 0.99, alpha: float = 0.1, eps: float = 1e-8,
+                 warmup_steps: int = 100, track_per_param: bool = False, logger: Any = None,
                  min_scaling_factor: float = 0.1, variance_cap: float | None = 50.0) -> None:
-        _validate(beta, alpha, eps, warmup_steps, min_scaling_factor, variance_cap)
-        self.params = _collect_params(parameters)
+        L.validate(beta, alpha, eps, warmup_steps, min_scaling_factor, variance_cap, strict=True)
         self.enabled = bool(enabled)
-        self.beta, self.alpha, self.eps = beta, alpha, eps
-        self.warmup_steps = warmup_steps
-        self.min_scaling_factor, self.variance_cap = min_scaling_factor, variance_cap
-        self.step_count = 0
-        self.statistics_step_count = 0
-        self.global_statistics: dict[str, float | None] = dict.fromkeys(GLOBAL_KEYS)
+        self.beta, self.alpha, self.eps = float(beta), float(alpha), float(eps)
+        self.warmup_steps = int(warmup_steps)
+        self.track_per_param = True  # the reference ignores it too: statistics are per tensor
+        self.min_scaling_factor = float(min_scaling_factor)
+        self.variance_cap = None if variance_cap is None else float(variance_cap)
+        self._logger = logger
+        self._step_count = 0
+        self._parameters = None if parameters is None else L.collect_params(parameters)
+        self.__dict__.update(L.fresh_statistics(), _global_ema=None)
         self.legacy_statistics: dict[str, Any] | None = None
         self.extra_state: dict[str, Any] = {}
-        self._reset_statistics()
 
-    def _reset_statistics(self) -> None:
-        """Zero EMAs on the first parameter's device; float32 is the on-disk layout."""
-        device = self.params[0].device
-        n = len(self.params)
-        self.param_grad_mean_ema = torch.zeros(n, dtype=torch.float32, device=device)
-        self.param_grad_sq_ema = torch.zeros(n, dtype=torch.float32, device=device)
-        numel = [float(p.numel()) for p in self.params]
-        self.param_numel = torch.tensor(numel, dtype=torch.float32, device=device)
+    _grad_mean_ema, _grad_var_ema, _grad_norm_ema, _grad_max_ema = (
+        _global_attr(i) for i in range(4))
 
-    def _normalised_variances(self) -> torch.Tensor:
-        """Per-tensor nv in float64; NaN marks tensors without statistics (nanquantile skips it)."""
-        correction = 1.0 - self.beta ** self.statistics_step_count
-        mean = self.param_grad_mean_ema.double() / correction
-        sq = self.param_grad_sq_ema.double() / correction
+    # --- names this package used before it took the reference's ---
+    params = property(lambda self: self._parameters)
+    statistics_step_count = property(lambda self: self._statistics_step_count)
+    param_grad_mean_ema = property(lambda self: self._param_grad_mean_ema)
+    param_grad_sq_ema = property(lambda self: self._param_grad_sq_ema)
+    param_numel = property(lambda self: self._param_numel)
+    global_statistics = property(lambda self: dict(zip(GLOBAL_KEYS, self._global_floats())))
+
+    @property
+    def step_count(self) -> int:
+        return self._step_count
+
+    @step_count.setter
+    def step_count(self, value: int) -> None:
+        self._step_count = int(value)
+
+    def _global_floats(self) -> list[float | None]:
+        return [None] * 4 if self._global_ema is None else self._global_ema.tolist()
+
+    def _set_global(self, values: list[Any]) -> None:
+        device = self._stats_device()
+        self._global_ema = L.global_vector(values, device)
+
+    def _stats_device(self) -> torch.device:
+        if self._parameters:
+            return self._parameters[0].device
+        if self._param_grad_mean_ema is not None:
+            return self._param_grad_mean_ema.device
+        return torch.device("cpu")
+
+    def update_parameters(self, parameters: Iterable[Any]) -> None:
+        """Track these parameters; per-parameter statistics restart (as in the reference)."""
+        self._parameters = L.collect_params(parameters)
+        self.__dict__.update(L.fresh_statistics(), _global_ema=self._global_ema)
+        if self._global_ema is not None:
+            self._global_ema = self._global_ema.to(self._stats_device())
+
+    def _log(self, key: str, value: Any) -> None:
+        record = getattr(self._logger, "record", None)
+        if callable(record):
+            try:
+                record(key, float(value))
+            except Exception as e:  # a broken logger must not stop training (as the reference)
+                warnings.warn(f"VGS logger.record({key!r}) failed: {e}", RuntimeWarning,
+                              stacklevel=3)
+
+    @torch.no_grad()
+    def compute_gradient_statistics(self) -> dict[str, float]:
+        """This step's grad_norm, grad_mean (of |g|), grad_var (of |g|), grad_max, num_params."""
+        stats = None if not self._parameters else step_stats(self._parameters,
+                                                             self._stats_device())
+        if stats is None:
+            return {"grad_norm": 0.0, "grad_mean": 0.0, "grad_var": 0.0, "grad_max": 0.0,
+                    "num_params": 0}
+        mean, var, norm, top = stats.spatial.tolist()
+        return {"grad_norm": norm, "grad_mean": mean, "grad_var": var, "grad_max": top,
+                "num_params": len(stats.index)}
+
+    @torch.no_grad()
+    def update_statistics(self) -> None:
+        """Fold the current gradients into the EMAs (without counting a step)."""
+        if not self._parameters:
+            return
+        device = self._stats_device()
+        stats = step_stats(self._parameters, device)  # refuses sparse gradients first
+        if self._param_grad_mean_ema is None:  # created even without gradients, as the reference
+            self.__dict__.update(L.zero_statistics(self._parameters, device))
+        if stats is None:
+            return
+        idx = None if len(stats.index) == len(self._parameters) else self._index(stats.index)
+        b = self.beta
+        for ema, new in ((self._param_grad_mean_ema, stats.mean),
+                         (self._param_grad_sq_ema, stats.sq)):
+            if idx is None:
+                ema.mul_(b).add_(new, alpha=1.0 - b)
+            else:  # tensors without a gradient keep their EMA untouched
+                ema.index_copy_(0, idx, ema.index_select(0, idx).mul_(b).add_(new, alpha=1.0 - b))
+        self._statistics_step_count += 1
+        if self._global_ema is None:  # initialised with the first value, as the reference
+            self._global_ema = stats.spatial
+        else:
+            self._global_ema = self._global_ema.to(device).mul_(b).add_(stats.spatial,
+                                                                        alpha=1.0 - b)
+
+    def _index(self, index: list[int]) -> torch.Tensor:
+        """The device index of the tensors with a gradient, cached: no host copy per step."""
+        key = tuple(index)
+        cached = self.__dict__.get("_index_cache")
+        if cached is None or cached[0] != key:
+            cached = (key, torch.tensor(index, device=self._param_grad_mean_ema.device))
+            self._index_cache = cached
+        return cached[1]
+
+    def _per_param_nv(self) -> torch.Tensor | None:
+        """Per-tensor normalised variance (float64, on device), or None without statistics.
+
+        Bias-corrected by the statistics' own update count (a documented correction: the
+        reference divides by ``1 - beta**step_count``, which reads restarted EMAs as settled).
+        """
+        if (self._param_grad_mean_ema is None or self._statistics_step_count == 0
+                or self._step_count == 0):
+            return None
+        correction = 1.0 - self.beta ** self._statistics_step_count
+        mean = self._param_grad_mean_ema.double() / correction
+        sq = self._param_grad_sq_ema.double() / correction
         var = (sq - mean.square()).clamp_min(0.0)
         nv = var / (mean.square().clamp_min(_MEAN_SQ_FLOOR) + self.eps)
-        nv = torch.where(torch.isfinite(nv), nv, torch.zeros_like(nv))
-        # A tensor that never had a nonzero gradient carries no information about noise.
-        has_stats = (self.param_grad_mean_ema != 0) | (self.param_grad_sq_ema != 0)
-        return torch.where(has_stats, nv, torch.full_like(nv, math.nan))
+        return torch.where(torch.isfinite(nv), nv, torch.zeros_like(nv))
 
-    def get_scaling_factor(self) -> float:
-        """Return c; one host sync (the final ``item``), everything before it stays on device."""
-        if (not self.enabled or self.step_count < self.warmup_steps
-                or self.statistics_step_count == 0):
-            return 1.0
-        nv = torch.nanquantile(self._normalised_variances(), _QUANTILE, interpolation="linear")
-        nv = torch.nan_to_num(nv, nan=0.0).clamp(0.0, _NV_CLIP)  # all-NaN: no statistics yet
+    def _global_nv(self) -> torch.Tensor | None:
+        """90th percentile over every tracked tensor (one without a gradient yet counts as 0)."""
+        nv = self._per_param_nv()
+        if nv is None or nv.numel() == 0:
+            return None
+        return torch.quantile(nv, _QUANTILE).clamp(0.0, _NV_CLIP)
+
+    @torch.no_grad()
+    def get_normalized_variance(self) -> float:
+        nv = self._global_nv()
+        return 0.0 if nv is None else float(nv)
+
+    def _factor(self) -> torch.Tensor | None:
+        """c on device, or None when it is 1 for a reason the host knows (no sync)."""
+        if not self.enabled or self._step_count < self.warmup_steps:
+            return None
+        nv = self._global_nv()
+        if nv is None:
+            return None
         if self.variance_cap is not None:
             nv = nv.clamp_max(self.variance_cap)
-        c = (1.0 / (1.0 + self.alpha * nv)).clamp(self.min_scaling_factor, 1.0)
-        return float(c.item())
+        return (1.0 / (1.0 + self.alpha * nv)).clamp(self.min_scaling_factor, 1.0)
+
+    @torch.no_grad()
+    def get_scaling_factor(self) -> float:
+        c = self._factor()
+        return 1.0 if c is None else float(c)
 
     @torch.no_grad()
     def scale_gradients(self) -> float:
-        """Multiply every existing gradient by the same c and return c."""
+        """Multiply every existing gradient by the same c and return c (1.0 without parameters)."""
+        if not self._parameters:
+            return 1.0
         c = self.get_scaling_factor()
-        if c != 1.0:
-            for p in self.params:
-                if p.grad is not None:
-                    p.grad.mul_(c)
+        if c < 1.0:
+            grads = [p.grad for p in self._parameters if p.grad is not None]
+            if grads:
+                torch._foreach_mul_(grads, c)
         return c
 
     @torch.no_grad()
     def step(self) -> None:
-        """Count the step, then fold the current (already scaled) gradients into the EMAs."""
-        self.step_count += 1
-        index, means, sqs = [], [], []
-        device = self.param_grad_mean_ema.device
-        for i, p in enumerate(self.params):
-            if p.grad is None:
-                continue  # its EMA stays untouched
-            if p.grad.is_sparse:
-                raise RuntimeError("VarianceGradientScaler does not support sparse gradients")
-            g = p.grad.detach().to(torch.float32)
-            index.append(i)
-            means.append(g.mean().to(device))
-            sqs.append(g.square().mean().to(device))
-        if not index:
-            return
-        self.statistics_step_count += 1
-        idx = torch.tensor(index, device=device)
-        for ema, new in ((self.param_grad_mean_ema, means), (self.param_grad_sq_ema, sqs)):
-            ema[idx] = self.beta * ema[idx] + (1.0 - self.beta) * torch.stack(new)
+        """Count the step, fold the current (already scaled) gradients in, log if a logger."""
+        self._step_count += 1
+        self.update_statistics()
+        if self._logger is not None:
+            for key, value in L.log_values(self).items():
+                self._log(key, value)
+
+    @torch.no_grad()
+    def reset_statistics(self) -> None:
+        """Forget every statistic and the step count (warmup starts again)."""
+        self._step_count = 0
+        self.__dict__.update(L.fresh_statistics(), _global_ema=None)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The reference's attribute layout, without parameters and logger (relinked later)."""
+        state = {k: v for k, v in self.__dict__.items() if k not in _NOT_PICKLED}
+        state.update(zip(_GLOBAL_ATTRS, self._global_floats()))
+        for key in _STAT_ATTRS:  # on the CPU, so the pickle also loads where there is no GPU
+            if state.get(key) is not None:
+                state[key] = state[key].detach().cpu().clone()
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Accept our layout, the reference's (any version) and this package's older one."""
+        state = L.reference_layout(state)
+        values = [state.pop(k, None) for k in _GLOBAL_ATTRS]
+        self.__dict__.update(L.pickle_defaults(state))
+        self.__dict__.update(_parameters=None, _logger=None, _global_ema=None)
+        self._set_global(values)
 
     def state_dict(self) -> dict[str, Any]:
         """The v3.2 layout (plain scalars, None, str, tensors: loadable with weights_only=True)."""
-        state: dict[str, Any] = {k: getattr(self, k) for k in _HYPER_KEYS}
-        state["step_count"] = self.step_count
-        state[STATISTICS_COUNT_KEY] = self.statistics_step_count
-        state.update(self.global_statistics)
-        for key in TENSOR_KEYS:
-            state[key] = getattr(self, key).clone()
-        state.update(vgs_version=VGS_VERSION, min_scaling_factor=self.min_scaling_factor,
-                     variance_cap=self.variance_cap, upgd_migrate_format=STATE_FORMAT)
-        if self.legacy_statistics is not None:
-            state[LEGACY_KEY] = copy.deepcopy(self.legacy_statistics)
-        state.update(copy.deepcopy(self.extra_state))
-        return state
+        return L.state_dict_of(self)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load any VGS state (v1, 2.0, 3.0, 3.1, 3.2); nothing in it is silently dropped."""
-        sd = dict(state_dict)
-        missing = [k for k in (*_HYPER_KEYS, "step_count") if k not in sd]
-        if missing:
-            raise ValueError(f"VGS state lacks required keys {missing}")
-        version = str(sd["vgs_version"]) if "vgs_version" in sd else "1"
-        if version not in COMPATIBLE_VERSIONS and version not in LEGACY_MEANINGS and version != "1":
-            raise ValueError(f"Unsupported VGS state version {version!r} "
-                             "(supported: v1, 2.0, 3.0, 3.1, 3.2)")
-        fmt = sd.get("upgd_migrate_format", STATE_FORMAT)
-        if fmt > STATE_FORMAT:
-            raise ValueError(f"VGS state has upgd_migrate_format {fmt}; this version reads "
-                             f"up to {STATE_FORMAT}: upgrade upgd-migrate")
-        saved = self._saved_statistics(sd)
-        if version in COMPATIBLE_VERSIONS and not saved:
-            raise ValueError(f"VGS state version {version} lacks its per-parameter statistics "
-                             f"{list(TENSOR_KEYS)}")
-        self._load_hyperparameters(sd)
-        self.global_statistics = {k: sd.get(k) for k in GLOBAL_KEYS}
-        self.legacy_statistics = copy.deepcopy(sd.get(LEGACY_KEY))
-        self.extra_state = copy.deepcopy({k: v for k, v in sd.items() if k not in _KNOWN_KEYS})
-        self._reset_statistics()
-        if version in COMPATIBLE_VERSIONS:
-            for key, value in saved.items():
-                setattr(self, key, value)
-            # Older states counted their statistics by step_count alone.
-            self.statistics_step_count = int(sd.get(STATISTICS_COUNT_KEY, self.step_count))
-        else:
-            self.statistics_step_count = 0
-            self._keep_legacy(version, sd)
+        loaded = L.read_state(state_dict, self)
+        self.__dict__.update(loaded.attributes)
+        self._set_global(loaded.global_values)
+        if loaded.warning:
+            warnings.warn(loaded.warning, LegacyVGSStateWarning, stacklevel=2)
 
-    def _load_hyperparameters(self, sd: dict[str, Any]) -> None:
-        """Saved hyperparameters win (as in torch.optim); v3.2-only ones default to ours."""
-        values = {k: sd[k] for k in _HYPER_KEYS}
-        msf = sd.get("min_scaling_factor", self.min_scaling_factor)
-        cap = sd.get("variance_cap", self.variance_cap)
-        _validate(values["beta"], values["alpha"], values["eps"], values["warmup_steps"], msf, cap)
-        self.enabled = bool(values["enabled"])
-        self.beta, self.alpha, self.eps = values["beta"], values["alpha"], values["eps"]
-        self.warmup_steps = values["warmup_steps"]
-        self.min_scaling_factor, self.variance_cap = msf, cap
-        self.step_count = int(sd["step_count"])
-
-    def _saved_statistics(self, sd: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """Copy the per-parameter tensors onto our device, refusing a different parameter count."""
-        present = [k for k in TENSOR_KEYS if k in sd]
-        if not present:
-            return {}
-        if len(present) != len(TENSOR_KEYS):
-            raise ValueError(f"VGS state has {present} but not all of {list(TENSOR_KEYS)}")
-        device, n = self.params[0].device, len(self.params)
-        saved = {}
-        for key in TENSOR_KEYS:
-            value = torch.as_tensor(sd[key]).detach()
-            saved[key] = value.to(device=device, dtype=torch.float32, copy=True).reshape(-1)
-            if saved[key].numel() != n:
-                raise ValueError(f"VGS state holds {saved[key].numel()} saved entries in {key!r} "
-                                 f"but this scaler has {n} parameters: the state belongs to a "
-                                 "different model or parameter order")
-        # Same count but other sizes: the statistics would land on the wrong tensors.
-        ours, theirs = self.param_numel.cpu(), saved["param_numel"].cpu()
-        wrong = ((theirs != ours) & (theirs != 0)).nonzero().flatten().tolist()
-        if wrong:
-            i = wrong[0]
-            raise ValueError(f"VGS state param_numel[{i}] is {theirs[i].item():g} but parameter "
-                             f"{i} has {ours[i].item():g} elements: the state belongs to a "
-                             "different model or parameter order")
-        return saved
-
-    def _keep_legacy(self, version: str, sd: dict[str, Any]) -> None:
-        """Keep statistics we cannot use under LEGACY_KEY and say so; live ones stay zero."""
-        if version == "1":
-            message = ("VGS v1 state has no per-parameter statistics: live statistics start at "
-                       f"zero; its global statistics {list(GLOBAL_KEYS)} are kept as loaded")
-        else:
-            meaning = LEGACY_MEANINGS[version]
-            self.legacy_statistics = {"vgs_version": version, "meaning": meaning}
-            self.legacy_statistics.update({k: _copy(sd[k]) for k in TENSOR_KEYS if k in sd})
-            message = (f"VGS state version {version} holds incompatible per-parameter statistics "
-                       f"({meaning}): live statistics were reset to zero and the old ones kept "
-                       f"under {LEGACY_KEY!r}")
-        warnings.warn(f"{message}; step_count {self.step_count} was preserved, so warmup is not "
-                      "re-applied, and the new statistics are bias-corrected from their own start",
-                      LegacyVGSStateWarning, stacklevel=3)
+    def __repr__(self) -> str:
+        return (f"VarianceGradientScaler(enabled={self.enabled}, beta={self.beta}, "
+                f"alpha={self.alpha}, eps={self.eps}, warmup_steps={self.warmup_steps}, "
+                f"min_scaling_factor={self.min_scaling_factor}, "
+                f"variance_cap={self.variance_cap}, step_count={self._step_count}, "
+                f"version={VGS_VERSION})")

@@ -20,7 +20,7 @@ from upgd_migrate.verify import verdicts
 from upgd_migrate.verify.verdicts import Check, StateReport
 from upgd_migrate.checkpoint.detect import generation, optimizer_class, vgs_version
 from upgd_migrate.optim import UPGD, UPGDW, AdaptiveUPGD, NoiseRecorder, VarianceGradientScaler
-from upgd_migrate.optim.vgs import LegacyVGSStateWarning
+from upgd_migrate.optim.vgs import LegacyVGSStateWarning, has_statistics
 
 SCALES = (0.5, 0.1)
 DEFAULT_STEPS = 32
@@ -162,22 +162,38 @@ def verify_optimizer(sd: Mapping[str, Any], where: str, vgs_state=None,
 def verify_vgs(sd: Mapping[str, Any], where: str,
                numels: Sequence[int] | None = None) -> StateReport:
     """Load into the packaged scaler (sized by the state's param_numel, else the optimizer's)."""
-    report = StateReport(where, "vgs", "VarianceGradientScaler", f"v{vgs_version(sd)}")
+    version = vgs_version(sd)
+    report = StateReport(where, "vgs", "VarianceGradientScaler", f"v{version}")
     numel = sd.get("param_numel")
     if not isinstance(numel, torch.Tensor) and numels:
         numel = torch.tensor([float(n) for n in numels])
-    if not isinstance(numel, torch.Tensor):
+    # None statistics: a reference VGS saved before its first step or right after a trainer
+    # load (update_parameters resets them); in any version this means "none yet".
+    none_yet = version != "1" and not has_statistics(sd)
+    if not isinstance(numel, torch.Tensor) and not none_yet:
         report.checks.append(Check("loads", False, "no param_numel: cannot size the scaler "
                                                    "(a v1 state; migrate it with its optimizer)"))
         return report
-    params = [torch.nn.Parameter(torch.zeros(max(int(n), 1))) for n in numel.tolist()]
+    params = None if not isinstance(numel, torch.Tensor) else [
+        torch.nn.Parameter(torch.zeros(max(int(n), 1))) for n in numel.tolist()]
     vgs = VarianceGradientScaler(params)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", LegacyVGSStateWarning)
-        vgs.load_state_dict(copy.deepcopy(dict(sd)))
+        try:
+            vgs.load_state_dict(copy.deepcopy(dict(sd)))
+        except ValueError as e:
+            report.checks.append(Check("loads", False, str(e)))
+            return report
     legacy = [str(w.message) for w in caught if issubclass(w.category, LegacyVGSStateWarning)]
-    report.checks.append(Check("loads", not legacy, legacy[0] if legacy else
-                               f"loads as VGS {vgs_version(sd)} without warnings"))
+    if legacy:
+        report.checks.append(Check("loads", False, legacy[0]))
+    elif none_yet:
+        report.checks.append(Check("loads", True, f"loads as VGS {version} with no statistics "
+                                                  "yet (saved before its first step or right "
+                                                  "after a trainer load): they start at the "
+                                                  "next step"))
+    else:
+        report.checks.append(Check("loads", True, f"loads as VGS {version} without warnings"))
     factor = vgs.get_scaling_factor()
     report.metrics["factor"] = factor
     report.checks.append(Check("finite", math.isfinite(factor), f"scaling factor {factor:.4g}"))

@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from upgd_migrate.optim import _dist
+
 VGS_VERSION = "3.2"
 STATE_FORMAT = 1
 LEGACY_KEY = "legacy_statistics"
@@ -159,19 +161,20 @@ class VarianceGradientScaler:
     def step(self) -> None:
         """Count the step, then fold the current (already scaled) gradients into the EMAs."""
         self.step_count += 1
-        index, means, sqs = [], [], []
+        index, grads = [], []
         device = self.param_grad_mean_ema.device
         for i, p in enumerate(self.params):
             if p.grad is None:
                 continue  # its EMA stays untouched
             if p.grad.is_sparse:
                 raise RuntimeError("VarianceGradientScaler does not support sparse gradients")
-            g = p.grad.detach().to(torch.float32)
             index.append(i)
-            means.append(g.mean().to(device))
-            sqs.append(g.square().mean().to(device))
+            grads.append(p.grad)
         if not index:
             return
+        # Whole-tensor statistics, also for FSDP2 shards (one collective), so c is one value
+        # on every rank.
+        means, sqs = _dist.grad_moments(grads, device)
         self.statistics_step_count += 1
         idx = torch.tensor(index, device=device)
         for ema, new in ((self.param_grad_mean_ema, means), (self.param_grad_sq_ema, sqs)):

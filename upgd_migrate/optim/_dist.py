@@ -48,10 +48,23 @@ def is_dtensor(t: Any) -> bool:
     return cls is not None and isinstance(t, cls)
 
 
+def any_dtensor(tensors: list[Tensor]) -> bool:
+    """Whether any is a DTensor; free without a process group (a DTensor needs one), so one
+    process pays nothing per step."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return False
+    cls = _dtensor_type()
+    return cls is not None and any(isinstance(t, cls) for t in tensors)
+
+
 def local(t: Tensor) -> Tensor:
     """The local shard of a DTensor (the same tensor object every step under no_grad, so the
     fast paths' cached buffers stay valid); any other tensor as it is."""
     return t.to_local() if is_dtensor(t) else t
+
+
+def unchanged(t: Tensor) -> Tensor:
+    return t
 
 
 # ------------------------------------------------------------------------------- noise streams
@@ -157,14 +170,8 @@ def _process_group(meshes: list) -> Any:
                               "are not supported in one optimizer")
 
 
-def sharding_of(params: list[Tensor], cache: dict) -> Sharding | None:
-    """The group's sharding, or None when no parameter is a DTensor (cached per parameter set)."""
-    if not any(is_dtensor(p) for p in params):
-        return None
-    ids = tuple(id(p) for p in params)
-    hit = cache.get(ids)
-    if hit is not None:
-        return hit
+def sharding_of(params: list[Tensor]) -> Sharding:
+    """Where the pieces of ``params`` (some of them DTensors) live."""
     meshes = [p.device_mesh for p in params if is_dtensor(p)]
     group = _process_group(meshes)
     first = dist.get_rank(group) == 0 if group is not None else dist.get_rank() == 0
@@ -174,8 +181,7 @@ def sharding_of(params: list[Tensor], cache: dict) -> Sharding | None:
         numels.append(p.numel())
         primary.append(is_primary)
         keys.append(key)
-    hit = cache[ids] = Sharding(group, numels, primary, keys, list(params))
-    return hit
+    return Sharding(group, numels, primary, keys, list(params))
 
 
 def all_reduce_sum(values: Tensor, sharding: Sharding) -> Tensor:
@@ -207,10 +213,10 @@ def grad_moments(grads: list[Tensor], device: torch.device) -> tuple[list[Tensor
     rank). DTensors: local sums, one collective for all tensors, divided by the whole numel, so
     every rank gets the same statistics, and the same factor.
     """
-    if not any(is_dtensor(g) for g in grads):
+    if not any_dtensor(grads):
         gs = [g.detach().to(torch.float32) for g in grads]
         return [g.mean().to(device) for g in gs], [g.square().mean().to(device) for g in gs]
-    sharding = sharding_of(grads, {})
+    sharding = sharding_of(grads)
     pieces = [local(g).detach().to(torch.float64) for g in grads]
     sums = torch.stack([torch.stack([g.sum(), g.square().sum()]) for g in pieces]).T
     sums = all_reduce_sum(sums.contiguous(), sharding)

@@ -139,6 +139,20 @@ def ema_bias_corrections(batch: GroupBatch) -> list[float]:
     return [1.0 / (1.0 - nb**k) for k in batch.noise_steps]
 
 
+def utility_range(batches: list[GroupBatch], ranges: list) -> tuple[Tensor, Tensor]:
+    """Min and max of ``û`` over every tensor of the optimizer, from each group's (min, max) or
+    None (no elements); over every rank's shards (one collective) when the params are sharded."""
+    device = batches[0].params[0].device
+    inf = torch.full((), torch.inf, device=device)
+    ranges = [r if r is not None else (inf, -inf) for r in ranges]
+    lo = torch.stack([r[0].to(device) for r in ranges]).min()
+    hi = torch.stack([r[1].to(device) for r in ranges]).max()
+    shardings = [b.sharding for b in batches if b.sharding is not None]
+    if shardings:
+        lo, hi = _dist.whole_range(lo, hi, shardings[0].group)
+    return lo, hi
+
+
 # ---------------------------------------------------------------- single-tensor reference
 
 

@@ -98,6 +98,8 @@ class _UPGDBase(Optimizer):
         batch = F.GroupBatch(hp=self._hyperparameters(group, index))
         ema_path = batch.hp.get("adaptive_noise") and not batch.hp.get("instant_noise_scale", True)
         stepping = []
+        # DTensors (FSDP2) step on their local shards, where the fast paths apply.
+        local = _dist.local if _dist.any_dtensor(group["params"]) else _dist.unchanged
         for p in group["params"]:
             if p.grad is None:
                 continue
@@ -105,17 +107,18 @@ class _UPGDBase(Optimizer):
             self._ensure_state(p, state)
             state["step"] = int(state["step"]) + 1
             stepping.append(p)
-            # DTensors (FSDP2) step on their local shards, where the fast paths apply.
-            batch.params.append(_dist.local(p))
-            batch.grads.append(_dist.local(p.grad))
-            batch.utils.append(_dist.local(state["avg_utility"]))
+            batch.params.append(local(p))
+            batch.grads.append(local(p.grad))
+            batch.utils.append(local(state["avg_utility"]))
             batch.steps.append(state["step"])
             if self._moment_keys is not None:
-                batch.exp_avgs.append(_dist.local(state[self._moment_keys[0]]))
-                batch.exp_avg_sqs.append(_dist.local(state[self._moment_keys[1]]))
+                batch.exp_avgs.append(local(state[self._moment_keys[0]]))
+                batch.exp_avg_sqs.append(local(state[self._moment_keys[1]]))
             if ema_path:
                 self._ensure_noise_ema(p, state, batch)
-        batch.sharding = _dist.sharding_of(stepping, self._scratch.setdefault("shardings", {}))
+        if local is _dist.local and stepping:
+            batch.sharding = F.cached_for(self._scratch, ("sharding", index), stepping,
+                                          lambda: _dist.sharding_of(stepping))
         return batch
 
     def _attach_noise_streams(self, batches: list[F.GroupBatch]) -> None:
@@ -198,27 +201,12 @@ class _UPGDBase(Optimizer):
             ranges = [M.utility_update(b, self._scratch) for b in batches]
         else:
             ranges = [F.single_utility_update(b) for b in batches]
-        lo, hi = self._utility_range(batches, ranges)
+        lo, hi = F.utility_range(batches, ranges)
         update = M.param_update if multi else F.single_param_update
         for b in batches:
             dev = b.params[0].device
             update(b, lo.to(dev), hi.to(dev), self._scratch, hook)
         return loss
-
-
-    @staticmethod
-    def _utility_range(batches: list[F.GroupBatch], ranges: list) -> tuple[Tensor, Tensor]:
-        """Min and max of ``û`` over every tensor; over every shard's piece (one collective)
-        when the parameters are sharded."""
-        device = batches[0].params[0].device
-        inf = torch.full((), torch.inf, device=device)
-        ranges = [r if r is not None else (inf, -inf) for r in ranges]
-        lo = torch.stack([r[0].to(device) for r in ranges]).min()
-        hi = torch.stack([r[1].to(device) for r in ranges]).max()
-        shardings = [b.sharding for b in batches if b.sharding is not None]
-        if shardings:
-            lo, hi = _dist.whole_range(lo, hi, shardings[0].group)
-        return lo, hi
 
 
 class AdaptiveUPGD(_UPGDBase):

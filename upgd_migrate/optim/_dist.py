@@ -33,14 +33,19 @@ def world_size() -> int:
     return 1
 
 
+_DTENSOR: list = []  # the DTensor class (or None), looked up once
+
+
 def _dtensor_type() -> type | None:
-    if not dist.is_available():
-        return None
-    try:
-        from torch.distributed.tensor import DTensor
-    except ImportError:  # pragma: no cover - torch builds without DTensor
-        return None
-    return DTensor
+    if not _DTENSOR:
+        cls = None
+        if dist.is_available():
+            try:
+                from torch.distributed.tensor import DTensor as cls
+            except ImportError:  # pragma: no cover - torch builds without DTensor
+                cls = None
+        _DTENSOR.append(cls)
+    return _DTENSOR[0]
 
 
 def is_dtensor(t: Any) -> bool:
@@ -58,9 +63,16 @@ def any_dtensor(tensors: list[Tensor]) -> bool:
 
 
 def local(t: Tensor) -> Tensor:
-    """The local shard of a DTensor (the same tensor object every step under no_grad, so the
-    fast paths' cached buffers stay valid); any other tensor as it is."""
-    return t.to_local() if is_dtensor(t) else t
+    """The local shard of a DTensor; any other tensor as it is.
+
+    The DTensor's own local tensor, the same object every step, so the fast paths' cached
+    buffers (keyed by tensor identity) stay valid: ``to_local()`` of a ``Parameter(DTensor)``
+    returns a fresh view each call, which would rebuild them every step.
+    """
+    if not is_dtensor(t):
+        return t
+    piece = getattr(t, "_local_tensor", None)
+    return piece if type(piece) in (Tensor, torch.nn.Parameter) else t.to_local()
 
 
 def unchanged(t: Tensor) -> Tensor:

@@ -54,11 +54,16 @@ def sigma_zero_matches_one_process() -> dict:
     for name, make in makers.items():
         ref, model = build(), sharded()
         opts = make(ref.parameters()), make(model.parameters())
+        buffers = []
         for x, y in batches(10):
             for m, o in zip((ref, model), opts):
                 loss_of(m, x, y).backward()
                 o.step()
                 o.zero_grad()
+            if "single" not in name:  # the multi-tensor step's reused gate buffer
+                buffers.append(id(opts[1]._scratch[("gate", 0)][1][0]))
+        if buffers:
+            out[f"buffers rebuilt {name}"] = len(set(buffers)) - 1
         out[name] = max(float((p.full_tensor() - q).abs().max())
                         for p, q in zip(model.parameters(), ref.parameters()))
     return out
@@ -157,7 +162,8 @@ def hsdp_replicas() -> dict:
 
 def scenario(rank: int, world: int) -> dict:
     torch.manual_seed(100 + rank)
-    out = {"sigma0 " + k: v for k, v in sigma_zero_matches_one_process().items()}
+    out = {("" if k.startswith("buffers") else "sigma0 ") + k: v
+           for k, v in sigma_zero_matches_one_process().items()}
     out.update(noise_ratios())
     out.update(uneven_pieces(rank))
     out.update(vgs_factor())

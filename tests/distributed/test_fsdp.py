@@ -22,6 +22,13 @@ def test_sigma_zero_equals_one_process_over_10_steps(ranks, opt):
         assert r[f"sigma0 {opt}"] <= 1e-6
 
 
+@pytest.mark.parametrize("opt", ["AdaptiveUPGD", "UPGD"])
+def test_shards_keep_their_cached_step_buffers(ranks, opt):
+    # Keyed by tensor identity: a fresh view of each shard every step would reallocate them.
+    for r in ranks:
+        assert r[f"buffers rebuilt {opt}"] == 0
+
+
 @pytest.mark.parametrize("path", PATHS)
 def test_the_ratio_is_of_whole_tensors_the_same_on_every_rank(ranks, path):
     assert ranks[0][f"{path} c=1.0"] == ranks[1][f"{path} c=1.0"]

@@ -87,6 +87,8 @@ def noise_ratios() -> dict:
             model = sharded()
             opt = AdaptiveUPGD(model.parameters(), lr=1e-3, sigma=SIGMA, adaptive_noise=True,
                                **extra)
+            for group in opt.param_groups:  # the same streams for every c (as a resume would)
+                group["noise_seed"] = 1234
             with NoiseRecorder(opt) as rec:
                 for x, y in batches(10):
                     loss_of(model, x, y, scale=c).backward()

@@ -40,6 +40,12 @@ def test_seed_and_draw_count_travel_in_the_param_groups(ranks):
     assert isinstance(groups[0][0]["noise_seed"], int)
 
 
+def test_each_optimizer_of_a_process_gets_its_own_seed(ranks):
+    seeds = [ranks[0][case]["groups"][0]["noise_seed"] for case in
+             ("single-tensor fixed", "multi-tensor adaptive", "two-lane adaptive EMA")]
+    assert len(set(seeds)) == 3
+
+
 def test_off_switch_lets_the_replicas_drift(ranks):
     for r in ranks:
         assert r["off switch"]["max_diff"] > 0.0

@@ -16,6 +16,7 @@ Imports torch only.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 NOISE_SYNC_CHOICES = ("auto", "off")
+_SEEDINGS = itertools.count()  # shared seeds handed out in this process so far
 _MASK64 = (1 << 64) - 1
 
 
@@ -101,9 +103,12 @@ def broadcast_seed(device: torch.device) -> int:
     """Rank 0's seed for the shared streams, on every rank (one broadcast).
 
     Derived from rank 0's ``torch.initial_seed()`` rather than equal to it, so the noise is not
-    the very numbers rank 0's global generator produced (e.g. its weight initialisation).
+    the very numbers rank 0's global generator produced (e.g. its weight initialisation), and
+    from how many optimizers of this process seeded before, so two optimizers (an actor's and
+    a critic's) do not share streams. Every rank runs the same program: the count agrees.
     """
-    seed = mix(torch.initial_seed(), 0x55504744) if dist.get_rank() == 0 else 0
+    ordinal = next(_SEEDINGS)
+    seed = mix(torch.initial_seed(), 0x55504744, ordinal) if dist.get_rank() == 0 else 0
     backend = str(dist.get_backend())
     if "nccl" in backend and torch.cuda.is_available():
         device = torch.device("cuda", torch.cuda.current_device())

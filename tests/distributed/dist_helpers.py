@@ -67,9 +67,10 @@ def run_ranks(script: str, world: int = 2, timeout: float = 120.0) -> list[dict]
                 if proc.poll() is None:
                     proc.kill()
                     proc.wait()
-        for rank, (proc, out) in enumerate(zip(procs, outputs)):
-            if proc.returncode != 0:
-                pytest.fail(f"{script} rank {rank} exited {proc.returncode}:\n{out[-4000:]}")
+        failed = [f"rank {rank} exited {proc.returncode}:\n{out[-3000:]}"
+                  for rank, (proc, out) in enumerate(zip(procs, outputs)) if proc.returncode]
+        if failed:  # every failing rank: the first to fail is not always rank 0
+            pytest.fail(f"{script}: " + "\n".join(failed))
         return [json.loads(pathlib.Path(tmp, f"rank{r}.json").read_text()) for r in range(world)]
 
 

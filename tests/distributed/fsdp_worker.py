@@ -64,7 +64,7 @@ def sigma_zero_matches_one_process() -> dict:
                 buffers.append(id(opts[1]._scratch[("gate", 0)][1][0]))
         if buffers:
             out[f"buffers rebuilt {name}"] = len(set(buffers)) - 1
-        out[name] = max(float((p.full_tensor() - q).abs().max())
+        out[name] = max(float((p.full_tensor() - q).detach().abs().max())
                         for p, q in zip(model.parameters(), ref.parameters()))
     return out
 
@@ -163,6 +163,43 @@ def hsdp_replicas() -> dict:
     return {"hsdp replica diff": gather_max_diff(flat), "hsdp ratio": rec.ratio()}
 
 
+def state_dict_resume() -> dict:
+    """get_state_dict / set_state_dict (what DCP saves and loads) keep the noise streams: a
+    resumed optimizer takes the same next steps as the one that kept running."""
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_state_dict,
+        set_state_dict,
+    )
+    options = StateDictOptions(flatten_optimizer_state_dict=True)
+    data = batches(5, seed=21)
+
+    def run(model, opt, pairs):
+        for x, y in pairs:
+            loss_of(model, x, y).backward()
+            opt.step()
+            opt.zero_grad()
+    make = lambda m: AdaptiveUPGD(m.parameters(), lr=1e-2, sigma=SIGMA,  # noqa: E731
+                                  adaptive_noise=True, instant_noise_scale=False)
+    model = sharded()
+    opt = make(model)
+    run(model, opt, data[:2])
+    msd, osd = get_state_dict(model, opt, options=options)
+    msd = {k: v.detach().clone() for k, v in msd.items()}
+    osd = copy.deepcopy(osd)
+    run(model, opt, data[2:])
+    again = sharded()
+    opt2 = make(again)
+    set_state_dict(again, opt2, model_state_dict=msd, optim_state_dict=osd, options=options)
+    draws = opt2.param_groups[0]["noise_draws"]
+    run(again, opt2, data[2:])
+    diff = max(float((p.full_tensor() - q.full_tensor()).detach().abs().max())
+               for p, q in zip(model.parameters(), again.parameters()))
+    suffixes = {k.rsplit(".", 1)[1] for k in osd if k.startswith("param_groups.")}
+    return {"flat noise keys": sorted(suffixes & {"noise_seed", "noise_draws"}),
+            "resumed draws": draws, "resumed diff": diff}
+
+
 def scenario(rank: int, world: int) -> dict:
     torch.manual_seed(100 + rank)
     out = {("" if k.startswith("buffers") else "sigma0 ") + k: v
@@ -171,6 +208,7 @@ def scenario(rank: int, world: int) -> dict:
     out.update(uneven_pieces(rank))
     out.update(vgs_factor())
     out.update(hsdp_replicas())
+    out.update(state_dict_resume())
     return out
 
 

@@ -75,3 +75,11 @@ def test_hsdp_replicas_draw_the_same_noise(ranks):
     for r in ranks:
         assert r["hsdp replica diff"] == 0.0
         assert abs(r["hsdp ratio"] / SIGMA - 1.0) < 0.05
+
+
+def test_get_and_set_state_dict_keep_the_noise_streams(ranks):
+    # What DCP saves: param groups flattened per parameter, the seed and draw count included.
+    for r in ranks:
+        assert r["flat noise keys"] == ["noise_draws", "noise_seed"]
+        assert r["resumed draws"] == 2
+        assert r["resumed diff"] == 0.0  # the resumed run took the very same 3 noisy steps

@@ -99,6 +99,21 @@ def noise_ratios() -> dict:
     return out
 
 
+def fixed_noise() -> dict:
+    """Fixed noise (an absolute std) on shards: the noise rms over whole tensors is sigma."""
+    out = {}
+    for name, make in (("AdaptiveUPGD", AdaptiveUPGD), ("UPGD", UPGD)):
+        model = sharded()
+        opt = make(model.parameters(), lr=1e-3, sigma=1e-3)
+        with NoiseRecorder(opt) as rec:
+            for x, y in batches(3):
+                loss_of(model, x, y).backward()
+                opt.step()
+                opt.zero_grad()
+        out[f"fixed {name} noise rms / sigma"] = rec.first_step_noise_rms() / 1e-3
+    return out
+
+
 def uneven_pieces(rank: int) -> dict:
     """A 1-D DTensor whose shards hold 800,000 and 8,000 elements, the small one's gradient
     100x larger: each rank's per-element noise std must be sigma * rms(whole gradient)."""
@@ -205,6 +220,7 @@ def scenario(rank: int, world: int) -> dict:
     out = {("" if k.startswith("buffers") else "sigma0 ") + k: v
            for k, v in sigma_zero_matches_one_process().items()}
     out.update(noise_ratios())
+    out.update(fixed_noise())
     out.update(uneven_pieces(rank))
     out.update(vgs_factor())
     out.update(hsdp_replicas())

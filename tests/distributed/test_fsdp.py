@@ -51,6 +51,13 @@ def test_no_amplification_under_gradient_scaling(ranks, path, c):
     assert abs(amplification - 1.0) <= 0.03
 
 
+@pytest.mark.parametrize("opt", ["AdaptiveUPGD", "UPGD"])
+def test_fixed_noise_has_its_std_over_whole_tensors(ranks, opt):
+    key = f"fixed {opt} noise rms / sigma"
+    assert ranks[0][key] == ranks[1][key]
+    assert abs(ranks[0][key] - 1.0) < 0.05
+
+
 @pytest.mark.parametrize("path", ["instant", "EMA"])
 def test_shards_100x_apart_in_size_get_one_per_element_std(ranks, path):
     # The small shard's gradient is 100x larger: a shard-local rms would miss by ~10x.

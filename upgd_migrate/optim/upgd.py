@@ -71,6 +71,10 @@ class _UPGDBase(Optimizer):
         self._scratch: dict = {}
         self._noise_hooks: OrderedDict[int, Callable] = OrderedDict()
 
+    def __getstate__(self) -> dict[str, Any]:
+        # getattr: an optimizer unpickled from an older generation has no noise_sync yet
+        return {**super().__getstate__(), "noise_sync": getattr(self, "noise_sync", "auto")}
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         for target in (self.defaults, *self.param_groups):

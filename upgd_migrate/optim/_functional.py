@@ -25,6 +25,8 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
+from upgd_migrate.optim import _dist
+
 NoiseHook = Callable[[Tensor, Tensor, Tensor], None]
 UTILITY_RANGE_EPS = 1e-8
 
@@ -42,6 +44,10 @@ class GroupBatch:
     noise_emas: list[Tensor] = field(default_factory=list)
     steps: list[int] = field(default_factory=list)  # after this step's increment
     noise_steps: list[int] = field(default_factory=list)  # EMA updates so far, incl. this one
+    # Set under torch.distributed: the pieces' layout when the params are DTensor shards
+    # (``params`` etc. then hold the local shards), and the shared noise streams.
+    sharding: Optional[_dist.Sharding] = None
+    rng: Optional[Callable[[int, int, torch.device], torch.Generator]] = None
 
     def utility_inv_bc(self) -> list[float]:
         b = self.hp["beta_utility"]
@@ -91,28 +97,60 @@ def draw_unit_noise(batch: GroupBatch, std: float, scratch: dict) -> list[Tensor
 
     Drawing every tensor of a group in one call costs less than one call per tensor, and both
     implementations draw through here, so they get the very same numbers.
+    With shared streams (:mod:`._dist`) each buffer is drawn from its own generator, keyed by
+    its shard and its order in the group, never from the global RNG.
     """
     views: list[Tensor] = [None] * len(batch.params)  # type: ignore[list-item]
+    shards = batch.sharding.shard_keys if batch.sharding else [0] * len(batch.params)
     by_key: dict[tuple, list[int]] = {}
     for i, p in enumerate(batch.params):
-        by_key.setdefault((p.device, p.dtype), []).append(i)
-    for (device, dtype), idx in by_key.items():
-        key = ("noise", batch.hp["_index"], device, dtype)
+        by_key.setdefault((p.device, p.dtype, shards[i]), []).append(i)
+    for bucket, ((device, dtype, shard), idx) in enumerate(by_key.items()):
+        key = ("noise", batch.hp["_index"], device, dtype, shard)
         flat, sub = flat_buffers(scratch, key, [batch.params[i] for i in idx])
-        flat.normal_(0.0, std)
+        gen = batch.rng(shard, bucket, device) if batch.rng is not None else None
+        flat.normal_(0.0, std, generator=gen)
         for i, view in zip(idx, sub):
             views[i] = view
     return views
 
 
+def numels(batch: GroupBatch) -> list[int]:
+    """Whole-tensor element counts (a shard's own count would scale its noise by its size)."""
+    return batch.sharding.numels if batch.sharding else [p.numel() for p in batch.params]
+
+
 def rms_coeffs(batch: GroupBatch) -> list[float]:
     """Per-tensor factor turning ``||x||`` into ``rms(x)``."""
-    return [1.0 / math.sqrt(max(p.numel(), 1)) for p in batch.params]
+    return [1.0 / math.sqrt(max(n, 1)) for n in numels(batch)]
+
+
+def call_hook(hook: NoiseHook, batch: GroupBatch, i: int, x: Tensor, xi: Tensor) -> None:
+    """The noise hook sees whole tensors: a shard's ``x`` and noise go as DTensors."""
+    if batch.sharding is None:
+        hook(batch.params[i], x, xi)
+        return
+    like = batch.sharding.originals[i]
+    hook(like, _dist.as_whole(x, like), _dist.as_whole(xi, like))
 
 
 def ema_bias_corrections(batch: GroupBatch) -> list[float]:
     nb = batch.hp["noise_beta"]
     return [1.0 / (1.0 - nb**k) for k in batch.noise_steps]
+
+
+def utility_range(batches: list[GroupBatch], ranges: list) -> tuple[Tensor, Tensor]:
+    """Min and max of ``û`` over every tensor of the optimizer, from each group's (min, max) or
+    None (no elements); over every rank's shards (one collective) when the params are sharded."""
+    device = batches[0].params[0].device
+    inf = torch.full((), torch.inf, device=device)
+    ranges = [r if r is not None else (inf, -inf) for r in ranges]
+    lo = torch.stack([r[0].to(device) for r in ranges]).min()
+    hi = torch.stack([r[1].to(device) for r in ranges]).max()
+    shardings = [b.sharding for b in batches if b.sharding is not None]
+    if shardings:
+        lo, hi = _dist.whole_range(lo, hi, shardings[0].group)
+    return lo, hi
 
 
 # ---------------------------------------------------------------- single-tensor reference
@@ -130,7 +168,7 @@ def single_utility_update(batch: GroupBatch) -> tuple[Tensor, Tensor] | None:
         lows.append(u_hat.min())
         highs.append(u_hat.max())
     if not lows:
-        return None
+        return None  # every tensor (or this rank's every shard) is empty
     return torch.stack(lows).min(), torch.stack(highs).max()
 
 
@@ -146,11 +184,12 @@ def _single_direction(batch: GroupBatch, i: int) -> Tensor:
     return (m / (1.0 - b1**t)) / ((v / (1.0 - b2**t)).sqrt() + eps)
 
 
-def _single_noise_std(batch: GroupBatch, i: int, x: Tensor) -> Tensor | float:
+def _single_noise_std(batch: GroupBatch, i: int, x: Tensor, rms: Tensor | None) -> Tensor | float:
     hp = batch.hp
     if not hp.get("adaptive_noise", False):
         return hp["sigma"]
-    rms = x.norm() / math.sqrt(max(x.numel(), 1))
+    if rms is None:
+        rms = x.norm() / math.sqrt(max(x.numel(), 1))
     if not hp["instant_noise_scale"]:
         ema, nb = batch.noise_emas[i], hp["noise_beta"]
         ema.mul_(nb).add_((1.0 - nb) * rms)
@@ -164,15 +203,21 @@ def single_param_update(batch: GroupBatch, lo: Tensor, hi: Tensor, scratch: dict
     adaptive = hp.get("adaptive_noise", False)
     noise = draw_noise(batch, scratch) if is_noisy(batch) else None
     inv_bcs = batch.utility_inv_bc()
+    # Every x first (each reads only its own tensor), so shards' norms go in one collective.
+    xs = [_single_direction(batch, i) for i in range(len(batch.params))]
+    rms = [None] * len(xs)
+    if noise is not None and adaptive and batch.sharding is not None:
+        norms = _dist.whole_norms(xs, batch.sharding)
+        rms = [(n * c).to(x.dtype) for n, c, x in zip(norms.unbind(), rms_coeffs(batch), xs)]
     for i, p in enumerate(batch.params):
         n = ((batch.utils[i] * inv_bcs[i] - lo) / (hi - lo + UTILITY_RANGE_EPS)).clamp(0.0, 1.0)
         gate = 1.0 - torch.sigmoid(2.0 * (n - 0.5))
-        x = _single_direction(batch, i)
+        x = xs[i]
         xi = None
         if noise is not None:
-            std = _single_noise_std(batch, i, x)
+            std = _single_noise_std(batch, i, x, rms[i])
             xi = noise[i] * std if adaptive else noise[i]
             if hook is not None:
-                hook(p, x, xi)
+                call_hook(hook, batch, i, x, xi)
         update = x + xi if xi is not None else x
         p.mul_(1.0 - hp["lr"] * hp["weight_decay"]).add_(-hp["lr"] * update * gate)

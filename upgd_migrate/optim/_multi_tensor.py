@@ -20,11 +20,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from upgd_migrate.optim import _dist
 from upgd_migrate.optim._functional import (
     UTILITY_RANGE_EPS,
     GroupBatch,
     NoiseHook,
     cached_for,
+    call_hook,
     draw_noise,
     draw_unit_noise,
     ema_bias_corrections,
@@ -57,6 +59,9 @@ def utility_update(batch: GroupBatch, scratch: dict) -> tuple[Tensor, Tensor]:
     flat, views = group_buffer(scratch, "gate", batch)
     for view, u, inv_bc in zip(views, batch.utils, batch.utility_inv_bc()):
         torch.mul(u, inv_bc, out=view)
+    if not flat.numel():  # only a rank's empty shards: neutral for the cross-rank min/max
+        inf = torch.full((), torch.inf, dtype=flat.dtype, device=flat.device)
+        return inf, -inf
     lo, hi = torch.aminmax(flat)
     return lo, hi
 
@@ -105,7 +110,11 @@ def _add_adam_direction(out: list[Tensor], batch: GroupBatch) -> None:
 def noise_stds(batch: GroupBatch, xs: list[Tensor], scratch: dict) -> list[Tensor]:
     """``max(sigma * rms(x), min_noise_std)`` per tensor (or its EMA), as 0-d device tensors."""
     hp = batch.hp
-    rms = torch.stack(torch._foreach_norm(xs)).mul_(_rms_coeffs(batch, scratch))
+    if batch.sharding is None:
+        rms = torch.stack(torch._foreach_norm(xs))
+    else:  # whole-tensor norms from the shards, one collective for the group
+        rms = _dist.whole_norms(xs, batch.sharding).to(batch.params[0].dtype)
+    rms.mul_(_rms_coeffs(batch, scratch))
     if hp["instant_noise_scale"]:
         return list(rms.mul_(hp["sigma"]).clamp_min_(hp["min_noise_std"]).unbind())
     torch._foreach_lerp_(batch.noise_emas, list(rms.unbind()), 1.0 - hp["noise_beta"])
@@ -147,8 +156,8 @@ def _add_adaptive_noise(direction: list[Tensor], batch: GroupBatch, scratch: dic
 def _call_hook(hook: NoiseHook | None, batch: GroupBatch, xs: list[Tensor],
                noise: list[Tensor]) -> None:
     if hook is not None:
-        for p, x, xi in zip(batch.params, xs, noise):
-            hook(p, x, xi)
+        for i, (x, xi) in enumerate(zip(xs, noise)):
+            call_hook(hook, batch, i, x, xi)
 
 
 def direction_of(batch: GroupBatch, scratch: dict) -> list[Tensor]:

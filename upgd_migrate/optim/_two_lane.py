@@ -77,6 +77,8 @@ def pays(batches: list[GroupBatch], hook: NoiseHook | None) -> bool:
     """Whether the two-lane step is worth its hand-off for these groups."""
     if hook is not None or not _spare_thread():
         return False
+    if any(b.sharding is not None for b in batches):
+        return False  # its whole-tensor reductions would be collectives on the worker thread
     if any(p.device.type != "cpu" for b in batches for p in b.params):
         return False
     sizes = [p.numel() for b in batches if is_noisy(b) for p in b.params]

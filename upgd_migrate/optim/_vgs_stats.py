@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from upgd_migrate.optim import _dist
+
 # Order of the spatial statistics in StepStats.spatial and in the scaler's global EMA vector.
 SPATIAL = ("grad_mean", "grad_var", "grad_norm", "grad_max")
 
@@ -54,6 +56,8 @@ def step_stats(params: Sequence[Tensor], device: torch.device) -> StepStats | No
     index, grads = present_gradients(params)
     if not grads:
         return None
+    if _dist.any_dtensor(grads):
+        return _sharded_stats(index, grads, device)
     k = len(grads)
     mean: list[Tensor] = [None] * k  # type: ignore[list-item]
     sq, l1, l2, top = list(mean), list(mean), list(mean), list(mean)
@@ -72,6 +76,23 @@ def step_stats(params: Sequence[Tensor], device: torch.device) -> StepStats | No
     return StepStats(index, torch.stack(mean), torch.stack(sq),
                      _spatial(torch.stack(l1), torch.stack(l2), torch.stack(top),
                               sum(g.numel() for g in grads)))
+
+
+def _sharded_stats(index: list[int], grads: list[Tensor], device: torch.device) -> StepStats:
+    """FSDP2 shards: whole-tensor statistics from local sums, the same on every rank (two
+    collectives for all tensors: the sums, then the max)."""
+    sharding = _dist.sharding_of(grads)
+    pieces = [_dist.local(g).detach().double() for g in grads]
+    sums = torch.stack([torch.stack([g.sum(), g.square().sum(), g.abs().sum()])
+                        for g in pieces]).T.contiguous()
+    sums = _dist.all_reduce_sum(sums, sharding)
+    numels = torch.tensor(sharding.numels, dtype=torch.float64, device=sums.device).clamp_min(1)
+    tops = torch.stack([g.abs().max() if g.numel() else g.new_zeros(()) for g in pieces])
+    _, top = _dist.whole_range(tops.min(), tops.max(), sharding.group)
+    mean = (sums[0] / numels).to(torch.float32).to(device)
+    sq = (sums[1] / numels).to(torch.float32).to(device)
+    spatial = _spatial(sums[2], sums[1].sqrt(), top.reshape(1), sum(sharding.numels))
+    return StepStats(index, mean, sq, spatial.to(device))
 
 
 def _spatial(l1: Tensor, l2: Tensor, top: Tensor, n: int) -> Tensor:

@@ -16,10 +16,20 @@ import torch
 from torch import Tensor
 
 
+def _scalar(t: Tensor) -> float:
+    """A 0-d result as a float; a DTensor's (FSDP2) is reduced over its shards first, so the
+    metrics are those of the whole tensor."""
+    full = getattr(t, "full_tensor", None)
+    return float(full() if full is not None else t)
+
+
 def noise_to_update_ratio(noise: Tensor, x: Tensor) -> float:
-    """``||noise|| / ||x||`` for one tensor (``inf`` when ``x`` is zero and the noise is not)."""
-    num = float(torch.linalg.vector_norm(noise.detach().double()))
-    den = float(torch.linalg.vector_norm(x.detach().double()))
+    """``||noise|| / ||x||`` for one tensor (``inf`` when ``x`` is zero and the noise is not).
+
+    DTensors (the noise hook passes FSDP2 shards as DTensors) give the whole tensor's ratio.
+    """
+    num = _scalar(torch.linalg.vector_norm(noise.detach().double()))
+    den = _scalar(torch.linalg.vector_norm(x.detach().double()))
     if den == 0.0:
         return 0.0 if num == 0.0 else math.inf
     return num / den
@@ -82,7 +92,7 @@ class NoiseRecorder:
         self._seen.add(id(p))
         self._current.ratios.append(noise_to_update_ratio(xi, x))
         self._current.numels.append(p.numel())
-        self._current.noise_rms.append(float(xi.detach().double().pow(2).mean().sqrt()))
+        self._current.noise_rms.append(_scalar(xi.detach().double().pow(2).mean().sqrt()))
 
     def ratio(self, skip: int = 0) -> float:
         """Numel-weighted ratio per step, combined over steps as a root mean square."""

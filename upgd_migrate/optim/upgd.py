@@ -4,6 +4,11 @@ Constructor signatures and defaults are the reference code's (DOMAIN.md section 
 ``adaptive_noise=True`` the per-element noise std is ``max(sigma * rms(x), min_noise_std)`` where
 ``x`` is what the noise is added to (the gradient for UPGD, the Adam direction for AdaptiveUPGD),
 so ``||noise|| / ||x|| == sigma`` in expectation for any tensor size and any gradient scale.
+
+Under torch.distributed (docs/distributed.md): ``noise_sync="auto"`` (the default) draws the noise
+from streams shared by all ranks, so DDP replicas stay identical and FSDP2 shards get independent
+streams; ``"off"`` draws from each rank's global RNG, as one process does. DTensor (FSDP2)
+parameters step on their local shards with whole-tensor statistics.
 """
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 from torch.utils.hooks import RemovableHandle
 
+from upgd_migrate.optim import _dist
 from upgd_migrate.optim import _functional as F
 from upgd_migrate.optim import _multi_tensor as M
 from upgd_migrate.optim import _two_lane as two_lane
@@ -58,10 +64,17 @@ class _UPGDBase(Optimizer):
     _moment_keys: tuple[str, str] | None = ("first_moment", "sec_moment")
     _late_options: dict[str, Any] = LATE_OPTIONS
 
-    def __init__(self, params: Iterable, defaults: dict[str, Any]) -> None:
+    def __init__(self, params: Iterable, defaults: dict[str, Any], noise_sync: str = "auto") -> None:
+        _check(noise_sync in _dist.NOISE_SYNC_CHOICES, "noise_sync value", noise_sync)
         super().__init__(params, {**defaults, FORMAT_KEY: FORMAT_VERSION})
+        # A property of the run (how its ranks relate), not of the state: kept off the groups.
+        self.noise_sync = noise_sync
         self._scratch: dict = {}
         self._noise_hooks: OrderedDict[int, Callable] = OrderedDict()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # getattr: an optimizer unpickled from an older generation has no noise_sync yet
+        return {**super().__getstate__(), "noise_sync": getattr(self, "noise_sync", "auto")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
@@ -70,6 +83,7 @@ class _UPGDBase(Optimizer):
                 target.setdefault(key, value)
             target.setdefault(FORMAT_KEY, FORMAT_VERSION)
         self.__dict__.setdefault("_scratch", {})
+        self.__dict__.setdefault("noise_sync", "auto")
         self.__dict__.setdefault("_noise_hooks", OrderedDict())
 
     def register_noise_hook(self, hook: Callable[[Tensor, Tensor, Tensor], None]) -> RemovableHandle:
@@ -88,22 +102,41 @@ class _UPGDBase(Optimizer):
     def _init_group(self, group: dict[str, Any], index: int) -> F.GroupBatch:
         batch = F.GroupBatch(hp=self._hyperparameters(group, index))
         ema_path = batch.hp.get("adaptive_noise") and not batch.hp.get("instant_noise_scale", True)
+        stepping = []
+        # DTensors (FSDP2) step on their local shards, where the fast paths apply.
+        local = _dist.local if _dist.any_dtensor(group["params"]) else _dist.unchanged
         for p in group["params"]:
             if p.grad is None:
                 continue
             state = self.state[p]
             self._ensure_state(p, state)
             state["step"] = int(state["step"]) + 1
-            batch.params.append(p)
-            batch.grads.append(p.grad)
-            batch.utils.append(state["avg_utility"])
+            stepping.append(p)
+            batch.params.append(local(p))
+            batch.grads.append(local(p.grad))
+            batch.utils.append(local(state["avg_utility"]))
             batch.steps.append(state["step"])
             if self._moment_keys is not None:
-                batch.exp_avgs.append(state[self._moment_keys[0]])
-                batch.exp_avg_sqs.append(state[self._moment_keys[1]])
+                batch.exp_avgs.append(local(state[self._moment_keys[0]]))
+                batch.exp_avg_sqs.append(local(state[self._moment_keys[1]]))
             if ema_path:
                 self._ensure_noise_ema(p, state, batch)
+        if local is _dist.local and stepping:
+            batch.sharding = F.cached_for(self._scratch, ("sharding", index), stepping,
+                                          lambda: _dist.sharding_of(stepping))
         return batch
+
+    def _attach_noise_streams(self, batches: list[F.GroupBatch]) -> None:
+        """Under torch.distributed (``noise_sync="auto"``), noise from streams shared by every
+        rank instead of each rank's global RNG (see :mod:`._dist`)."""
+        noisy = [b for b in batches if F.is_noisy(b)]
+        if not noisy or self.noise_sync == "off" or _dist.world_size() < 2:
+            return
+        _dist.seed_groups(self.param_groups, noisy[0].params[0].device)
+        for b in noisy:
+            group = self.param_groups[b.hp["_index"]]
+            group["noise_draws"] += 1
+            b.rng = _dist.stream(self._scratch, group, b.hp["_index"])
 
     def _ensure_state(self, p: Tensor, state: dict[str, Any]) -> None:
         """Create whatever is missing: a fresh param, or a legacy state lacking later keys."""
@@ -163,6 +196,7 @@ class _UPGDBase(Optimizer):
                    if (b := self._init_group(g, i)).params]
         if not batches:
             return loss
+        self._attach_noise_streams(batches)
         multi = self._use_foreach(batches)
         hook = self._noise_hook()
         if multi and two_lane.pays(batches, hook):
@@ -172,9 +206,7 @@ class _UPGDBase(Optimizer):
             ranges = [M.utility_update(b, self._scratch) for b in batches]
         else:
             ranges = [F.single_utility_update(b) for b in batches]
-        device = batches[0].params[0].device
-        lo = torch.stack([r[0].to(device) for r in ranges]).min()
-        hi = torch.stack([r[1].to(device) for r in ranges]).max()
+        lo, hi = F.utility_range(batches, ranges)
         update = M.param_update if multi else F.single_param_update
         for b in batches:
             dev = b.params[0].device
@@ -193,7 +225,8 @@ class AdaptiveUPGD(_UPGDBase):
                  beta_utility: float = 0.999, sigma: float = 0.001, beta1: float = 0.9,
                  beta2: float = 0.999, eps: float = 1e-8, adaptive_noise: bool = False,
                  noise_beta: float = 0.999, min_noise_std: float = 1e-6,
-                 instant_noise_scale: bool = True, *, foreach: Optional[bool] = None) -> None:
+                 instant_noise_scale: bool = True, *, foreach: Optional[bool] = None,
+                 noise_sync: str = "auto") -> None:
         _check_common(lr, weight_decay, sigma, eps)
         for name, value in (("beta_utility", beta_utility), ("beta1", beta1), ("beta2", beta2)):
             _check_beta(name, value)
@@ -202,7 +235,7 @@ class AdaptiveUPGD(_UPGDBase):
             lr=lr, weight_decay=weight_decay, beta_utility=beta_utility, sigma=sigma,
             beta1=beta1, beta2=beta2, eps=eps, adaptive_noise=adaptive_noise,
             noise_beta=noise_beta, min_noise_std=min_noise_std,
-            instant_noise_scale=instant_noise_scale, foreach=foreach))
+            instant_noise_scale=instant_noise_scale, foreach=foreach), noise_sync)
 
 
 class UPGD(_UPGDBase):
@@ -219,7 +252,7 @@ class UPGD(_UPGDBase):
                  beta_utility: float = 0.999, sigma: float = 0.001,
                  adaptive_noise: bool = False, noise_beta: float = 0.999,
                  min_noise_std: float = 1e-6, instant_noise_scale: bool = True, *,
-                 foreach: Optional[bool] = None) -> None:
+                 foreach: Optional[bool] = None, noise_sync: str = "auto") -> None:
         _check_common(lr, weight_decay, sigma, None)
         _check_beta("beta_utility", beta_utility)
         _check_noise(noise_beta, min_noise_std)
@@ -227,7 +260,7 @@ class UPGD(_UPGDBase):
             lr=lr, weight_decay=weight_decay, beta_utility=beta_utility, sigma=sigma,
             adaptive_noise=adaptive_noise, noise_beta=noise_beta,
             min_noise_std=min_noise_std, instant_noise_scale=instant_noise_scale,
-            foreach=foreach))
+            foreach=foreach), noise_sync)
 
 
 class UPGDW(_UPGDBase):
@@ -242,7 +275,7 @@ class UPGDW(_UPGDBase):
     def __init__(self, params: Iterable, lr: float = 1e-4,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.01, sigma: float = 0.001, amsgrad: bool = False, *,
-                 foreach: Optional[bool] = None) -> None:
+                 foreach: Optional[bool] = None, noise_sync: str = "auto") -> None:
         _check_common(lr, weight_decay, sigma, eps, eps_name="epsilon")  # as the reference UPGDW
         for index, beta in enumerate(betas):
             _check(0.0 <= beta < 1.0, f"beta parameter at index {index}", beta)
@@ -251,7 +284,7 @@ class UPGDW(_UPGDBase):
                                       "not combined with the utility gate; use amsgrad=False")
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps,
                                       weight_decay=weight_decay, sigma=sigma, amsgrad=amsgrad,
-                                      foreach=foreach))
+                                      foreach=foreach), noise_sync)
 
     def _hyperparameters(self, group: dict[str, Any], index: int) -> dict[str, Any]:
         b1, b2 = group["betas"]

@@ -3,7 +3,8 @@
 Torch files (raw states, training-loop dicts, Lightning ``.ckpt``, population-based-training
 files) are searched by shape: any dict with ``state`` + ``param_groups`` is an optimizer state,
 any dict with the VGS hyperparameters is a VGS state. The container's name comes from its marker
-keys (DOMAIN.md section 7). stable-baselines3 zips live in :mod:`.sb3`.
+keys (DOMAIN.md section 7). stable-baselines3 zips live in :mod:`.sb3`, DCP folders in
+:mod:`.dcp`.
 """
 from __future__ import annotations
 
@@ -40,6 +41,8 @@ class Checkpoint:
 
     @property
     def size(self) -> int:
+        if self.path.is_dir():  # a DCP folder: its files together
+            return sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
         return self.path.stat().st_size
 
 
@@ -107,9 +110,11 @@ def _replace(obj: Any, path: tuple, value: Any) -> Any:
 
 
 def open_checkpoint(path: Path, allow_globals=()) -> Checkpoint:
-    from upgd_migrate.checkpoint import sb3, zipcheck
+    from upgd_migrate.checkpoint import dcp, sb3, zipcheck
 
     path = Path(path)
+    if dcp.is_dcp_folder(path):
+        return dcp.open_dcp(path, allow_globals)
     if path.is_file() and zipfile.is_zipfile(path):  # sb3 or torch zip: refuse bombs first
         zipcheck.check_zip(str(path), str(path))
     if sb3.is_sb3_zip(path):
@@ -121,13 +126,25 @@ def open_checkpoint(path: Path, allow_globals=()) -> Checkpoint:
 
 def write_checkpoint(ckpt: Checkpoint, states: list[dict], out: Path) -> None:
     """Write ``ckpt`` with its slots' states replaced by ``states`` (same order), atomically."""
-    from upgd_migrate.checkpoint import sb3
+    from upgd_migrate.checkpoint import dcp, sb3
 
     if ckpt.container == sb3.CONTAINER:
         sb3.write_zip(ckpt, states, out)
+        return
+    if ckpt.container == dcp.CONTAINER:
+        from upgd_migrate.checkpoint.dcp_write import write_dcp
+
+        write_dcp(ckpt, states, out)
         return
     root = ckpt.root
     for slot, state in zip(ckpt.slots, states):
         if state is not slot.state:
             root = _replace(root, slot.key, state)
     io.save(root, out)
+
+
+def loaded(ckpt: Checkpoint, state: Any) -> Any:
+    """``state`` with every tensor in memory (a DCP state holds its tensors lazily)."""
+    from upgd_migrate.checkpoint import dcp
+
+    return dcp.materialize(state) if ckpt.container == dcp.CONTAINER else state

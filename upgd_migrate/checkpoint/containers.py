@@ -115,6 +115,8 @@ def open_checkpoint(path: Path, allow_globals=()) -> Checkpoint:
     path = Path(path)
     if dcp.is_dcp_folder(path):
         return dcp.open_dcp(path, allow_globals)
+    if path.is_dir():
+        raise io.CheckpointError(f"{path}: a folder without .metadata: not a DCP checkpoint")
     if path.is_file() and zipfile.is_zipfile(path):  # sb3 or torch zip: refuse bombs first
         zipcheck.check_zip(str(path), str(path))
     if sb3.is_sb3_zip(path):

@@ -130,10 +130,20 @@ def unpickle_metadata(data: bytes, label: str) -> Any:
 def read_index(folder: Path) -> Index:
     folder = Path(folder)
     label = f"{folder}/{METADATA}"
-    size = (folder / METADATA).stat().st_size
-    if size > MAX_METADATA_BYTES:
-        raise CheckpointError(f"{label}: {size} bytes: too large for DCP metadata")
-    md = unpickle_metadata((folder / METADATA).read_bytes(), label)
+    try:
+        size = (folder / METADATA).stat().st_size
+        if size > MAX_METADATA_BYTES:
+            raise CheckpointError(f"{label}: {size} bytes: too large for DCP metadata")
+        md = unpickle_metadata((folder / METADATA).read_bytes(), label)
+        return _index(folder, md, label)
+    except OSError as e:
+        raise CheckpointError(f"{label}: cannot read the folder ({e.strerror or e})") from None
+    except (AttributeError, TypeError, ValueError) as e:  # allowed classes, odd contents
+        raise CheckpointError(f"{label}: malformed DCP metadata ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else 'no detail'})") from None
+
+
+def _index(folder: Path, md: Any, label: str) -> Index:
     if not isinstance(md, dcp_md.Metadata) or not isinstance(md.state_dict_metadata, dict):
         raise CheckpointError(f"{label}: not DCP metadata (a {type(md).__name__})")
     if not isinstance(md.storage_data, dict):

@@ -151,9 +151,12 @@ def load_slice(path: Path, offset: int, length: int, label: str,
     Only ``length`` bytes are read, so a data file's other entries (the model weights) are
     never touched.
     """
-    with open(path, "rb") as fh:
-        fh.seek(offset)
-        data = fh.read(length)
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            data = fh.read(length)
+    except OSError as e:
+        raise CheckpointError(f"{label}: cannot read ({e.strerror or e})") from None
     if len(data) != length:
         raise CheckpointError(f"{label}: truncated: {len(data)} of {length} bytes present")
     return load_bytes(data, label, allow_globals)

@@ -200,10 +200,22 @@ def _copy(src: Path, dst: Path) -> None:
         try:
             fcntl.ioctl(d.fileno(), _FICLONE, s.fileno())
         except OSError:  # no reflinks here (ext4, tmpfs, another file system): copy the bytes
-            shutil.copyfileobj(s, d, 16 << 20)
-        d.flush()
+            _kernel_copy(s, d)
         os.fsync(d.fileno())
     shutil.copymode(src, dst)
+
+
+def _kernel_copy(s: Any, d: Any) -> None:
+    """Copy inside the kernel (copy_file_range), else through user space."""
+    try:
+        while os.copy_file_range(s.fileno(), d.fileno(), 1 << 30):
+            pass
+    except (AttributeError, OSError):  # not Linux, or across file systems on an old kernel
+        s.seek(0)
+        d.seek(0)
+        d.truncate()
+        shutil.copyfileobj(s, d, 16 << 20)
+        d.flush()
 
 
 def _write_folder(src: Path, out: Path, name: str | None, blob: bytes, md: Any) -> None:

@@ -221,3 +221,40 @@ def test_verify_and_calibrate_from_accept_a_folder(tmp_path, capsys):
     assert main(["checkpoint", str(tmp_path / "ck"), "--in-place", "--verify"]) == 1
     assert main(["verify", str(tmp_path / "ck")]) == 0
     assert "1 state verified in 1 file: 0 failed" in capsys.readouterr().err
+
+
+def test_a_failure_before_the_metadata_replace_leaves_the_old_checkpoint(tmp_path, monkeypatch):
+    from upgd_migrate.checkpoint import dcp_write
+
+    folder = tmp_path / "ck"
+    save_legacy(folder)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+
+    def crash(path):  # the data file is durable by now; .metadata is next
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(dcp_write, "atomic_writer", crash)
+    assert main(["checkpoint", str(folder), "--in-place"]) == 2
+    after = {p.name: p.read_bytes() for p in folder.iterdir()}
+    assert set(after) == set(before) | {"__upgd_migrate_0.distcp"}  # unreferenced, harmless
+    assert {k: after[k] for k in before} == before
+    assert inspect_file(folder)["states"][0]["generation"] == "G1"
+    monkeypatch.undo()
+    assert main(["checkpoint", str(folder), "--in-place"]) == 1  # next name, old file unused
+    assert "__upgd_migrate_1.distcp" in {p.name for p in folder.iterdir()}
+    _, opt = resume(folder)
+    assert opt.param_groups[0]["adaptive_noise"] is True
+
+
+def test_lazy_entries_copy_handles_and_read_on_access(tmp_path):
+    from upgd_migrate.checkpoint.dcp import LazyEntry, TensorRef
+
+    save_legacy(tmp_path / "ck")
+    state = open_checkpoint(tmp_path / "ck").slots[0].state
+    entry = state["state"]["body.weight"]
+    assert isinstance(entry, LazyEntry)
+    copied = {**entry, "noise_scale_steps": 1}  # what a step adding a key does
+    assert isinstance(copied["first_moment"], TensorRef)
+    assert copied["first_moment"] is dict.__getitem__(entry, "first_moment")
+    assert_same(entry["first_moment"], optim_state("adaptive_upgd_g1.pt")["state"][0]["first_moment"])
+    assert dict.__getitem__(entry, "avg_utility").numel() == 96

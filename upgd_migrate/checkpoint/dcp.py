@@ -1,4 +1,4 @@
-"""DCP folders (``torch.distributed.checkpoint``): one checkpoint made of ``.metadata`` + data files.
+"""DCP folders (``torch.distributed.checkpoint``): ``.metadata`` + data files, one checkpoint.
 
 The flattened keys are put back into the nested shape they were saved from (the planner's
 recorded paths), so ``optim.state.<fqn>.<key>`` / ``optim.param_groups.<i>.<key>`` become an
@@ -265,7 +265,8 @@ def open_dcp(path: Path, allow_globals: Sequence[str] = ()):
                 if isinstance(old, TensorRef):
                     tensors[id(v)] = (old.entry, v)
         slots.append(Slot(_label(key), kind, state, key))
-    return Checkpoint(Path(path), CONTAINER, slots, DcpRoot(index, raw, flat_paths, values, tensors))
+    root = DcpRoot(index, raw, flat_paths, values, tensors)
+    return Checkpoint(Path(path), CONTAINER, slots, root)
 
 
 def materialize(value: Any) -> Any:

@@ -259,3 +259,17 @@ def test_lazy_entries_copy_handles_and_read_on_access(tmp_path):
     saved = optim_state("adaptive_upgd_g1.pt")["state"][0]
     assert_same(entry["first_moment"], saved["first_moment"])
     assert dict.__getitem__(entry, "avg_utility").numel() == 96
+
+
+def test_single_files_do_not_import_torch_distributed_checkpoint():
+    """That import takes seconds: only a DCP folder pays for it."""
+    import subprocess
+    import sys
+
+    probe = ("import sys\n"
+             "from upgd_migrate.checkpoint.pipeline import Options, WriteBack, process\n"
+             f"process(__import__('pathlib').Path({str(G1)!r}), None, Options(WriteBack.CHECK))\n"
+             "print('torch.distributed.checkpoint' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         timeout=120, check=True)
+    assert out.stdout.strip() == "False"

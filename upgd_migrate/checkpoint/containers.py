@@ -17,6 +17,8 @@ from upgd_migrate.checkpoint import io
 from upgd_migrate.checkpoint.detect import is_optimizer_state, is_vgs_state
 
 TRAINING_LOOP_KEYS = ("optimizer", "optimizer_state_dict", "optimizer_state")
+DCP_CONTAINER = "DCP checkpoint"
+DCP_METADATA = ".metadata"
 PBT_FORMATS = ("v2_full_parameters", "v1_policy_only")
 _MAX_DEPTH = 4
 
@@ -44,6 +46,12 @@ class Checkpoint:
         if self.path.is_dir():  # a DCP folder: its files together
             return sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
         return self.path.stat().st_size
+
+
+def is_dcp_folder(path: Path) -> bool:
+    """A DCP checkpoint folder. Decided here, without importing torch.distributed.checkpoint
+    (seconds): only a folder that is one pays for that import."""
+    return Path(path).is_dir() and (Path(path) / DCP_METADATA).is_file()
 
 
 def container_name(root: Any) -> str:
@@ -110,11 +118,13 @@ def _replace(obj: Any, path: tuple, value: Any) -> Any:
 
 
 def open_checkpoint(path: Path, allow_globals=()) -> Checkpoint:
-    from upgd_migrate.checkpoint import dcp, sb3, zipcheck
+    from upgd_migrate.checkpoint import sb3, zipcheck
 
     path = Path(path)
-    if dcp.is_dcp_folder(path):
-        return dcp.open_dcp(path, allow_globals)
+    if is_dcp_folder(path):
+        from upgd_migrate.checkpoint.dcp import open_dcp
+
+        return open_dcp(path, allow_globals)
     if path.is_dir():
         raise io.CheckpointError(f"{path}: a folder without .metadata: not a DCP checkpoint")
     if path.is_file() and zipfile.is_zipfile(path):  # sb3 or torch zip: refuse bombs first
@@ -128,12 +138,12 @@ def open_checkpoint(path: Path, allow_globals=()) -> Checkpoint:
 
 def write_checkpoint(ckpt: Checkpoint, states: list[dict], out: Path) -> None:
     """Write ``ckpt`` with its slots' states replaced by ``states`` (same order), atomically."""
-    from upgd_migrate.checkpoint import dcp, sb3
+    from upgd_migrate.checkpoint import sb3
 
     if ckpt.container == sb3.CONTAINER:
         sb3.write_zip(ckpt, states, out)
         return
-    if ckpt.container == dcp.CONTAINER:
+    if ckpt.container == DCP_CONTAINER:
         from upgd_migrate.checkpoint.dcp_write import write_dcp
 
         write_dcp(ckpt, states, out)
@@ -147,6 +157,8 @@ def write_checkpoint(ckpt: Checkpoint, states: list[dict], out: Path) -> None:
 
 def loaded(ckpt: Checkpoint, state: Any) -> Any:
     """``state`` with every tensor in memory (a DCP state holds its tensors lazily)."""
-    from upgd_migrate.checkpoint import dcp
+    if ckpt.container != DCP_CONTAINER:
+        return state
+    from upgd_migrate.checkpoint.dcp import materialize
 
-    return dcp.materialize(state) if ckpt.container == dcp.CONTAINER else state
+    return materialize(state)

@@ -20,9 +20,10 @@ from typing import Any, Iterator, Mapping, Sequence
 import torch
 
 from upgd_migrate.checkpoint import io
+from upgd_migrate.checkpoint.containers import DCP_CONTAINER
 from upgd_migrate.checkpoint.dcp_meta import Entry, Index, is_dcp_folder, read_index
 
-CONTAINER = "DCP checkpoint"
+CONTAINER = DCP_CONTAINER
 EAGER_BYTES = 64 << 20  # larger torch.save'd values are read only if their key names a state
 _STATE_HINTS = ("optim", "vgs", "scaler")
 

@@ -23,9 +23,11 @@ import torch
 from torch.distributed.checkpoint import filesystem as dcp_fs
 from torch.distributed.checkpoint import metadata as dcp_md
 
+from upgd_migrate.checkpoint.containers import DCP_METADATA as METADATA
+from upgd_migrate.checkpoint.containers import is_dcp_folder
 from upgd_migrate.checkpoint.io import CheckpointError
 
-METADATA = ".metadata"
+__all__ = ["METADATA", "Entry", "Index", "Piece", "is_dcp_folder", "read_index"]
 MAX_METADATA_BYTES = 1 << 30  # a million-tensor checkpoint writes well under this
 _MD_NAMES = ("Metadata", "TensorStorageMetadata", "BytesStorageMetadata", "ChunkStorageMetadata",
              "TensorProperties", "_MEM_FORMAT_ENCODING", "MetadataIndex", "StorageMeta")
@@ -110,10 +112,6 @@ class Index:
     def files(self) -> list[str]:
         return sorted({p.file for e in self.entries.values()
                        for p in ([c[2] for c in e.chunks] if e.kind == "tensor" else [e.piece])})
-
-
-def is_dcp_folder(path: Path) -> bool:
-    return Path(path).is_dir() and (Path(path) / METADATA).is_file()
 
 
 def unpickle_metadata(data: bytes, label: str) -> Any:

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
 
-from upgd_migrate.checkpoint.containers import Checkpoint, open_checkpoint, write_checkpoint
-from upgd_migrate.checkpoint.dcp_meta import METADATA, is_dcp_folder
+from upgd_migrate.checkpoint.containers import (DCP_METADATA, Checkpoint, is_dcp_folder,
+                                                open_checkpoint, write_checkpoint)
 from upgd_migrate.checkpoint.detect import optimizer_class
 from upgd_migrate.checkpoint.migrate import Context, Result, migrate_optimizer, migrate_vgs
 from upgd_migrate.errors import UpgdMigrateError
@@ -111,7 +111,7 @@ def backup(path: Path, suffix: str) -> Path:
     as it was, so the old ``.metadata`` is the whole old checkpoint.
     """
     if is_dcp_folder(path):
-        path = path / METADATA
+        path = path / DCP_METADATA
     target = path.with_name(path.name + suffix)
     exists = UpgdMigrateError(f"{path}: backup {target} already exists: not overwritten, file "
                               "left unchanged (remove it or pick another --backup suffix)")

@@ -3,7 +3,8 @@
 Torch files (raw states, training-loop dicts, Lightning ``.ckpt``, population-based-training
 files) are searched by shape: any dict with ``state`` + ``param_groups`` is an optimizer state,
 any dict with the VGS hyperparameters is a VGS state. The container's name comes from its marker
-keys (DOMAIN.md section 7). stable-baselines3 zips live in :mod:`.sb3`.
+keys (DOMAIN.md section 7). stable-baselines3 zips live in :mod:`.sb3`, DCP folders in
+:mod:`.dcp`.
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from upgd_migrate.checkpoint import io
 from upgd_migrate.checkpoint.detect import is_optimizer_state, is_vgs_state
 
 TRAINING_LOOP_KEYS = ("optimizer", "optimizer_state_dict", "optimizer_state")
+DCP_CONTAINER = "DCP checkpoint"
+DCP_METADATA = ".metadata"
 PBT_FORMATS = ("v2_full_parameters", "v1_policy_only")
 _MAX_DEPTH = 4
 
@@ -40,7 +43,15 @@ class Checkpoint:
 
     @property
     def size(self) -> int:
+        if self.path.is_dir():  # a DCP folder: its files together
+            return sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
         return self.path.stat().st_size
+
+
+def is_dcp_folder(path: Path) -> bool:
+    """A DCP checkpoint folder. Decided here, without importing torch.distributed.checkpoint
+    (seconds): only a folder that is one pays for that import."""
+    return Path(path).is_dir() and (Path(path) / DCP_METADATA).is_file()
 
 
 def container_name(root: Any) -> str:
@@ -110,6 +121,12 @@ def open_checkpoint(path: Path, allow_globals=()) -> Checkpoint:
     from upgd_migrate.checkpoint import sb3, zipcheck
 
     path = Path(path)
+    if is_dcp_folder(path):
+        from upgd_migrate.checkpoint.dcp import open_dcp
+
+        return open_dcp(path, allow_globals)
+    if path.is_dir():
+        raise io.CheckpointError(f"{path}: a folder without .metadata: not a DCP checkpoint")
     if path.is_file() and zipfile.is_zipfile(path):  # sb3 or torch zip: refuse bombs first
         zipcheck.check_zip(str(path), str(path))
     if sb3.is_sb3_zip(path):
@@ -126,8 +143,22 @@ def write_checkpoint(ckpt: Checkpoint, states: list[dict], out: Path) -> None:
     if ckpt.container == sb3.CONTAINER:
         sb3.write_zip(ckpt, states, out)
         return
+    if ckpt.container == DCP_CONTAINER:
+        from upgd_migrate.checkpoint.dcp_write import write_dcp
+
+        write_dcp(ckpt, states, out)
+        return
     root = ckpt.root
     for slot, state in zip(ckpt.slots, states):
         if state is not slot.state:
             root = _replace(root, slot.key, state)
     io.save(root, out)
+
+
+def loaded(ckpt: Checkpoint, state: Any) -> Any:
+    """``state`` with every tensor in memory (a DCP state holds its tensors lazily)."""
+    if ckpt.container != DCP_CONTAINER:
+        return state
+    from upgd_migrate.checkpoint.dcp import materialize
+
+    return materialize(state)

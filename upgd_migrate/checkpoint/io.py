@@ -144,6 +144,24 @@ def load_bytes(data: bytes, label: str, allow_globals: Sequence[str] = ()) -> An
     return _load(io.BytesIO(data), label, allow_globals, mmap=False)
 
 
+def load_slice(path: Path, offset: int, length: int, label: str,
+               allow_globals: Sequence[str] = ()) -> Any:
+    """Load the torch payload stored at ``offset`` in ``path`` (a DCP entry), weights only.
+
+    Only ``length`` bytes are read, so a data file's other entries (the model weights) are
+    never touched.
+    """
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            data = fh.read(length)
+    except OSError as e:
+        raise CheckpointError(f"{label}: cannot read ({e.strerror or e})") from None
+    if len(data) != length:
+        raise CheckpointError(f"{label}: truncated: {len(data)} of {length} bytes present")
+    return load_bytes(data, label, allow_globals)
+
+
 def save_to(obj: Any, fh: IO[bytes]) -> None:
     torch.save(obj, fh)
 

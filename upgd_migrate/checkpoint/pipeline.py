@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
 
-from upgd_migrate.checkpoint.containers import Checkpoint, open_checkpoint, write_checkpoint
+from upgd_migrate.checkpoint.containers import (DCP_METADATA, Checkpoint, is_dcp_folder,
+                                                open_checkpoint, write_checkpoint)
 from upgd_migrate.checkpoint.detect import optimizer_class
 from upgd_migrate.checkpoint.migrate import Context, Result, migrate_optimizer, migrate_vgs
 from upgd_migrate.errors import UpgdMigrateError
@@ -51,15 +52,32 @@ class FileResult:
         return any(s.result.changed for s in self.states)
 
 
+def several(paths: Sequence[Path]) -> bool:
+    """Several inputs (so ``-o`` names a folder): more than one, or a folder of checkpoints."""
+    return len(paths) > 1 or any(Path(p).is_dir() and not is_dcp_folder(p) for p in paths)
+
+
+def _walk(folder: Path) -> list[Path]:
+    """Checkpoint files and DCP folders under ``folder``; a DCP folder is one checkpoint."""
+    found = []
+    for here, dirs, files in os.walk(folder):
+        base = Path(here)
+        for d in list(dirs):
+            if is_dcp_folder(base / d):
+                found.append(base / d)
+                dirs.remove(d)
+        found += [base / f for f in files if Path(f).suffix in EXTENSIONS
+                  and not f.startswith(".") and (base / f).is_file()]
+    return sorted(found)
+
+
 def discover(paths: Sequence[Path]) -> list[tuple[Path, Path]]:
-    """(file, path relative to the argument it came from), directories searched recursively."""
+    """(checkpoint, path relative to the argument it came from), folders searched recursively."""
     found: list[tuple[Path, Path]] = []
     for arg in paths:
         arg = Path(arg)
-        if arg.is_dir():
-            files = sorted(p for p in arg.rglob("*") if p.is_file()
-                           and p.suffix in EXTENSIONS and not p.name.startswith("."))
-            found += [(p, p.relative_to(arg)) for p in files]
+        if arg.is_dir() and not is_dcp_folder(arg):
+            found += [(p, p.relative_to(arg)) for p in _walk(arg)]
         else:
             found.append((arg, Path(arg.name)))
     return found
@@ -72,7 +90,8 @@ def param_numels(ckpt: Checkpoint) -> list[int] | None:
             ids = [i for g in slot.state["param_groups"] for i in g["params"]]
             entries = [slot.state["state"].get(i) for i in ids]
             if all(e and "avg_utility" in e for e in entries):
-                return [e["avg_utility"].numel() for e in entries]
+                # dict.__getitem__: a DCP entry's tensor handle knows its size unread
+                return [dict.__getitem__(e, "avg_utility").numel() for e in entries]
     return None
 
 
@@ -86,7 +105,13 @@ def migrate_checkpoint(ckpt: Checkpoint, ctx: Context) -> list[StateResult]:
 
 
 def backup(path: Path, suffix: str) -> Path:
-    """Keep the original beside itself; an existing backup is never overwritten."""
+    """Keep the original beside itself; an existing backup is never overwritten.
+
+    For a DCP folder that is its ``.metadata``: an in-place migration leaves every data file
+    as it was, so the old ``.metadata`` is the whole old checkpoint.
+    """
+    if is_dcp_folder(path):
+        path = path / DCP_METADATA
     target = path.with_name(path.name + suffix)
     exists = UpgdMigrateError(f"{path}: backup {target} already exists: not overwritten, file "
                               "left unchanged (remove it or pick another --backup suffix)")

@@ -45,7 +45,7 @@ def run_migrate(paths: Sequence[Path], output: Optional[Path], in_place: bool,
                 run_verify: bool, fmt: str, allow_globals: Sequence[str]) -> int:
     mode = _mode(check, dry_run)
     opts = P.Options(mode, ctx, output, in_place, backup, tuple(allow_globals))
-    many = len(paths) > 1 or any(Path(p).is_dir() for p in paths)
+    many = P.several(paths)
     results = _process(P.discover(paths), opts, many)
     code = render.migrate_exit_code(results)
     verified, verify_lines = [], []

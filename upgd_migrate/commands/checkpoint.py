@@ -54,7 +54,9 @@ def _validate(paths, output, in_place, backup, check, dry_run, sigma_ratio) -> N
                                "(or --check / --dry-run to only report)")
     if backup and not in_place:
         raise click.UsageError("--backup needs --in-place")
-    many = len(paths) > 1 or any(Path(p).is_dir() for p in paths)
+    # A DCP folder (it holds .metadata) is one checkpoint, not a folder of them.
+    many = len(paths) > 1 or any(Path(p).is_dir() and not (Path(p) / ".metadata").is_file()
+                                 for p in paths)
     if output and many and Path(output).is_file():
         raise click.UsageError(f"-o {output}: several inputs need a folder, not a file")
     if sigma_ratio is not None and not 0.0 <= sigma_ratio < float("inf"):

@@ -45,9 +45,10 @@ def policy_for(sigma_ratio: float | None, calibrate_from: str | None) -> SigmaPo
 @click.argument("paths", nargs=-1, type=click.Path(exists=True))
 @click.option("--sigma-ratio", type=float, callback=_ratio, metavar="R",
               help=f"Relative sigma to write (default {DEFAULT_SIGMA_RATIO:g}, the seed's ratio).")
-@click.option("--calibrate-from", type=click.Path(exists=True, dir_okay=False),
+@click.option("--calibrate-from", type=click.Path(exists=True),
               metavar="CHECKPOINT", help="Calibrate the relative sigma so the noise level of "
-              "this optimizer checkpoint (param group 0, last step) is kept. Needs torch.")
+              "this optimizer checkpoint (a file or a DCP folder; param group 0, last step) is "
+              "kept. Needs torch.")
 @click.option("--check", is_flag=True, help="Write nothing; exit 1 if a file needs changes.")
 @click.option("--diff", is_flag=True, help="Write nothing; print a unified diff on stdout.")
 @click.option("--backup", metavar="SUFFIX", callback=_suffix,

@@ -8,7 +8,7 @@ from typing import Optional, Sequence
 import click
 
 from upgd_migrate.checkpoint import pipeline as P
-from upgd_migrate.checkpoint.containers import open_checkpoint
+from upgd_migrate.checkpoint.containers import loaded, open_checkpoint
 from upgd_migrate.errors import UpgdMigrateError
 from upgd_migrate.report import plural
 from upgd_migrate.verify import render
@@ -21,7 +21,7 @@ def verify_migrated(results: list[P.FileResult]) -> tuple[list[dict], list[str]]
     for r in results:
         if r.checkpoint is None:
             continue
-        slots = [(s.where, slot.kind, s.result.state)
+        slots = [(s.where, slot.kind, loaded(r.checkpoint, s.result.state))
                  for s, slot in zip(r.states, r.checkpoint.slots)]
         reports = verify_states(slots)
         lines += render.verify_text(str(r.output or r.path), reports)
@@ -43,7 +43,7 @@ def _config_check(reports, slots, kwargs: dict) -> None:
 
 def _verify_file(path: Path, cfg, steps: int, seed: int, allow_globals) -> dict:
     ckpt = open_checkpoint(path, allow_globals)
-    slots = [(s.where, s.kind, s.state) for s in ckpt.slots]
+    slots = [(s.where, s.kind, loaded(ckpt, s.state)) for s in ckpt.slots]
     kwargs, vgs_cfg = cfg if cfg else ({}, None)
     reports = verify_states(slots, steps, seed, vgs_cfg)
     if cfg:

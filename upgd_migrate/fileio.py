@@ -79,7 +79,10 @@ def atomic_writer(path: str | os.PathLike) -> Iterator[IO[bytes]]:
     file's mode (mkstemp's 0600 would otherwise leak into every rewritten file).
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise _naming(e, path) from None
     try:
         with os.fdopen(fd, "wb") as fh:
             yield fh
@@ -87,10 +90,20 @@ def atomic_writer(path: str | os.PathLike) -> Iterator[IO[bytes]]:
             os.fsync(fh.fileno())
         os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
+    except OSError as e:  # a full disk, say: name the file the user asked for, not the temp
+        Path(tmp).unlink(missing_ok=True)
+        raise _naming(e, path) from None
+    except BaseException:  # Ctrl-C, SIGTERM (errors.Interrupted): no temp file left behind
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def _naming(e: OSError, path: Path) -> OSError:
+    """The same error (same subclass, by errno) naming ``path`` instead of a hidden temp file."""
+    if e.errno is None:
+        return e
+    return OSError(e.errno, e.strerror, str(path))
 
 
 def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:

@@ -46,9 +46,10 @@ def test_second_run_reports_nothing_to_do(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args,message", [
-    ([], "Error: say where to write: -o OUT or --in-place (or --check / --dry-run to only report)"),
-    (["--check", "--dry-run"], "Error: --check and --dry-run cannot be combined"),
-    (["--check", "--in-place"], "Error: --check/--dry-run write nothing: drop -o/--in-place"),
+    ([], "Error: say where to write: -o OUT or --in-place (or --check / --diff to only report)"),
+    (["--check", "--dry-run"], "Error: --check and --diff/--dry-run cannot be combined"),
+    (["--check", "--diff"], "Error: --check and --diff/--dry-run cannot be combined"),
+    (["--check", "--in-place"], "Error: --check/--diff write nothing: drop -o/--in-place"),
     (["-o", "x.pt", "--backup", ".bak"], "Error: --backup needs --in-place"),
 ])
 def test_usage_errors(args, message, capsys):
@@ -163,7 +164,7 @@ def test_malformed_state_is_an_error_not_a_traceback(tmp_path, capsys):
     torch.save({"state": {0: {"step": 3}}, "param_groups": [{"lr": 1e-3, "sigma": 0.1,
                                                              "params": [0]}]}, path)
     assert main(["checkpoint", "inspect", str(path)]) == 0  # an unknown class: shown, untouched
-    assert main(["verify", str(path)]) == 0
+    assert main(["verify", str(path)]) == 2  # skipped: nothing verified is not a pass
     bad = tmp_path / "bad.pt"
     torch.save({"state": {}, "param_groups": [{"sigma": 0.1, "lr": 1e-3,
                                                "beta_utility": 0.9}]}, bad)  # no "params"
@@ -176,7 +177,12 @@ def test_malformed_state_is_an_error_not_a_traceback(tmp_path, capsys):
 def test_files_without_states(tmp_path, capsys):
     path = tmp_path / "weights.pt"
     torch.save({"model": {"w": torch.ones(2)}}, path)
-    assert main(["verify", str(path)]) == 0
-    assert capsys.readouterr().out == f"{path}: no optimizer or VGS state found\n"
-    assert main(["checkpoint", str(path), "--check"]) == 0
-    assert capsys.readouterr().out == f"{path}: no optimizer or VGS state found (torch file)\n"
+    # Nothing to verify or migrate: said, and exit 2, not a silent pass.
+    assert main(["verify", str(path)]) == 2
+    out = capsys.readouterr()
+    assert out.out == f"{path}: no optimizer or VGS state found\n"
+    assert out.err == "0 states verified in 1 file: 0 failed; nothing verified\n"
+    assert main(["checkpoint", str(path), "--check"]) == 2
+    out = capsys.readouterr()
+    assert out.out == f"{path}: no optimizer or VGS state found (torch file)\n"
+    assert out.err == "1 file: 1 no states; no UPGD/VGS state to migrate\n"

@@ -38,7 +38,11 @@ def _process(files, opts: P.Options, many: bool) -> list[P.FileResult]:
                 bar.update(1 if started else 0, stage)
                 started.append(stage)
 
-            results.append(P.process(path, rel, opts, many, tick))
+            try:
+                results.append(P.process(path, rel, opts, many, tick))
+            except BaseException:  # an interrupt: its line must not follow the bar's
+                click.echo("", err=True)
+                raise
             bar.update(bar.length - bar.pos, "done")
     return results
 

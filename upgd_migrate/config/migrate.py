@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 import difflib
 import enum
+import os
 import re
 from dataclasses import dataclass, field
 from typing import TextIO
@@ -188,9 +189,14 @@ def _emit(path: str, old: str, bom: bool, migrated: Migrated, job: FileJob) -> b
         prefix = codecs.BOM_UTF8 if bom else b""
         if job.backup and not _backup(path, prefix + old.encode("utf-8"), job):
             return False
+        inode = os.stat(path).st_ino
         try:
             atomic_write(path, prefix + migrated.text.encode("utf-8"))
-        except OSError as e:
+        except BaseException as e:  # OSError, or Ctrl-C / SIGTERM (errors.Interrupted)
+            if job.backup and os.stat(path).st_ino == inode:  # not replaced: drop our backup
+                os.unlink(path + job.backup)
+            if not isinstance(e, OSError):
+                raise
             _fail(job, f"{path}: cannot migrate: cannot write: {e.strerror or e}")
             return False
         job.err.write(f"Rewriting {path}\n")

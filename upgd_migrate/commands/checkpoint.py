@@ -27,7 +27,8 @@ class DefaultToMigrate(click.Group):
         # `checkpoint PATH -o OUT` is the common call: its options belong on this page.
         migrate = self.commands["migrate"]
         sub = click.Context(migrate, info_name="migrate", parent=ctx)
-        records = [r for p in migrate.get_params(sub) if (r := p.get_help_record(sub))]
+        records = [r for p in migrate.get_params(sub)
+                   if isinstance(p, click.Option) and (r := p.get_help_record(sub))]
         with formatter.section("Options (of migrate, the default subcommand)"):
             formatter.write_dl(records)
         self.format_commands(ctx, formatter)

@@ -74,6 +74,12 @@ def lint_command(paths: tuple[str, ...], fmt: str, strict: bool, exit_zero: bool
     """Lint UPGD/VGS configs: files, and *.yaml/*.yml under directories.
 
     \b
+    Examples:
+      upgd-migrate lint configs/
+      upgd-migrate lint --strict --format github configs/train.yaml
+      upgd-migrate lint --format json configs/ > findings.json
+
+    \b
     Exit codes: 0 clean (or only warnings/info), 1 errors (or warnings with --strict),
     2 usage error. Silence one finding with `# upgd-migrate: disable=CODE` on its line.
     """

@@ -186,3 +186,31 @@ def test_files_without_states(tmp_path, capsys):
     out = capsys.readouterr()
     assert out.out == f"{path}: no optimizer or VGS state found (torch file)\n"
     assert out.err == "1 file: 1 no states; no UPGD/VGS state to migrate\n"
+
+
+def test_progress_bar_reaches_100_only_after_the_write(tmp_path, monkeypatch):
+    """The write and its fsync are the slow part of a big file: the bar must not sit at 100%
+    while they run."""
+    import click
+
+    from upgd_migrate.checkpoint import pipeline
+    from upgd_migrate.checkpoint import run as checkpoint_run
+
+    bars, seen = [], []
+    real_bar, real_write = click.progressbar, pipeline.write_checkpoint
+
+    def progressbar(*args, **kwargs):
+        bars.append(real_bar(*args, **kwargs))
+        return bars[-1]
+
+    def write_checkpoint(*args):
+        seen.append((bars[-1].pos, bars[-1].length))
+        real_write(*args)
+
+    monkeypatch.setattr(pipeline, "PROGRESS_BYTES", 0)
+    monkeypatch.setattr(checkpoint_run.click, "progressbar", progressbar)
+    monkeypatch.setattr(pipeline, "write_checkpoint", write_checkpoint)
+    assert main(["checkpoint", str(G1), "-o", str(tmp_path / "a.pt")]) == 1
+    (pos, length), = seen
+    assert pos < length  # the write is inside the bar
+    assert bars[-1].pos == length  # and the bar ends full

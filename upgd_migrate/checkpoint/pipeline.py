@@ -165,7 +165,8 @@ def _keep(res: FileResult, rel: Path, opts: Options, many: bool) -> FileResult:
     fix = _sidecar_fix(res)
     target = outputs.target_path(res.path, rel, opts.output, many)
     try:
-        if opts.output is not None:
+        # A lone file of someone else's optimizer is an error run: nothing is written.
+        if opts.output is not None and (many or res.relevant):
             res.mirrored = outputs.link_or_copy(res.path, target)
             res.output = target
             if sb3.sidecar_path(res.path).is_file() and fix is None:
@@ -184,10 +185,10 @@ def _keep(res: FileResult, rel: Path, opts: Options, many: bool) -> FileResult:
 
 def _write(res: FileResult, rel: Path, opts: Options, many: bool, tick: Progress) -> FileResult:
     target = outputs.target_path(res.path, rel, opts.output, many)
-    target.parent.mkdir(parents=True, exist_ok=True)
     kept: Path | None = None
     before = _identity(res.path)
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
         if opts.in_place and opts.backup_suffix:
             kept = backup(res.path, opts.backup_suffix)
             res.notes.append(f"backup: {kept}")

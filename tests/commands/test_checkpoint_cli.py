@@ -214,3 +214,25 @@ def test_progress_bar_reaches_100_only_after_the_write(tmp_path, monkeypatch):
     (pos, length), = seen
     assert pos < length  # the write is inside the bar
     assert bars[-1].pos == length  # and the bar ends full
+
+
+@pytest.mark.parametrize("signum,code", [(2, 130), (15, 143)])
+def test_an_interrupted_write_removes_this_runs_backup(tmp_path, monkeypatch, capsys,
+                                                       signum, code):
+    """The signal itself is tested for real in tests/reliability/test_interrupts.py; here the
+    exception it raises arrives in the middle of the write, as the handler raises it."""
+    from upgd_migrate.checkpoint import io as ckpt_io
+    from upgd_migrate.errors import Interrupted
+
+    path = _copy(G1, tmp_path)
+    before = path.read_bytes()
+
+    def interrupted_save(obj, fh):
+        fh.write(b"half a checkpoint")
+        raise Interrupted(signum)
+
+    monkeypatch.setattr(ckpt_io, "save_to", interrupted_save)
+    assert main(["checkpoint", str(path), "--in-place", "--backup", ".orig"]) == code
+    assert capsys.readouterr().err.startswith("interrupted (SIG")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+    assert path.read_bytes() == before

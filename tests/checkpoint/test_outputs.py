@@ -7,8 +7,6 @@ import os
 import shutil
 from pathlib import Path
 
-import pytest
-
 from upgd_migrate.checkpoint.outputs import link_or_copy
 from upgd_migrate.cli import main
 

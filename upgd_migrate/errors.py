@@ -52,6 +52,23 @@ def interrupted_by() -> int | None:
 
 
 @contextmanager
+def deferred_signals() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM back for a few statements that create a file and record its name
+    (mkstemp, a backup's link): a signal in between would strand a file nobody knows of. The
+    signal is delivered, and raises, as soon as the block ends."""
+    mask = getattr(signal, "pthread_sigmask", None)
+    if mask is None:  # Windows: no signal masks
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    old = mask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        mask(signal.SIG_SETMASK, old)
+
+
+@contextmanager
 def signals_interrupt() -> Iterator[None]:
     """SIGINT and SIGTERM raise :class:`Interrupted` inside the block (main thread only)."""
     _received.clear()

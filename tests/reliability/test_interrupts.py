@@ -107,12 +107,12 @@ def test_signal_during_verify_and_config(tmp_path, sig):
     fixtures = Path(__file__).resolve().parents[2] / "fixtures"
     runs = tmp_path / "runs"
     runs.mkdir()
-    for i in range(40):
-        (runs / f"s{i:02}.pt").write_bytes((fixtures / "optim" / "upgd.pt").read_bytes())
+    for i in range(100):  # far more work than fits between the first line and the signal
+        (runs / f"s{i:03}.pt").write_bytes((fixtures / "optim" / "upgd.pt").read_bytes())
     env = {**cli_env(), "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(cli("verify", "runs"), cwd=tmp_path, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert proc.stdout.readline().startswith("runs/s00.pt")  # one file verified, 39 to go
+    proc = subprocess.Popen(cli("verify", "runs", "--steps", "200"), cwd=tmp_path, env=env,
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline().startswith("runs/s000.pt")  # one file verified, 99 to go
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == EXIT[sig], err

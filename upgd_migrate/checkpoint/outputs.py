@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-from upgd_migrate.errors import UpgdMigrateError
+from upgd_migrate.errors import UpgdMigrateError, deferred_signals
 
 
 def target_path(path: Path, rel: Path, output: Optional[Path], many: bool) -> Path:
@@ -42,8 +42,9 @@ def link_or_copy(src: Path, dst: Path) -> str:
     dst.parent.mkdir(parents=True, exist_ok=True)
     if dst.exists() and os.path.samefile(src, dst):
         return "linked"
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    os.close(fd)
+    with deferred_signals():  # the temp name exists only inside the try below
+        fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+        os.close(fd)
     try:
         os.unlink(tmp)
         try:

@@ -17,7 +17,7 @@ from upgd_migrate.checkpoint import outputs
 from upgd_migrate.checkpoint.containers import Checkpoint, open_checkpoint, write_checkpoint
 from upgd_migrate.checkpoint.detect import optimizer_class
 from upgd_migrate.checkpoint.migrate import Context, Result, migrate_optimizer, migrate_vgs
-from upgd_migrate.errors import UpgdMigrateError, raise_if_interrupted
+from upgd_migrate.errors import UpgdMigrateError, deferred_signals, raise_if_interrupted
 
 EXTENSIONS = (".pt", ".pth", ".ckpt", ".zip")
 PROGRESS_BYTES = 100 * 1024 * 1024
@@ -190,7 +190,8 @@ def _write(res: FileResult, rel: Path, opts: Options, many: bool, tick: Progress
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         if opts.in_place and opts.backup_suffix:
-            kept = backup(res.path, opts.backup_suffix)
+            with deferred_signals():  # the backup exists and `kept` says so, or neither
+                kept = backup(res.path, opts.backup_suffix)
             res.notes.append(f"backup: {kept}")
         tick("write")
         write_checkpoint(res.checkpoint, [s.result.state for s in res.states], target)

@@ -50,6 +50,7 @@ def test_colour_only_on_a_tty_and_never_with_no_color(monkeypatch):
 def test_json_is_the_documented_shape():
     assert json.loads(render("json", [F1, F3], files=5)) == {
         "version": 1,
+        "command": "lint",
         "findings": [
             {"path": "cfg/a.yaml", "line": 7, "col": 12, "code": "UPG101",
              "name": "unmigrated-sigma", "severity": "error",
@@ -58,6 +59,7 @@ def test_json_is_the_documented_shape():
              "name": "vgs-fixed-noise-adam", "severity": "info", "message": "transient",
              "fix": None}],
         "summary": {"files": 5, "files_with_findings": 2, "error": 1, "warning": 0, "info": 1},
+        "exit_code": 1,
     }
 
 

@@ -11,7 +11,7 @@ from typing import Sequence
 import click
 
 from upgd_migrate import __version__
-from upgd_migrate.errors import UpgdMigrateError
+from upgd_migrate.errors import Interrupted, UpgdMigrateError, interrupted_by, signals_interrupt
 
 # name -> "module:attribute" of a click.Command
 COMMANDS: dict[str, str] = {
@@ -63,8 +63,30 @@ def cli() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit code instead of exiting (testable, embeddable)."""
     try:
+        with signals_interrupt():
+            return _main(argv)
+    except Interrupted as e:
+        return _interrupted(e.signum)
+    except BaseException:
+        # torch's C++ writer turns a signal raised inside its write callback into a
+        # RuntimeError ("enforce fail at inline_container.cc"): the signal is what happened.
+        signum = interrupted_by()
+        if signum is None:
+            raise
+        return _interrupted(signum)
+
+
+def _interrupted(signum: int) -> int:
+    name = "SIGINT" if signum == 2 else "SIGTERM" if signum == 15 else f"signal {signum}"
+    click.echo(f"interrupted ({name}): no temp file, partial output or unused backup left",
+               err=True)
+    return 128 + signum
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    try:
         rv = cli.main(args=list(argv) if argv is not None else None, prog_name="upgd-migrate",
-                 standalone_mode=False)
+                      standalone_mode=False)
     except click.exceptions.Exit as e:
         return e.exit_code
     except click.ClickException as e:

@@ -12,6 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterator
 
+from upgd_migrate.errors import deferred_signals
+
 # Real configs are a few KiB; anything this big is not a hand-written config and parsing it
 # in pure Python would stall a pre-commit hook.
 MAX_BYTES = 5 * 1024 * 1024
@@ -55,8 +57,10 @@ def read_text_and_bom(path: str, max_bytes: int | None = None) -> tuple[str, boo
 def _temp_copy(path: str, raw: bytes, mode_of: str) -> str:
     """A synced temp file beside ``path`` holding ``raw``, with the mode of ``mode_of``."""
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".upgd-migrate-", suffix=".tmp")
+    tmp = None
     try:
+        with deferred_signals():
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=".upgd-migrate-", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             f.write(raw)
             f.flush()
@@ -64,7 +68,7 @@ def _temp_copy(path: str, raw: bytes, mode_of: str) -> str:
         if os.path.exists(mode_of):
             os.chmod(tmp, os.stat(mode_of).st_mode & 0o7777)
     except BaseException:
-        os.unlink(tmp)
+        _discard(tmp)
         raise
     return tmp
 
@@ -79,18 +83,35 @@ def atomic_writer(path: str | os.PathLike) -> Iterator[IO[bytes]]:
     file's mode (mkstemp's 0600 would otherwise leak into every rewritten file).
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        with deferred_signals():  # the temp file and its name, or neither
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except OSError as e:  # a full disk, say: name the file the user asked for, not the temp
+        _discard(tmp)
+        raise _naming(e, path) from None
+    except BaseException:  # Ctrl-C, SIGTERM (errors.Interrupted): no temp file left behind
+        _discard(tmp)
         raise
     _fsync_dir(path.parent)
+
+
+def _discard(tmp: str | None) -> None:
+    if tmp is not None:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _naming(e: OSError, path: Path) -> OSError:
+    """The same error (same subclass, by errno) naming ``path`` instead of a hidden temp file."""
+    if e.errno is None:
+        return e
+    return OSError(e.errno, e.strerror, str(path))
 
 
 def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
@@ -124,13 +145,14 @@ def atomic_create(path: str, data: bytes, mode_of: str) -> None:
     A hard link is atomic and fails on an existing name, so a crash never leaves half a
     backup that a later run would then refuse to overwrite.
     """
-    tmp = _temp_copy(path, data, mode_of)
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        raise
-    except OSError:  # a filesystem without hard links: exclusive create is the next best
-        with open(path, "xb") as f:
-            f.write(data)
-    finally:
-        os.unlink(tmp)
+    with deferred_signals():  # a config-sized write: an interrupt waits for it, then unwinds
+        tmp = _temp_copy(path, data, mode_of)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise
+        except OSError:  # a filesystem without hard links: exclusive create is the next best
+            with open(path, "xb") as f:
+                f.write(data)
+        finally:
+            os.unlink(tmp)

@@ -41,6 +41,16 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
+def envelope(command: str, body: dict, exit_code: int, warnings: list[str] = ()) -> dict:
+    """The one JSON document every ``--format json`` prints: version and command first,
+    the command's own fields (``findings`` or ``files``, ``summary``...), the exit code last."""
+    doc = {"version": JSON_FORMAT_VERSION, "command": command, **body}
+    if warnings:
+        doc["warnings"] = list(warnings)
+    doc["exit_code"] = exit_code
+    return doc
+
+
 def summary_line(findings: list[Finding], files: int) -> str:
     counts = Counter(f.severity for f in findings)
     flagged = len({f.path for f in findings})
@@ -64,15 +74,17 @@ def as_dict(finding: Finding) -> dict:
             "severity": finding.severity.value, "message": finding.message, "fix": finding.fix}
 
 
-def report_json(findings: list[Finding], files: int, stream: TextIO) -> None:
+def report_json(findings: list[Finding], files: int, stream: TextIO,
+                exit_code: int | None = None) -> None:
     counts = Counter(f.severity.value for f in findings)
-    document = {
-        "version": JSON_FORMAT_VERSION,
+    body = {
         "findings": [as_dict(f) for f in findings],
         "summary": {"files": files, "files_with_findings": len({f.path for f in findings}),
                     **{s.value: counts[s.value] for s in Severity}},
     }
-    stream.write(json.dumps(document, indent=2) + "\n")
+    if exit_code is None:  # the plain reporter signature: errors fail, as lint's default
+        exit_code = 1 if counts[Severity.ERROR.value] else 0
+    stream.write(json.dumps(envelope("lint", body, exit_code), indent=2) + "\n")
 
 
 def _escape(text: str, prop: bool = False) -> str:

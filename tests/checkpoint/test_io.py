@@ -106,3 +106,25 @@ def test_protocol_4_pickle_names_its_globals(tmp_path):
         io.load(path)
     assert not target.exists()
     assert err.value.names == ["io.open"]
+
+
+def test_a_failing_write_inside_torch_save_is_the_os_error_not_torch_internals():
+    """torch's C++ writer wraps our file object's error in '[enforce fail at
+    inline_container.cc...]'; the user sees the real one."""
+    import errno
+
+    import torch
+
+    from upgd_migrate.checkpoint import io as ckpt_io
+
+    class FullDisk:
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def flush(self):
+            pass
+
+    with pytest.raises(OSError) as caught:
+        ckpt_io.save_to({"w": torch.zeros(1000)}, FullDisk())
+    assert caught.value.errno == errno.ENOSPC
+    assert "inline_container" not in str(caught.value)

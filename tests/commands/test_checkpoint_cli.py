@@ -46,9 +46,10 @@ def test_second_run_reports_nothing_to_do(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args,message", [
-    ([], "Error: say where to write: -o OUT or --in-place (or --check / --dry-run to only report)"),
-    (["--check", "--dry-run"], "Error: --check and --dry-run cannot be combined"),
-    (["--check", "--in-place"], "Error: --check/--dry-run write nothing: drop -o/--in-place"),
+    ([], "Error: say where to write: -o OUT or --in-place (or --check / --diff to only report)"),
+    (["--check", "--dry-run"], "Error: --check and --diff/--dry-run cannot be combined"),
+    (["--check", "--diff"], "Error: --check and --diff/--dry-run cannot be combined"),
+    (["--check", "--in-place"], "Error: --check/--diff write nothing: drop -o/--in-place"),
     (["-o", "x.pt", "--backup", ".bak"], "Error: --backup needs --in-place"),
 ])
 def test_usage_errors(args, message, capsys):
@@ -163,7 +164,7 @@ def test_malformed_state_is_an_error_not_a_traceback(tmp_path, capsys):
     torch.save({"state": {0: {"step": 3}}, "param_groups": [{"lr": 1e-3, "sigma": 0.1,
                                                              "params": [0]}]}, path)
     assert main(["checkpoint", "inspect", str(path)]) == 0  # an unknown class: shown, untouched
-    assert main(["verify", str(path)]) == 0
+    assert main(["verify", str(path)]) == 2  # skipped: nothing verified is not a pass
     bad = tmp_path / "bad.pt"
     torch.save({"state": {}, "param_groups": [{"sigma": 0.1, "lr": 1e-3,
                                                "beta_utility": 0.9}]}, bad)  # no "params"
@@ -176,7 +177,62 @@ def test_malformed_state_is_an_error_not_a_traceback(tmp_path, capsys):
 def test_files_without_states(tmp_path, capsys):
     path = tmp_path / "weights.pt"
     torch.save({"model": {"w": torch.ones(2)}}, path)
-    assert main(["verify", str(path)]) == 0
-    assert capsys.readouterr().out == f"{path}: no optimizer or VGS state found\n"
-    assert main(["checkpoint", str(path), "--check"]) == 0
-    assert capsys.readouterr().out == f"{path}: no optimizer or VGS state found (torch file)\n"
+    # Nothing to verify or migrate: said, and exit 2, not a silent pass.
+    assert main(["verify", str(path)]) == 2
+    out = capsys.readouterr()
+    assert out.out == f"{path}: no optimizer or VGS state found\n"
+    assert out.err == "0 states verified in 1 file: 0 failed; nothing verified\n"
+    assert main(["checkpoint", str(path), "--check"]) == 2
+    out = capsys.readouterr()
+    assert out.out == f"{path}: no optimizer or VGS state found (torch file)\n"
+    assert out.err == "1 file: 1 no states; no UPGD/VGS state to migrate\n"
+
+
+def test_progress_bar_reaches_100_only_after_the_write(tmp_path, monkeypatch):
+    """The write and its fsync are the slow part of a big file: the bar must not sit at 100%
+    while they run."""
+    import click
+
+    from upgd_migrate.checkpoint import pipeline
+    from upgd_migrate.checkpoint import run as checkpoint_run
+
+    bars, seen = [], []
+    real_bar, real_write = click.progressbar, pipeline.write_checkpoint
+
+    def progressbar(*args, **kwargs):
+        bars.append(real_bar(*args, **kwargs))
+        return bars[-1]
+
+    def write_checkpoint(*args):
+        seen.append((bars[-1].pos, bars[-1].length))
+        real_write(*args)
+
+    monkeypatch.setattr(pipeline, "PROGRESS_BYTES", 0)
+    monkeypatch.setattr(checkpoint_run.click, "progressbar", progressbar)
+    monkeypatch.setattr(pipeline, "write_checkpoint", write_checkpoint)
+    assert main(["checkpoint", str(G1), "-o", str(tmp_path / "a.pt")]) == 1
+    (pos, length), = seen
+    assert pos < length  # the write is inside the bar
+    assert bars[-1].pos == length  # and the bar ends full
+
+
+@pytest.mark.parametrize("signum,code", [(2, 130), (15, 143)])
+def test_an_interrupted_write_removes_this_runs_backup(tmp_path, monkeypatch, capsys,
+                                                       signum, code):
+    """The signal itself is tested for real in tests/reliability/test_interrupts.py; here the
+    exception it raises arrives in the middle of the write, as the handler raises it."""
+    from upgd_migrate.checkpoint import io as ckpt_io
+    from upgd_migrate.errors import Interrupted
+
+    path = _copy(G1, tmp_path)
+    before = path.read_bytes()
+
+    def interrupted_save(obj, fh):
+        fh.write(b"half a checkpoint")
+        raise Interrupted(signum)
+
+    monkeypatch.setattr(ckpt_io, "save_to", interrupted_save)
+    assert main(["checkpoint", str(path), "--in-place", "--backup", ".orig"]) == code
+    assert capsys.readouterr().err.startswith("interrupted (SIG")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+    assert path.read_bytes() == before

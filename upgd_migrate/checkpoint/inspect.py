@@ -8,6 +8,7 @@ from upgd_migrate.checkpoint.containers import open_checkpoint
 from upgd_migrate.checkpoint.detect import FORMAT_KEY
 from upgd_migrate.checkpoint.pipeline import migrate_checkpoint
 from upgd_migrate.checkpoint.migrate import Context
+from upgd_migrate.report import plural
 
 _NOISE_KEYS = ("sigma", "adaptive_noise", "instant_noise_scale")
 _KNOWN_GROUP_KEYS = frozenset({
@@ -56,8 +57,8 @@ def _fmt(value: Any) -> str:
 
 
 def inspect_text(doc: Mapping[str, Any]) -> list[str]:
-    lines = [f"{doc['path']}: {doc['container']}, {doc['size']} bytes, "
-             f"{len(doc['states'])} state(s)"]
+    lines = [f"{doc['path']}: {doc['container']}, {plural(doc['size'], 'byte')}, "
+             f"{plural(len(doc['states']), 'state')}"]
     for st in doc["states"]:
         todo = ", ".join(st["would_apply"]) or "current, nothing to do"
         lines.append(f"  {st['where']}: {st['class'] or 'other optimizer'} {st['generation']}"

@@ -21,7 +21,7 @@ from typing import IO, Any, Sequence
 
 import torch
 
-from upgd_migrate.errors import UpgdMigrateError
+from upgd_migrate.errors import UpgdMigrateError, raise_if_interrupted
 from upgd_migrate.fileio import atomic_writer  # the one atomic writer, shared with configs
 
 _GLOBAL_IN_MESSAGE = re.compile(r"GLOBAL ([\w.]+)")
@@ -111,6 +111,7 @@ def _load(source: Any, label: str, allow: Sequence[str], mmap: bool) -> Any:
             warnings.filterwarnings("ignore", "Detected pickle protocol")  # we refuse it anyway
             return torch.load(source, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
+        raise_if_interrupted()
         names = _unsafe_names(source, e)
         if names or "GLOBAL" in str(e):
             raise UnsafeCheckpointError(label, names) from e
@@ -119,6 +120,7 @@ def _load(source: Any, label: str, allow: Sequence[str], mmap: bool) -> Any:
         raise CheckpointError(f"{label}: refused: not loadable with weights_only=True "
                               f"({_first_line(e)})") from e
     except (RuntimeError, EOFError, ValueError, OSError) as e:
+        raise_if_interrupted()
         raise CheckpointError(f"{label}: not a readable torch checkpoint ({_first_line(e)})") from e
 
 
@@ -136,11 +138,15 @@ def load(path: Path, allow_globals: Sequence[str] = ()) -> Any:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
+    if path.stat().st_size == 0:  # torch says only "EOFError" or "Ran out of input"
+        raise CheckpointError(f"{path}: empty file (0 bytes)")
     return _load(str(path), str(path), allow_globals, mmap=_is_torch_zip(path))
 
 
 def load_bytes(data: bytes, label: str, allow_globals: Sequence[str] = ()) -> Any:
     """Load a torch file held in memory (a member of a zip), weights only."""
+    if not data:
+        raise CheckpointError(f"{label}: empty file (0 bytes)")
     return _load(io.BytesIO(data), label, allow_globals, mmap=False)
 
 
@@ -163,12 +169,21 @@ def load_slice(path: Path, offset: int, length: int, label: str,
 
 
 def save_to(obj: Any, fh: IO[bytes]) -> None:
-    torch.save(obj, fh)
+    try:
+        torch.save(obj, fh)
+    except RuntimeError as e:
+        # torch's C++ writer wraps the error our file object raised (a full disk, a signal)
+        # in "[enforce fail at inline_container.cc:...]": report the real one.
+        raise_if_interrupted()
+        cause = e.__cause__ or e.__context__
+        if isinstance(cause, OSError):
+            raise cause from None
+        raise OSError(f"torch.save failed ({_first_line(e).split(']')[-1].strip()})") from None
 
 
 def save_bytes(obj: Any) -> bytes:
     buf = io.BytesIO()
-    torch.save(obj, buf)
+    save_to(obj, buf)
     return buf.getvalue()
 
 

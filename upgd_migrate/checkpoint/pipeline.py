@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
 
+from upgd_migrate.checkpoint import outputs
 from upgd_migrate.checkpoint.containers import (DCP_METADATA, Checkpoint, is_dcp_folder,
                                                 open_checkpoint, write_checkpoint)
 from upgd_migrate.checkpoint.detect import optimizer_class
 from upgd_migrate.checkpoint.migrate import Context, Result, migrate_optimizer, migrate_vgs
-from upgd_migrate.errors import UpgdMigrateError
+from upgd_migrate.errors import UpgdMigrateError, deferred_signals, raise_if_interrupted
 
 EXTENSIONS = (".pt", ".pth", ".ckpt", ".zip")
 PROGRESS_BYTES = 100 * 1024 * 1024
@@ -39,17 +40,25 @@ class StateResult:
 @dataclass
 class FileResult:
     path: Path
-    status: str  # migrated | would migrate | already current | no states | error
+    status: str  # migrated | would migrate | already current | skipped | no states | error
+    #              | sidecar repaired | would repair sidecar
     container: str | None = None
     states: list[StateResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     output: Path | None = None
     error: str | None = None
     checkpoint: Checkpoint | None = None
+    mirrored: str | None = None  # "linked" | "copied": the -o counterpart of an unchanged file
 
     @property
     def changed(self) -> bool:
-        return any(s.result.changed for s in self.states)
+        return (any(s.result.changed for s in self.states)
+                or self.status in ("sidecar repaired", "would repair sidecar"))
+
+    @property
+    def relevant(self) -> bool:
+        """Holds a UPGD-family optimizer or VGS state (not only torch.optim ones)."""
+        return any(s.result.cls is not None for s in self.states)
 
 
 def several(paths: Sequence[Path]) -> bool:
@@ -138,16 +147,6 @@ class Options:
     allow_globals: Sequence[str] = ()
 
 
-def _target(path: Path, rel: Path, opts: Options, many: bool) -> Path:
-    if opts.in_place or opts.output is None:
-        return path
-    if many or opts.output.is_dir():
-        target = opts.output / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        return target
-    return opts.output
-
-
 def process(path: Path, rel: Path, opts: Options, many: bool = False,
             progress: Optional[Progress] = None) -> FileResult:
     tick = progress or (lambda stage: None)
@@ -161,32 +160,93 @@ def process(path: Path, rel: Path, opts: Options, many: bool = False,
     res = FileResult(path, "", ckpt.container, states, checkpoint=ckpt)
     if not ckpt.slots:
         res.status = "no states"
-    elif not res.changed:
-        res.status = "already current"
-    elif opts.mode is not WriteBack.WRITE:
+    elif not res.relevant:
+        res.status = "skipped"  # torch.optim.Adam and friends: not ours to migrate or verify
+    elif res.changed and opts.mode is WriteBack.WRITE:
+        return _write(res, rel, opts, many, tick)
+    elif res.changed:
         res.status = "would migrate"
     else:
-        return _write(res, rel, opts, many, tick)
+        res.status = "already current"
+    if opts.mode is WriteBack.WRITE:
+        return _keep(res, rel, opts, many)
+    if _sidecar_fix(res) is not None:
+        res.status = "would repair sidecar"
+    return res
+
+
+def _sidecar_fix(res: FileResult) -> dict | None:
+    from upgd_migrate.checkpoint import sb3
+
+    if res.container != sb3.CONTAINER or res.status != "already current":
+        return None
+    return sb3.stale_sidecar(res.path)
+
+
+def _keep(res: FileResult, rel: Path, opts: Options, many: bool) -> FileResult:
+    """A file needing no migration: repair a stale sb3 sidecar, give -o OUT its counterpart."""
+    from upgd_migrate.checkpoint import sb3
+
+    fix = _sidecar_fix(res)
+    target = outputs.target_path(res.path, rel, opts.output, many)
+    try:
+        # A lone file of someone else's optimizer is an error run: nothing is written.
+        if opts.output is not None and (many or res.relevant):
+            res.mirrored = outputs.link_or_copy(res.path, target)
+            res.output = target
+            if sb3.sidecar_path(res.path).is_file() and fix is None:
+                outputs.link_or_copy(sb3.sidecar_path(res.path), sb3.sidecar_path(target))
+        if fix is not None:
+            sb3.write_sidecar(target, fix)
+            res.status = "sidecar repaired"
+            res.notes.append(f"{sb3.sidecar_path(target).name}: sha256 and size repaired "
+                             "(left stale by an interrupted run)")
+    except OSError as e:
+        raise_if_interrupted()
+        return FileResult(res.path, "error", res.container, res.states,
+                          error=f"{res.path}: cannot write {target}: {e.strerror or e}")
     return res
 
 
 def _write(res: FileResult, rel: Path, opts: Options, many: bool, tick: Progress) -> FileResult:
-    target = _target(res.path, rel, opts, many)
+    target = outputs.target_path(res.path, rel, opts.output, many)
+    kept: Path | None = None
+    before = _identity(res.path)
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
         if opts.in_place and opts.backup_suffix:
-            res.notes.append(f"backup: {backup(res.path, opts.backup_suffix)}")
+            with deferred_signals():  # the backup exists and `kept` says so, or neither
+                kept = backup(res.path, opts.backup_suffix)
+            res.notes.append(f"backup: {kept}")
         tick("write")
         write_checkpoint(res.checkpoint, [s.result.state for s in res.states], target)
-    except (UpgdMigrateError, OSError) as e:
-        return FileResult(res.path, "error", res.container, res.states,
-                          error=message(res.path, e))
+    except BaseException as e:
+        # The original is still in place (not replaced): the backup made for it is clutter
+        # that would make the rerun refuse ("backup already exists").
+        if kept is not None and _identity(res.path) == before:
+            kept.unlink(missing_ok=True)
+        if not isinstance(e, (UpgdMigrateError, OSError)):
+            raise
+        raise_if_interrupted()
+        text = (f"{res.path}: cannot write {target}: {e.strerror or e}"
+                if isinstance(e, OSError) else message(res.path, e))
+        return FileResult(res.path, "error", res.container, res.states, error=text)
     res.notes.extend(res.checkpoint.notes)
     res.status, res.output = "migrated", target
     return res
 
 
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def message(path: Path, e: Exception) -> str:
     """One line naming the file, for errors that end one file's processing."""
+    raise_if_interrupted()  # a signal that C++ code turned into an ordinary error
     text = str(e)
     if isinstance(e, KeyError):
         text = f"missing key {e}"
@@ -200,3 +260,15 @@ def process_all(files: Iterable[tuple[Path, Path]], opts: Options, many: bool = 
     files = list(files)
     many = many or len(files) > 1
     return [process(p, rel, opts, many, progress_for(p)) for p, rel in files]
+
+
+def discover_checked(paths: Sequence[Path]) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """``discover``, plus a warning per folder that holds no checkpoint; nothing at all found
+    is an error (exit 2): a run over an empty or mistyped folder must not look like a pass."""
+    found = discover(paths)
+    kinds = ", ".join(f"*{e}" for e in EXTENSIONS)
+    empty = [p for p in paths if Path(p).is_dir() and not discover([p])]
+    if not found:
+        where = ", ".join(str(p) for p in paths)
+        raise UpgdMigrateError(f"{where}: no checkpoints found ({kinds})")
+    return found, [f"warning: {p}: no checkpoints found ({kinds})" for p in empty]

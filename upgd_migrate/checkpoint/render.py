@@ -1,7 +1,8 @@
 """Text and JSON output of ``checkpoint``, and the exit code it implies.
 
 Exit codes: 0 clean (nothing changed, every check passed), 1 files changed or would change or a
-check failed, 2 a file could not be read (refused, corrupt, missing) or a write failed.
+check failed, 2 a file could not be read (refused, corrupt, missing), a write failed, or no
+input held a UPGD-family or VGS state at all (a run that migrated nothing is not a pass).
 """
 from __future__ import annotations
 
@@ -11,24 +12,35 @@ from collections import Counter
 from typing import Any, Sequence
 
 from upgd_migrate.checkpoint.pipeline import FileResult
+from upgd_migrate.report import envelope, plural
+
+
+ORDER = ("migrated", "would migrate", "sidecar repaired", "would repair sidecar",
+         "already current", "skipped", "no states", "error")
+SKIPPED = "not a UPGD/VGS state: skipped"
 
 
 def migrate_exit_code(results: Sequence[FileResult]) -> int:
-    if any(r.status == "error" for r in results):
+    if any(r.status == "error" for r in results) or not any(r.relevant for r in results):
         return 2
     return 1 if any(r.changed for r in results) else 0
 
 
 def _summary(counter: Counter, order: Sequence[str]) -> str:
-    parts = [f"{counter[k]} {k}" for k in order if counter[k]]
+    parts = [f"{counter[k]} {'errors' if k == 'error' and counter[k] > 1 else k}"
+             for k in order if counter[k]]
     return ", ".join(parts) if parts else "no files"
 
 
 def summary_line(results: Sequence[FileResult]) -> str:
-    counts = Counter(r.status for r in results)
-    order = ("migrated", "would migrate", "already current", "no states", "error")
-    files = "file" if len(results) == 1 else "files"
-    return f"{len(results)} {files}: {_summary(counts, order)}"
+    line = f"{plural(len(results), 'file')}: {_summary(Counter(r.status for r in results), ORDER)}"
+    mirrored = Counter(r.mirrored for r in results if r.mirrored)
+    if mirrored:
+        line += "; unchanged inputs " + " and ".join(
+            f"{how} ({n})" for how, n in sorted(mirrored.items())) + " into the output"
+    if results and not any(r.relevant for r in results):
+        line += "; no UPGD/VGS state to migrate"
+    return line
 
 
 def _status(r: FileResult) -> str:
@@ -39,7 +51,13 @@ def _status(r: FileResult) -> str:
         return f"{r.path}: already migrated, nothing to do ({r.container})"
     if r.status == "no states":
         return f"{r.path}: no optimizer or VGS state found ({r.container})"
+    if r.status == "skipped":
+        return f"{r.path}: {SKIPPED} ({r.container}: {_others(r)})"
     return f"{r.path}: {r.status} ({r.container})"
+
+
+def _others(r: FileResult) -> str:
+    return "only " + ", ".join(f"{s.where} (other optimizer)" for s in r.states)
 
 
 def migrate_text(results: Sequence[FileResult], detail: bool) -> list[str]:
@@ -71,18 +89,24 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def migrate_json(results: Sequence[FileResult], mode: str) -> str:
+def migrate_doc(results: Sequence[FileResult], mode: str) -> dict:
+    """The body of the JSON envelope (see ``report.envelope``)."""
     files = []
     for r in results:
         files.append({
             "path": str(r.path), "status": r.status, "container": r.container,
             "output": str(r.output) if r.output else None, "error": r.error,
+            "mirrored": r.mirrored,
             "notes": r.notes,
             "states": [{"where": s.where, "kind": s.result.kind, "class": s.result.cls,
                         "generation": s.result.generation, "applied": s.result.applied,
                         "notes": [{"level": n.level, "text": n.text} for n in s.result.notes]}
                        for s in r.states]})
     counts = Counter(r.status for r in results)
-    doc = {"mode": mode, "files": files, "summary": dict(sorted(counts.items())),
-           "exit_code": migrate_exit_code(results)}
+    return {"mode": mode, "files": files, "summary": dict(sorted(counts.items()))}
+
+
+def migrate_json(results: Sequence[FileResult], mode: str) -> str:
+    """The whole ``checkpoint --format json`` document, exit code included."""
+    doc = envelope("checkpoint", migrate_doc(results, mode), migrate_exit_code(results))
     return json.dumps(doc, indent=2)

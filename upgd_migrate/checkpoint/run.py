@@ -9,10 +9,12 @@ from typing import Optional, Sequence
 import click
 
 from upgd_migrate.checkpoint import inspect as insp
+from upgd_migrate.checkpoint import outputs
 from upgd_migrate.checkpoint import pipeline as P
 from upgd_migrate.checkpoint import render
 from upgd_migrate.checkpoint.migrate import Context
 from upgd_migrate.errors import UpgdMigrateError
+from upgd_migrate.report import envelope
 
 
 def _err(line: str) -> None:
@@ -26,11 +28,22 @@ def _process(files, opts: P.Options, many: bool) -> list[P.FileResult]:
         if size <= P.PROGRESS_BYTES:
             results.append(P.process(path, rel, opts, many))
             continue
-        # Big files take seconds to minutes: show the stage on stderr.
+        # Big files take seconds to minutes: show the stage on stderr. A stage moves the bar
+        # when it ends, so the write (and its fsync) is inside the bar, not after 100%.
         with click.progressbar(length=3, label=str(path), file=sys.stderr,
                                item_show_func=lambda s: s) as bar:
-            results.append(P.process(path, rel, opts, many,
-                                     lambda stage: bar.update(1, stage)))
+            started: list[str] = []
+
+            def tick(stage: str) -> None:
+                bar.update(1 if started else 0, stage)
+                started.append(stage)
+
+            try:
+                results.append(P.process(path, rel, opts, many, tick))
+            except BaseException:  # an interrupt: its line must not follow the bar's
+                click.echo("", err=True)
+                raise
+            bar.update(bar.length - bar.pos, "done")
     return results
 
 
@@ -46,7 +59,10 @@ def run_migrate(paths: Sequence[Path], output: Optional[Path], in_place: bool,
     mode = _mode(check, dry_run)
     opts = P.Options(mode, ctx, output, in_place, backup, tuple(allow_globals))
     many = P.several(paths)
-    results = _process(P.discover(paths), opts, many)
+    files, warnings = P.discover_checked(paths)
+    if output is not None:
+        outputs.refuse_self_overwrite(files, output, many)
+    results = _process(files, opts, many)
     code = render.migrate_exit_code(results)
     verified, verify_lines = [], []
     if run_verify:
@@ -56,34 +72,42 @@ def run_migrate(paths: Sequence[Path], output: Optional[Path], in_place: bool,
     if any(not s["ok"] for f in verified for s in f["states"]):
         code = max(code, 1)
     if fmt == "json":
-        doc = json.loads(render.migrate_json(results, mode.value))
+        doc = render.migrate_doc(results, mode.value)
         if run_verify:
             doc["verify"] = verified
-        doc["exit_code"] = code
-        click.echo(json.dumps(doc, indent=2))
-    else:
-        for line in render.migrate_text(results, detail=mode is not P.WriteBack.CHECK):
-            click.echo(line)
-        for line in verify_lines:
-            click.echo(line)
-        for r in results:
-            if r.error:
-                _err(r.error)
-        _err(render.summary_line(results))
+        click.echo(json.dumps(envelope("checkpoint", doc, code, warnings), indent=2))
+        return code
+    for line in warnings:
+        _err(line)
+    for line in render.migrate_text(results, detail=mode is not P.WriteBack.CHECK):
+        click.echo(line)
+    for line in verify_lines:
+        click.echo(line)
+    for r in results:
+        if r.error:
+            _err(r.error)
+    _err(render.summary_line(results))
     return code
 
 
 def run_inspect(paths: Sequence[Path], fmt: str, allow_globals: Sequence[str]) -> int:
     docs, code = [], 0
-    for path, _ in P.discover(paths):
+    files, warnings = P.discover_checked(paths)
+    for path, _ in files:
         try:
             docs.append(insp.inspect_file(path, allow_globals))
         except (UpgdMigrateError, KeyError, TypeError, ValueError) as e:
             docs.append({"path": str(path), "error": P.message(path, e)})
             code = 2
     if fmt == "json":
-        click.echo(json.dumps(docs, indent=2))
+        errors = sum("error" in d for d in docs)
+        summary = {"files": len(docs), "errors": errors,
+                   "states": sum(len(d.get("states", ())) for d in docs)}
+        body = {"files": docs, "summary": summary}
+        click.echo(json.dumps(envelope("checkpoint inspect", body, code, warnings), indent=2))
         return code
+    for line in warnings:
+        _err(line)
     for doc in docs:
         if "error" in doc:
             _err(doc["error"])

@@ -164,5 +164,24 @@ def write_zip(ckpt: Checkpoint, states: list[dict], out: Path) -> None:
     io.write_bytes(out, data)
     if meta is not None:
         meta.update(sha256=hashlib.sha256(data).hexdigest(), size=len(data))
-        io.write_bytes(sidecar_path(out), (json.dumps(meta, indent=2) + "\n").encode())
+        write_sidecar(out, meta)
         ckpt.notes.append(f"{sidecar_path(out).name}: sha256 and size updated")
+
+
+def write_sidecar(out: Path, meta: dict) -> None:
+    io.write_bytes(sidecar_path(out), (json.dumps(meta, indent=2) + "\n").encode())
+
+
+def stale_sidecar(path: Path) -> dict | None:
+    """The sidecar with the zip's real sha256 and size, when the one on disk disagrees.
+
+    The zip and its sidecar are two atomic writes: a run interrupted between them leaves a
+    migrated zip (which the next run finds current) beside the old sidecar. Only a sidecar
+    that records sha256 or size is checked; None when it is right or absent.
+    """
+    meta = _sidecar(path)
+    if meta is None or not {"sha256", "size"} & set(meta):
+        return None
+    data = path.read_bytes()
+    fixed = {**meta, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    return fixed if fixed != meta else None

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import click
 
+from upgd_migrate.commands.options import need_torch, sigma_ratio_option
+
 FORMATS = click.Choice(["text", "json"])
 
 
@@ -20,6 +22,16 @@ class DefaultToMigrate(click.Group):
         if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
             args = ["migrate", *args]
         return super().parse_args(ctx, args)
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # `checkpoint PATH -o OUT` is the common call: its options belong on this page.
+        migrate = self.commands["migrate"]
+        sub = click.Context(migrate, info_name="migrate", parent=ctx)
+        records = [r for p in migrate.get_params(sub)
+                   if isinstance(p, click.Option) and (r := p.get_help_record(sub))]
+        with formatter.section("Options (of migrate, the default subcommand)"):
+            formatter.write_dl(records)
+        self.format_commands(ctx, formatter)
 
 
 def allow_global_option(fn):
@@ -38,20 +50,31 @@ def checkpoint() -> None:
     """Migrate optimizer and VGS states inside checkpoints to the adaptive-noise format.
 
     \b
-    upgd-migrate checkpoint [migrate] PATH... (-o OUT | --in-place | --check | --dry-run)
+    upgd-migrate checkpoint [migrate] PATH... (-o OUT | --in-place | --check | --diff)
     upgd-migrate checkpoint inspect PATH...
+
+    \b
+    Examples:
+      upgd-migrate checkpoint run/ -o migrated/        every input gets a counterpart
+      upgd-migrate checkpoint ckpt.pt --in-place --backup .orig
+      upgd-migrate checkpoint run/ --check             exit 1 if any file would change
+
+    \b
+    Exit codes: 0 nothing to change, 1 files changed (or would, with --check/--diff),
+    2 usage error, unreadable input, or no UPGD/VGS state found at all.
+    Interrupted (Ctrl-C / SIGTERM): 130 / 143, nothing half-written left behind.
     """
 
 
-def _validate(paths, output, in_place, backup, check, dry_run, sigma_ratio) -> None:
+def _validate(paths, output, in_place, backup, check, dry_run) -> None:
     if check and dry_run:
-        raise click.UsageError("--check and --dry-run cannot be combined")
+        raise click.UsageError("--check and --diff/--dry-run cannot be combined")
     reporting = check or dry_run
     if reporting and (output or in_place):
-        raise click.UsageError("--check/--dry-run write nothing: drop -o/--in-place")
+        raise click.UsageError("--check/--diff write nothing: drop -o/--in-place")
     if not reporting and bool(output) == bool(in_place):
         raise click.UsageError("say where to write: -o OUT or --in-place "
-                               "(or --check / --dry-run to only report)")
+                               "(or --check / --diff to only report)")
     if backup and not in_place:
         raise click.UsageError("--backup needs --in-place")
     # A DCP folder (it holds .metadata) is one checkpoint, not a folder of them.
@@ -59,8 +82,6 @@ def _validate(paths, output, in_place, backup, check, dry_run, sigma_ratio) -> N
                                  for p in paths)
     if output and many and Path(output).is_file():
         raise click.UsageError(f"-o {output}: several inputs need a folder, not a file")
-    if sigma_ratio is not None and not 0.0 <= sigma_ratio < float("inf"):
-        raise click.UsageError(f"--sigma-ratio {sigma_ratio}: must be a finite ratio >= 0")
 
 
 @checkpoint.command("migrate")
@@ -70,10 +91,11 @@ def _validate(paths, output, in_place, backup, check, dry_run, sigma_ratio) -> N
 @click.option("--in-place", is_flag=True, help="Rewrite the input files atomically.")
 @click.option("--backup", metavar="SUFFIX", help="With --in-place: keep the original as "
               "FILE+SUFFIX (an existing backup is never overwritten).")
-@click.option("--check", is_flag=True, help="Only say which files would change (exit 1 if any).")
-@click.option("--dry-run", is_flag=True, help="Say in detail what would change; write nothing.")
-@click.option("--sigma-ratio", type=float, help="Relative sigma to use instead of calibrating "
-              "from each checkpoint's own moments.")
+@click.option("--check", is_flag=True, help="Write nothing; exit 1 if a file needs changes.")
+@click.option("--diff", "--dry-run", "dry_run", is_flag=True,
+              help="Write nothing; print what would change, state by state (exit 1 if any).")
+@sigma_ratio_option("Relative sigma (0 < R <= 1; 0.05 = 5%) to use instead of calibrating "
+                    "from each checkpoint's own moments.")
 @click.option("--instant-noise", is_flag=True, help="Move groups on the EMA noise path "
               "(instant_noise_scale: false) to the instant path, which holds the ratio under "
               "gradient scaling.")
@@ -83,8 +105,16 @@ def _validate(paths, output, in_place, backup, check, dry_run, sigma_ratio) -> N
 @allow_global_option
 def migrate(paths, output, in_place, backup, check, dry_run, sigma_ratio, instant_noise,
             run_verify, fmt, allow_globals) -> int:
-    """Migrate every optimizer and VGS state found in PATHS (files or folders)."""
-    _validate(paths, output, in_place, backup, check, dry_run, sigma_ratio)
+    """Migrate every optimizer and VGS state found in PATHS (files or folders).
+
+    \b
+    Examples:
+      upgd-migrate checkpoint migrate run/ -o migrated/
+      upgd-migrate checkpoint migrate ckpt.pt --in-place --backup .orig --verify
+      upgd-migrate checkpoint migrate ppo.zip --diff --sigma-ratio 0.05
+    """
+    _validate(paths, output, in_place, backup, check, dry_run)
+    need_torch("upgd-migrate checkpoint")
     from upgd_migrate.checkpoint import run as _checkpoint_run
     from upgd_migrate.checkpoint.migrate import Context
 
@@ -98,7 +128,15 @@ def migrate(paths, output, in_place, backup, check, dry_run, sigma_ratio, instan
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
 @allow_global_option
 def inspect(paths, fmt, allow_globals) -> int:
-    """Show the container, optimizer class and generation of every state in PATHS."""
+    """Show the container, optimizer class and generation of every state in PATHS.
+
+    \b
+    Examples:
+      upgd-migrate checkpoint inspect ckpt.pt
+      upgd-migrate checkpoint inspect run/ --format json
+    Exit codes: 0 read, 2 unreadable input or no checkpoint found.
+    """
+    need_torch("upgd-migrate checkpoint inspect")
     from upgd_migrate.checkpoint import run as _checkpoint_run
 
     return _checkpoint_run.run_inspect(paths, fmt, allow_globals)

@@ -55,8 +55,11 @@ def policy_for(sigma_ratio: float | None, calibrate_from: str | None) -> SigmaPo
               help="Keep the original as FILE+SUFFIX (never overwrites an existing backup).")
 @click.option("--list-migrations", "show_migrations", is_flag=True,
               help="Print every migration, in the order they run, and exit.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="Output format (json: one document on stdout).")
 def config(paths: tuple[str, ...], sigma_ratio: float | None, calibrate_from: str | None,
-           check: bool, diff: bool, backup: str | None, show_migrations: bool) -> int:
+           check: bool, diff: bool, backup: str | None, show_migrations: bool,
+           fmt: str) -> int:
     """Migrate UPGD/VGS configs to adaptive noise: files, and *.yaml/*.yml under folders.
 
     Sets adaptive_noise: true and converts an absolute sigma to a relative ratio
@@ -64,8 +67,15 @@ def config(paths: tuple[str, ...], sigma_ratio: float | None, calibrate_from: st
     other fix listed by --list-migrations. Only the changed values differ.
 
     \b
-    Exit codes: 0 nothing to change, 1 files changed (or would, with --check/--diff)
-    or a file could not be read, parsed or backed up, 2 usage error.
+    Examples:
+      upgd-migrate config --diff configs/       what would change, as a unified diff
+      upgd-migrate config --backup .orig configs/train.yaml
+      upgd-migrate config --check --format json configs/
+
+    \b
+    Exit codes: 0 nothing to change, 1 files changed (or would, with --check/--diff),
+    2 usage error or a file that could not be read, parsed, written or backed up.
+    Interrupted (Ctrl-C / SIGTERM): 130 / 143, no temp file or unused backup left.
     """
     if show_migrations:
         click.echo(list_migrations())
@@ -76,10 +86,46 @@ def config(paths: tuple[str, ...], sigma_ratio: float | None, calibrate_from: st
         raise click.UsageError("--backup applies only when writing (not with --check or --diff)")
     policy = policy_for(sigma_ratio, calibrate_from)
     mode = Mode.DIFF if diff else Mode.CHECK if check else Mode.WRITE
+    if fmt == "json":
+        return _run_json(paths, policy, mode, backup)
     job = FileJob(policy, mode, sys.stdout, sys.stderr, backup)
     for path in iter_files(paths):
         migrate_file(path, job)
     summary = job.report.summary()
     if summary:
         click.echo(summary, err=True)
+    return job.report.exit_code
+
+
+_COUNTERS = {"changed": "changed", "already": "already migrated",
+             "unrelated": "without UPGD settings", "manual": "needs a manual fix",
+             "failed": "error"}
+
+
+def _run_json(paths: tuple[str, ...], policy: SigmaPolicy, mode: Mode,
+              backup: str | None) -> int:
+    """``--format json``: each file's outcome (read from the report's counters) and lines."""
+    import io
+    import json
+
+    from upgd_migrate.report import envelope
+
+    files = []
+    job = FileJob(policy, mode, io.StringIO(), io.StringIO(), backup)
+    for path in iter_files(paths):
+        before = {k: getattr(job.report, k) for k in _COUNTERS}
+        job.out, job.err = io.StringIO(), io.StringIO()
+        migrate_file(path, job)
+        status = next((v for k, v in _COUNTERS.items() if getattr(job.report, k) != before[k]),
+                      "unknown")
+        if status == "changed":
+            status = "rewritten" if mode is Mode.WRITE else "would be rewritten"
+        entry = {"path": path, "status": status, "messages": job.err.getvalue().splitlines()}
+        if mode is Mode.DIFF:
+            entry["diff"] = job.out.getvalue()
+        files.append(entry)
+    summary = {k: getattr(job.report, k) for k in _COUNTERS}
+    doc = envelope("config", {"mode": mode.value, "files": files, "summary": summary},
+                   job.report.exit_code)
+    click.echo(json.dumps(doc, indent=2))
     return job.report.exit_code

@@ -8,7 +8,7 @@ import click
 from upgd_migrate.findings import Severity
 from upgd_migrate.legacy import ABSOLUTE_SIGMA_MAX, RELATIVE_SIGMA_RANGE, UPGD_TYPES, VGS_VERSIONS
 from upgd_migrate.config.lint import default_jobs, lint_paths
-from upgd_migrate.report import REPORTERS
+from upgd_migrate.report import REPORTERS, report_json
 from upgd_migrate.config.rules import RULES, LintOptions
 
 
@@ -74,6 +74,12 @@ def lint_command(paths: tuple[str, ...], fmt: str, strict: bool, exit_zero: bool
     """Lint UPGD/VGS configs: files, and *.yaml/*.yml under directories.
 
     \b
+    Examples:
+      upgd-migrate lint configs/
+      upgd-migrate lint --strict --format github configs/train.yaml
+      upgd-migrate lint --format json configs/ > findings.json
+
+    \b
     Exit codes: 0 clean (or only warnings/info), 1 errors (or warnings with --strict),
     2 usage error. Silence one finding with `# upgd-migrate: disable=CODE` on its line.
     """
@@ -82,5 +88,9 @@ def lint_command(paths: tuple[str, ...], fmt: str, strict: bool, exit_zero: bool
         return 0
     options = LintOptions(relative_sigma, absolute_sigma_max, vgs_version)
     result = lint_paths(paths, options, jobs or default_jobs())
-    REPORTERS[fmt](result.findings, result.files, sys.stdout)
-    return exit_code({f.severity for f in result.findings}, strict, exit_zero)
+    code = exit_code({f.severity for f in result.findings}, strict, exit_zero)
+    if fmt == "json":  # the shared envelope carries the exit code
+        report_json(result.findings, result.files, sys.stdout, exit_code=code)
+    else:
+        REPORTERS[fmt](result.findings, result.files, sys.stdout)
+    return code

@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 
 from upgd_migrate.commands.checkpoint import FORMATS, allow_global_option, paths_argument
+from upgd_migrate.commands.options import need_torch
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -25,8 +26,19 @@ def verify(paths, config, steps, seed, fmt, allow_globals) -> int:
     Per state: noise-to-update ratio vs target (sigma, when adaptive), amplification
     r(c)/r(1) for c = 0.5, 0.1 and the packaged VGS (must be 1.00 +/- 0.03), first-step
     noise level vs the pre-migration level (a spike or drop beyond 1.5x fails), and
-    finiteness. Exit 0: all pass; 1: a check failed; 2: a file could not be read.
+    finiteness. A torch.optim state (Adam, say) is skipped, not verified.
+
+    \b
+    Examples:
+      upgd-migrate verify migrated/
+      upgd-migrate verify ckpt.pt --config train.yaml --steps 64
+      upgd-migrate verify ppo.zip --format json
+
+    \b
+    Exit codes: 0 all pass; 1 a check failed; 2 a file could not be read, or no UPGD/VGS
+    state was found to verify. Interrupted: 130 (Ctrl-C) / 143 (SIGTERM).
     """
+    need_torch("upgd-migrate verify")
     from upgd_migrate.verify.run import run_verify
 
     return run_verify(paths, config, steps, seed, fmt, allow_globals)

@@ -10,10 +10,12 @@ from __future__ import annotations
 import codecs
 import difflib
 import enum
+import os
 import re
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from upgd_migrate.errors import deferred_signals
 from upgd_migrate.fileio import UnreadableFile, atomic_create, atomic_write, read_text_and_bom
 from upgd_migrate.legacy import MIGRATED_CODES, MIGRATIONS
 from upgd_migrate.config.lint import lint_text
@@ -186,11 +188,18 @@ def _emit(path: str, old: str, bom: bool, migrated: Migrated, job: FileJob) -> b
         job.out.write(unified_diff(path, old, migrated.text))
     if job.mode is Mode.WRITE:
         prefix = codecs.BOM_UTF8 if bom else b""
-        if job.backup and not _backup(path, prefix + old.encode("utf-8"), job):
-            return False
+        inode = None
         try:
+            with deferred_signals():  # the backup exists and `inode` says so, or neither
+                if job.backup and not _backup(path, prefix + old.encode("utf-8"), job):
+                    return False
+                inode = os.stat(path).st_ino
             atomic_write(path, prefix + migrated.text.encode("utf-8"))
-        except OSError as e:
+        except BaseException as e:  # OSError, or Ctrl-C / SIGTERM (errors.Interrupted)
+            if job.backup and inode is not None and os.stat(path).st_ino == inode:
+                os.unlink(path + job.backup)  # the file was not replaced: drop our backup
+            if not isinstance(e, OSError):
+                raise
             _fail(job, f"{path}: cannot migrate: cannot write: {e.strerror or e}")
             return False
         job.err.write(f"Rewriting {path}\n")

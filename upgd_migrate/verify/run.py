@@ -10,7 +10,7 @@ import click
 from upgd_migrate.checkpoint import pipeline as P
 from upgd_migrate.checkpoint.containers import loaded, open_checkpoint
 from upgd_migrate.errors import UpgdMigrateError
-from upgd_migrate.report import plural
+from upgd_migrate.report import envelope, plural
 from upgd_migrate.verify import render
 from upgd_migrate.verify.drive import Check, verify_states
 
@@ -23,7 +23,7 @@ def verify_migrated(results: list[P.FileResult]) -> tuple[list[dict], list[str]]
             continue
         slots = [(s.where, slot.kind, loaded(r.checkpoint, s.result.state))
                  for s, slot in zip(r.states, r.checkpoint.slots)]
-        reports = verify_states(slots)
+        reports, _ = _split(verify_states(slots))
         lines += render.verify_text(str(r.output or r.path), reports)
         out.append({"path": str(r.output or r.path),
                     "states": [render.report_json(x) for x in reports]})
@@ -51,34 +51,65 @@ def _verify_file(path: Path, cfg, steps: int, seed: int, allow_globals) -> dict:
     return {"path": str(path), "container": ckpt.container, "reports": reports}
 
 
+def _split(reports) -> tuple[list, list[str]]:
+    """(the reports of UPGD-family and VGS states, where the other optimizers were)."""
+    skipped = [r.where for r in reports if r.kind == "optimizer" and r.cls in (None, "-")]
+    return [r for r in reports if r.where not in skipped], skipped
+
+
+def _verify_all(files_found, cfg, steps, seed, allow_globals) -> tuple[list[dict], list[str]]:
+    files, errors = [], []
+    for path, _ in files_found:
+        try:
+            f = _verify_file(path, cfg, steps, seed, allow_globals)
+        except (UpgdMigrateError, KeyError, TypeError, ValueError) as e:
+            errors.append(P.message(path, e))
+            continue
+        f["reports"], f["skipped"] = _split(f["reports"])
+        files.append(f)
+    return files, errors
+
+
 def run_verify(paths: Sequence[Path], config: Optional[Path], steps: int, seed: int, fmt: str,
                allow_globals: Sequence[str]) -> int:
     from upgd_migrate.verify.config import read_config
 
     cfg = read_config(config) if config else None
-    files, errors = [], []
-    for path, _ in P.discover(paths):
-        try:
-            files.append(_verify_file(path, cfg, steps, seed, allow_globals))
-        except (UpgdMigrateError, KeyError, TypeError, ValueError) as e:
-            errors.append(P.message(path, e))
+    found, warnings = P.discover_checked(paths)
+    files, errors = _verify_all(found, cfg, steps, seed, allow_globals)
     reports = [r for f in files for r in f["reports"]]
+    skipped = sum(len(f["skipped"]) for f in files)
     failed = sum(not r.ok for r in reports)
-    code = 2 if errors else (1 if failed else 0)
+    # Nothing verified is not a pass: an Adam checkpoint, or a folder of model weights.
+    code = 2 if errors or not reports else (1 if failed else 0)
     if fmt == "json":
-        doc = {"files": [{"path": f["path"], "container": f["container"],
-                          "states": [render.report_json(r) for r in f["reports"]]}
-                         for f in files],
-               "errors": errors, "summary": {"states": len(reports), "failed": failed},
-               "exit_code": code}
-        click.echo(json.dumps(doc, indent=2))
+        body = {"files": [{"path": f["path"], "container": f["container"],
+                           "states": [render.report_json(r) for r in f["reports"]],
+                           "skipped": f["skipped"]} for f in files],
+                "errors": errors,
+                "summary": {"states": len(reports), "failed": failed, "skipped": skipped}}
+        click.echo(json.dumps(envelope("verify", body, code, warnings), indent=2))
         return code
+    for line in warnings:
+        click.echo(line, err=True)
     for f in files:
-        for line in render.verify_text(f["path"], f["reports"]):
-            click.echo(line)
+        if f["reports"] or not f["skipped"]:
+            for line in render.verify_text(f["path"], f["reports"]):
+                click.echo(line)
+        for where in f["skipped"]:
+            click.echo(f"{f['path']}: {where}: not a UPGD/VGS state: skipped")
     for e in errors:
         click.echo(e, err=True)
-    click.echo(f"{plural(len(reports), 'state')} verified in {plural(len(files), 'file')}: "
-               f"{failed} failed" + (f", {plural(len(errors), 'file')} unreadable" if errors else ""),
-               err=True)
+    click.echo(_summary(len(reports), len(files), failed, skipped, len(errors)), err=True)
     return code
+
+
+def _summary(states: int, files: int, failed: int, skipped: int, errors: int) -> str:
+    line = f"{plural(states, 'state')} verified in {plural(files, 'file')}: {failed} failed"
+    if skipped:
+        line += f", {skipped} skipped (not UPGD/VGS)"
+    if errors:
+        line += f", {plural(errors, 'file')} unreadable"
+    if not states:
+        line += "; nothing verified"
+    return line

@@ -141,11 +141,16 @@ def owners(key: str) -> list[str]:
 
 @dataclass(frozen=True)
 class Migration:
-    """One named config migration: the lint codes it always fixes and what it does."""
+    """One named config migration: the lint codes it always fixes and what it does.
+
+    An ``unsafe`` migration may change what the user's own code reads, so, as ruff's unsafe
+    fixes, it runs only when asked (``config --unsafe-fixes``).
+    """
 
     id: str
     fixes: tuple[str, ...]
     summary: str
+    unsafe: bool = False
 
 
 # The ordered registry of `upgd-migrate config`. Order matters: each pass reads the text the
@@ -160,9 +165,12 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("yaml11-floats", ("UPG304",),
               "respell numbers PyYAML reads as strings (1e-6 -> 1.0e-6)"),
     Migration("vgs-unread-keys", ("UPG203",),
-              "comment out VGS keys no VGS version reads (accumulation_steps, clip_threshold)"),
+              "comment out VGS keys no VGS version reads (accumulation_steps, clip_threshold); "
+              "only with --unsafe-fixes: the user's own trainer may read them", unsafe=True),
 )
-MIGRATED_CODES = frozenset(code for m in MIGRATIONS for code in m.fixes)
+UNSAFE_FIXES_OPTION = "--unsafe-fixes"
+MIGRATED_CODES = frozenset(code for m in MIGRATIONS if not m.unsafe for code in m.fixes)
+UNSAFE_CODES = frozenset(code for m in MIGRATIONS if m.unsafe for code in m.fixes)
 
 # The marker `upgd-migrate config` leaves on a line whose value it changed, recording the old
 # value: `# upgd-migrate: sigma was 0.001 (absolute)`. A sigma on a line carrying it is relative

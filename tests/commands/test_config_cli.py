@@ -27,6 +27,12 @@ def legacy(tmp_path):
     return path
 
 
+def unread(path, line: int, key: str) -> str:
+    return (f"{path}:{line}:5: [warning] UPG203 '{key}' is not a VGS parameter: no VGS version "
+            "reads it, so VGS silently ignores it (your own trainer may read it: `config` "
+            "comments it out only with --unsafe-fixes) (fix: upgd-migrate config --unsafe-fixes)\n")
+
+
 def test_write_mode_rewrites_in_place_and_exits_1(legacy, capsys):
     assert main(["config", str(legacy)]) == 1
     out, err = capsys.readouterr()
@@ -34,21 +40,40 @@ def test_write_mode_rewrites_in_place_and_exits_1(legacy, capsys):
     assert err == (
         f"Rewriting {legacy}\n"
         f"{legacy}:7: adaptive-noise: {SOURCE}\n"
+        + unread(legacy, 14, "accumulation_steps") + unread(legacy, 17, "clip_threshold")
+        + "1 file rewritten.\n")
+    assert legacy.read_bytes() == (GOLDEN / "layout-a.out.yaml").read_bytes()
+
+
+def test_unsafe_fixes_comment_out_unread_vgs_keys(legacy, capsys):
+    assert main(["config", "--unsafe-fixes", str(legacy)]) == 1
+    assert capsys.readouterr().err == (
+        f"Rewriting {legacy}\n"
+        f"{legacy}:7: adaptive-noise: {SOURCE}\n"
         f"{legacy}:14: vgs-unread-keys: accumulation_steps commented out (no VGS version reads "
         "it)\n"
         f"{legacy}:17: vgs-unread-keys: clip_threshold commented out (no VGS version reads it)\n"
         "1 file rewritten.\n")
-    assert legacy.read_bytes() == (GOLDEN / "layout-a.out.yaml").read_bytes()
+    assert legacy.read_bytes() == (GOLDEN / "layout-a-unsafe.out.yaml").read_bytes()
 
 
 def test_second_run_says_already_migrated_and_writes_nothing(legacy, capsys):
-    main(["config", str(legacy)])
+    main(["config", "--unsafe-fixes", str(legacy)])
     before, stamp = legacy.read_bytes(), legacy.stat().st_mtime_ns
     capsys.readouterr()
-    assert main(["config", str(legacy)]) == 0
+    assert main(["config", "--unsafe-fixes", str(legacy)]) == 0
     assert capsys.readouterr() == ("", "1 file already migrated.\n")
     assert legacy.read_bytes() == before and legacy.stat().st_mtime_ns == stamp
     assert lint_text(str(legacy), legacy.read_text()) == []
+
+
+def test_second_safe_run_keeps_reporting_the_unread_keys(legacy, capsys):
+    main(["config", str(legacy)])
+    capsys.readouterr()
+    assert main(["config", str(legacy)]) == 0
+    assert capsys.readouterr().err == (unread(legacy, 14, "accumulation_steps")
+                                       + unread(legacy, 17, "clip_threshold")
+                                       + "1 file already migrated.\n")
 
 
 def test_check_writes_nothing_and_exits_1(legacy, capsys):
@@ -194,7 +219,7 @@ def test_config_path_never_imports_torch(legacy):
 
 def test_unchanged_lines_are_byte_identical(legacy):
     before = legacy.read_bytes().split(b"\n")
-    main(["config", str(legacy)])
+    main(["config", "--unsafe-fixes", str(legacy)])
     after = legacy.read_bytes().split(b"\n")
     changed = [i + 1 for i, (a, b) in enumerate(zip(before, after)) if a != b]
     assert len(before) == len(after) and changed == [7, 14, 17]

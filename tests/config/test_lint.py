@@ -46,8 +46,9 @@ POSITIVE = {
         "4:5 UPG202 unknown optimizer_kwargs key 'sigmma' for AdaptiveUPGD (did you mean "
         "'sigma'?)"]),
     "UPG203": (layout_a("adam", "lr: 0.001", "accumulation_steps: 4"), [
-        "6:5 UPG203 'accumulation_steps' is not a VGS parameter: no VGS version reads it, so it "
-        "is silently ignored"]),
+        "6:5 UPG203 'accumulation_steps' is not a VGS parameter: no VGS version reads it, so VGS "
+        "silently ignores it (your own trainer may read it: `config` comments it out only with "
+        "--unsafe-fixes)"]),
     "UPG301": (layout_a("AdaptiveUPGD", "adaptive_noise: yes"), [
         "4:21 UPG301 adaptive_noise: expected true or false, got the string 'yes'"]),
     "UPG302": (layout_a("AdaptiveUPGD", "beta2: 1.5"), [
@@ -98,11 +99,11 @@ def test_real_config_4a_yields_unmigrated_sigma_and_two_ignored_vgs_keys():
     assert [(f.line, f.col, f.code) for f in findings] == [
         (7, 12, "UPG101"), (14, 5, "UPG203"), (17, 5, "UPG203")]
     assert [f.message for f in findings[1:]] == [
-        "'accumulation_steps' is not a VGS parameter: no VGS version reads it, so it is "
-        "silently ignored",
-        "'clip_threshold' is not a VGS parameter: no VGS version reads it, so it is silently "
-        "ignored"]
-    assert {f.fix for f in findings} == {"upgd-migrate config"}
+        f"'{key}' is not a VGS parameter: no VGS version reads it, so VGS silently ignores it "
+        "(your own trainer may read it: `config` comments it out only with --unsafe-fixes)"
+        for key in ("accumulation_steps", "clip_threshold")]
+    assert [f.fix for f in findings] == ["upgd-migrate config"] + \
+        ["upgd-migrate config --unsafe-fixes"] * 2
 
 
 def test_vgs_version_key_fires_only_below_its_version():

@@ -52,10 +52,14 @@ def policy_for(sigma_ratio: float | None, calibrate_from: str | None) -> SigmaPo
 @click.option("--diff", is_flag=True, help="Write nothing; print a unified diff on stdout.")
 @click.option("--backup", metavar="SUFFIX", callback=_suffix,
               help="Keep the original as FILE+SUFFIX (never overwrites an existing backup).")
+@click.option("--unsafe-fixes", is_flag=True,
+              help="Also run the fixes that may change what your own code reads (commenting "
+                   "out VGS keys no VGS reads, such as accumulation_steps).")
 @click.option("--list-migrations", "show_migrations", is_flag=True,
               help="Print every migration, in the order they run, and exit.")
 def config(paths: tuple[str, ...], sigma_ratio: float | None, calibrate_from: str | None,
-           check: bool, diff: bool, backup: str | None, show_migrations: bool) -> int:
+           check: bool, diff: bool, backup: str | None, unsafe_fixes: bool,
+           show_migrations: bool) -> int:
     """Migrate UPGD/VGS configs to adaptive noise: files, and *.yaml/*.yml under folders.
 
     Sets adaptive_noise: true and converts an absolute sigma to a relative ratio
@@ -75,7 +79,7 @@ def config(paths: tuple[str, ...], sigma_ratio: float | None, calibrate_from: st
         raise click.UsageError("--backup applies only when writing (not with --check or --diff)")
     policy = policy_for(sigma_ratio, calibrate_from)
     mode = Mode.DIFF if diff else Mode.CHECK if check else Mode.WRITE
-    job = FileJob(policy, mode, sys.stdout, sys.stderr, backup)
+    job = FileJob(policy, mode, sys.stdout, sys.stderr, backup, unsafe_fixes)
     for path in iter_files(paths):
         migrate_file(path, job)
     summary = job.report.summary()

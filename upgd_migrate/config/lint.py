@@ -114,8 +114,7 @@ def _lint_documents(ctx: Context, text: str) -> None:
         return
     for document in documents:
         blocks = locate(document)
-        if blocks:
-            check_yaml11_numbers(ctx, document)
+        check_yaml11_numbers(ctx, blocks)
         for block in blocks:
             check_block(ctx, block)
 

@@ -9,9 +9,10 @@ from dataclasses import dataclass, field, replace
 
 from upgd_migrate.findings import Finding, Severity
 from upgd_migrate.legacy import (ABSOLUTE_SIGMA_MAX, MIGRATED_CODES, RELATIVE_SIGMA_RANGE,
-                                 VGS_VERSIONS)
+                                 UNSAFE_CODES, UNSAFE_FIXES_OPTION, VGS_VERSIONS)
 
 FIX_CONFIG = "upgd-migrate config"
+FIX_CONFIG_UNSAFE = f"{FIX_CONFIG} {UNSAFE_FIXES_OPTION}"
 E, W, I = Severity.ERROR, Severity.WARNING, Severity.INFO
 
 
@@ -53,8 +54,10 @@ RULES: dict[str, Rule] = {r.code: r for r in (
     Rule("UPG304", "yaml11-string-float", E, "number PyYAML (YAML 1.1) reads as a string, "
          "like 1e-6"),
 )}
-# A rule's fix is `upgd-migrate config` exactly when a registered migration always fixes it.
-RULES = {code: replace(rule, fix=FIX_CONFIG) if code in MIGRATED_CODES else rule
+# A rule's fix is `upgd-migrate config` exactly when a registered migration always fixes it
+# (with --unsafe-fixes when that migration may change what the user's own code reads).
+RULES = {code: replace(rule, fix=FIX_CONFIG) if code in MIGRATED_CODES else
+         replace(rule, fix=FIX_CONFIG_UNSAFE) if code in UNSAFE_CODES else rule
          for code, rule in RULES.items()}
 
 

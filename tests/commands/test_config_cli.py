@@ -18,6 +18,7 @@ from upgd_migrate.config.lint import lint_text
 
 GOLDEN = REPO / "tests" / "config" / "golden" / "config"
 SOURCE = "sigma 0.001 (absolute) -> 0.05 (relative; the seed's default ratio)"
+OLD_COMMENT = "; the line's own comment still describes the old absolute std"
 
 
 @pytest.fixture
@@ -39,7 +40,7 @@ def test_write_mode_rewrites_in_place_and_exits_1(legacy, capsys):
     assert out == ""
     assert err == (
         f"Rewriting {legacy}\n"
-        f"{legacy}:7: adaptive-noise: {SOURCE}\n"
+        f"{legacy}:7: adaptive-noise: {SOURCE}{OLD_COMMENT}\n"
         + unread(legacy, 14, "accumulation_steps") + unread(legacy, 17, "clip_threshold")
         + "1 file rewritten.\n")
     assert legacy.read_bytes() == (GOLDEN / "layout-a.out.yaml").read_bytes()
@@ -49,7 +50,7 @@ def test_unsafe_fixes_comment_out_unread_vgs_keys(legacy, capsys):
     assert main(["config", "--unsafe-fixes", str(legacy)]) == 1
     assert capsys.readouterr().err == (
         f"Rewriting {legacy}\n"
-        f"{legacy}:7: adaptive-noise: {SOURCE}\n"
+        f"{legacy}:7: adaptive-noise: {SOURCE}{OLD_COMMENT}\n"
         f"{legacy}:14: vgs-unread-keys: accumulation_steps commented out (no VGS version reads "
         "it)\n"
         f"{legacy}:17: vgs-unread-keys: clip_threshold commented out (no VGS version reads it)\n"
@@ -80,7 +81,8 @@ def test_check_writes_nothing_and_exits_1(legacy, capsys):
     before = legacy.read_bytes()
     assert main(["config", "--check", str(legacy)]) == 1
     err = capsys.readouterr().err
-    assert err.startswith(f"Would rewrite {legacy}\n{legacy}:7: adaptive-noise: {SOURCE}\n")
+    assert err.startswith(f"Would rewrite {legacy}\n{legacy}:7: adaptive-noise: {SOURCE}"
+                          f"{OLD_COMMENT}\n")
     assert err.endswith("\n1 file would be rewritten.\n")
     assert legacy.read_bytes() == before
     assert main(["config", "--check", str(GOLDEN / "layout-a.out.yaml")]) == 0
@@ -180,9 +182,25 @@ def test_sigma_ratio_is_written(legacy, capsys):
     assert "(relative; --sigma-ratio)" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("ratio,warning", [
+    ("0.7", "warning: relative sigma 0.7 (--sigma-ratio) is above the plausible relative range "
+            "0.01-0.5: noise 70% of the update\n"),
+    ("0.005", "warning: relative sigma 0.005 (--sigma-ratio) is below the plausible relative "
+              "range 0.01-0.5: lint reports it as UPG101 unless its --relative-sigma range "
+              "allows it\n"),
+])
+def test_sigma_ratio_outside_the_plausible_range_is_written_with_a_warning(ratio, warning,
+                                                                          legacy, capsys):
+    assert main(["config", "--sigma-ratio", ratio, str(legacy)]) == 1
+    assert capsys.readouterr().err.startswith(warning + f"Rewriting {legacy}\n")
+    assert f"sigma: {ratio}  " in legacy.read_text()
+
+
 @pytest.mark.parametrize("args, message", [
     (["--sigma-ratio", "0"], "Invalid value for '--sigma-ratio': must be a positive number, got 0"),
     (["--sigma-ratio", "nan"], "must be a positive number, got nan"),
+    (["--sigma-ratio", "5"], "Invalid value for '--sigma-ratio': 5 is a noise-to-update ratio of "
+                             "500%: above 1 the noise outweighs the update (did you mean 0.05?)"),
     (["--backup", ""], "must be a non-empty file-name suffix like .bak, got ''"),
     (["--backup", ".b", "--check"], "--backup applies only when writing (not with --check or "
                                     "--diff)"),

@@ -227,5 +227,5 @@ def _print_unfixable(path: str, text: str, job: FileJob) -> None:
     fix; those an unsafe fix would remove say so in their ``(fix: ...)``."""
     fixed = MIGRATED_CODES | UNSAFE_CODES if job.unsafe_fixes else MIGRATED_CODES
     for finding in lint_text(path, text):
-        if finding.code not in fixed:
+        if finding.code not in fixed or finding.fix is None:  # None: on a line config marked
             job.err.write(format_text(finding) + "\n")

@@ -148,7 +148,8 @@ def _migrate_noise(result: PassResult, text: str, optimizer: str, kwargs: Mappin
     if convert and sigma is not None:
         result.edits.replace(sigma, new, f"sigma was {sigma.text} (absolute)")
         result.changes.append(Change("adaptive-noise", sigma.start, f"sigma {sigma.text} "
-                                     f"(absolute) -> {new} (relative; {policy.source})"))
+                                     f"(absolute) -> {new} (relative; {policy.source})"
+                                     f"{_old_comment_note(text, sigma)}"))
 
 
 def _why_not(kwargs: Mapping, optimizer: str, policy: SigmaPolicy,
@@ -163,6 +164,13 @@ def _why_not(kwargs: Mapping, optimizer: str, policy: SigmaPolicy,
         if node is not None and change and key not in own:  # editing it would change every user
             return f"{key} comes from a merged anchor (<<); migrate it where the anchor is defined"
     return None
+
+
+def _old_comment_note(text: str, sigma: Scalar) -> str:
+    """Real configs comment sigma as an absolute std ("tune to 0.0005-0.001"); that comment
+    stays on the line, so the change line says it now describes the old meaning."""
+    return "; the line's own comment still describes the old absolute std" \
+        if "#" in text[sigma.end:_eol(text, sigma)] else ""
 
 
 def _eol(text: str, node: Node) -> int:

@@ -41,6 +41,10 @@ RULES: dict[str, Rule] = {r.code: r for r in (
          "transient amplification after a VGS drop"),
     Rule("UPG105", "vgs-noise-ema-lag", W, "VGS with adaptive_noise and instant_noise_scale "
          "false: the noise-scale EMA lags VGS changes"),
+    Rule("UPG106", "large-relative-sigma", W, "adaptive_noise on with sigma above the "
+         "plausible relative range (up to 1)"),
+    Rule("UPG107", "relative-sigma-above-one", E, "adaptive_noise on with sigma above 1: "
+         "noise larger than the update, a percentage typed as a ratio"),
     Rule("UPG201", "unsupported-kwarg", E, "keyword argument the named optimizer does not "
          "accept (TypeError at construction)"),
     Rule("UPG202", "unknown-key", E, "key no optimizer or VGS version knows (with a "

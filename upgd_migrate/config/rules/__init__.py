@@ -83,10 +83,11 @@ class Context:
     findings: list[Finding] = field(default_factory=list)
 
     def report(self, code: str, node, message: str) -> None:
-        """Record rule ``code`` at ``node`` (anything with 1-based ``line`` and ``col``)."""
+        """Record rule ``code`` at ``node`` (anything with 1-based ``line`` and ``col``; a node
+        of a plain mapping carries its ``loc`` instead, see :mod:`upgd_migrate.config.plain`)."""
         rule = RULES[code]
         self.findings.append(Finding(self.path, node.line, node.col, code, rule.severity,
-                                     message, rule.fix))
+                                     message, rule.fix, getattr(node, "loc", ())))
 
 
 def rule_for(selector: str) -> Rule | None:

@@ -8,8 +8,8 @@ Validate a config when training starts, inside the trainer's own pydantic config
 A config ``lint`` reports with an error-severity code raises :class:`pydantic.ValidationError`
 with one entry per finding: its ``type`` is the code (``UPG101``), its ``loc`` the field
 (``optimizer_kwargs.sigma``), its ``msg`` lint's message. Warning-severity codes are emitted as
-:class:`UPGDConfigWarning` (``-W error::upgd_migrate.schema.UPGDConfigWarning`` makes them
-fatal); info-severity ones only come back from :func:`validate`. The checks are lint's own
+:class:`UPGDConfigWarning`, a ``UserWarning`` (``warnings.simplefilter("error",
+UPGDConfigWarning)`` makes them fatal); info-severity ones only come back from :func:`validate`. The checks are lint's own
 (:mod:`upgd_migrate.config.plain` feeds them the dict), never a second copy.
 
 Built from the table in :mod:`legacy`, so the exported JSON Schema, ``lint`` and these models
@@ -17,6 +17,7 @@ cannot drift apart. Importing this module costs pydantic's start-up, so ``lint``
 """
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import warnings
 from collections.abc import Mapping
@@ -65,6 +66,17 @@ def validate(mapping: Mapping, options: LintOptions | None = None) -> list[Findi
 # Set while an outer model's rules have run over the whole input, so nested models do not
 # report the same findings again.
 _CHECKED = contextvars.ContextVar("upgd_migrate_schema_checked", default=False)
+
+
+@contextlib.contextmanager
+def types_only() -> Any:
+    """Validate with pydantic's types and bounds alone, the layer the JSON Schema exports
+    (tests compare it with lint's UPG301/UPG302)."""
+    token = _CHECKED.set(True)
+    try:
+        yield
+    finally:
+        _CHECKED.reset(token)
 
 
 def _at(data: Any, loc: tuple) -> Any:

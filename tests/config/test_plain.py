@@ -9,7 +9,7 @@ import textwrap
 import pytest
 
 from conftest import CONFIGS
-from test_lint import NEGATIVE, POSITIVE, layout_a
+from test_lint import NEGATIVE, POSITIVE
 from upgd_migrate.config.lint import _lint_documents
 from upgd_migrate.config.plain import check_kwargs, check_vgs, to_node, validate
 from upgd_migrate.config.rules import Context

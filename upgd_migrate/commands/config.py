@@ -60,7 +60,8 @@ def policy_for(sigma_ratio: float | None, calibrate_from: str | None) -> SigmaPo
 @click.command("config")
 @click.argument("paths", nargs=-1, type=click.Path(exists=True))
 @click.option("--sigma-ratio", type=float, callback=_ratio, metavar="R",
-              help=f"Relative sigma to write (default {DEFAULT_SIGMA_RATIO:g}, the seed's ratio).")
+              help=f"Relative sigma to write (default {DEFAULT_SIGMA_RATIO:g}, the seed's ratio; "
+                   "above 1 is refused: a ratio, not a percentage).")
 @click.option("--calibrate-from", type=click.Path(exists=True, dir_okay=False),
               metavar="CHECKPOINT", help="Calibrate the relative sigma so the noise level of "
               "this optimizer checkpoint (param group 0, last step) is kept. Needs torch.")
@@ -80,7 +81,8 @@ def config(paths: tuple[str, ...], sigma_ratio: float | None, calibrate_from: st
 
     Sets adaptive_noise: true and converts an absolute sigma to a relative ratio
     (the old value stays on the line in a `# upgd-migrate:` comment), plus every
-    other fix listed by --list-migrations. Only the changed values differ.
+    other fix listed by --list-migrations (those marked --unsafe-fixes only with
+    it). Only the changed values differ.
 
     \b
     Exit codes: 0 nothing to change, 1 files changed (or would, with --check/--diff)

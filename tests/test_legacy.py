@@ -5,7 +5,7 @@ import inspect
 import pytest
 
 from upgd_migrate.legacy import (ALIASES, OPTIMIZERS, UPGD_TYPES, VGS_IGNORED_KEYS, VGS_PARAMS,
-                                 relative_sigma_excess)
+                                 ratio_caution, relative_sigma_excess)
 
 
 @pytest.mark.parametrize("name,cls", [("adam", "Adam"), ("adamw", "AdamW"), ("sgd", "SGD")])
@@ -72,3 +72,10 @@ def test_relative_sigma_excess_is_one_check_for_lint_and_the_command(sigma, expe
 def test_relative_sigma_excess_follows_the_plausible_range_below_one():
     assert relative_sigma_excess(0.7, (0.01, 0.8)) is None
     assert relative_sigma_excess(1.5, (0.01, 3.0))[0] == "error"
+
+
+def test_ratio_caution_covers_both_sides_of_the_plausible_range():
+    assert ratio_caution(0.05) is None
+    assert ratio_caution(0.005) == ("below the plausible relative range 0.01-0.5: lint reports it "
+                                    "as UPG101 unless its --relative-sigma range allows it")
+    assert ratio_caution(0.7) == relative_sigma_excess(0.7)[1]

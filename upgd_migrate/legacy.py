@@ -147,6 +147,19 @@ def relative_sigma_excess(sigma: float, plausible: tuple[float, float] = RELATIV
     return None
 
 
+def ratio_caution(ratio: float) -> str | None:
+    """Why a relative sigma ``config`` is asked to write is unusual ("is ..."), or None: above
+    or below the plausible relative range. Written all the same (the user chose it), but said."""
+    excess = relative_sigma_excess(ratio)
+    if excess is not None:
+        return excess[1]
+    low, high = RELATIVE_SIGMA_RANGE
+    if ratio < low:
+        return (f"below the plausible relative range {low:g}-{high:g}: lint reports it as UPG101 "
+                "unless its --relative-sigma range allows it")
+    return None
+
+
 def accepts(optimizer: str, key: str) -> bool:
     """True when the canonical ``optimizer`` takes ``key`` as a keyword argument."""
     return key in OPTIMIZERS[optimizer]

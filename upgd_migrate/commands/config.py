@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from upgd_migrate.legacy import (DEFAULT_SIGMA_RATIO, MIGRATIONS, RELATIVE_SIGMA_RANGE,
+from upgd_migrate.legacy import (DEFAULT_SIGMA_RATIO, MIGRATIONS, ratio_caution,
                                  relative_sigma_excess)
 from upgd_migrate.config.lint import iter_files
 from upgd_migrate.config.migrate import FileJob, Mode, migrate_file
@@ -25,19 +25,6 @@ def _ratio(ctx, param, value: float | None) -> float | None:
     if value is not None and (excess := relative_sigma_excess(value)) and excess[0] == "error":
         raise click.BadParameter(f"{value:g} is {excess[1]}")
     return value
-
-
-def ratio_warning(policy: SigmaPolicy) -> str | None:
-    """A ratio outside the plausible relative range is written (the user asked for it), but said."""
-    excess = relative_sigma_excess(policy.ratio)
-    if excess is not None:
-        return f"warning: relative sigma {policy.ratio:g} ({policy.source}) is {excess[1]}"
-    low, high = RELATIVE_SIGMA_RANGE
-    if policy.ratio < low:
-        return (f"warning: relative sigma {policy.ratio:g} ({policy.source}) is below the "
-                f"plausible relative range {low:g}-{high:g}: lint reports it as UPG101 unless "
-                "its --relative-sigma range allows it")
-    return None
 
 
 def _suffix(ctx, param, value: str | None) -> str | None:
@@ -96,9 +83,8 @@ def config(paths: tuple[str, ...], sigma_ratio: float | None, calibrate_from: st
     if backup is not None and (check or diff):
         raise click.UsageError("--backup applies only when writing (not with --check or --diff)")
     policy = policy_for(sigma_ratio, calibrate_from)
-    warning = ratio_warning(policy)
-    if warning is not None:
-        click.echo(warning, err=True)
+    if (why := ratio_caution(policy.ratio)) is not None:
+        click.echo(f"warning: relative sigma {policy.ratio:g} ({policy.source}) is {why}", err=True)
     mode = Mode.DIFF if diff else Mode.CHECK if check else Mode.WRITE
     job = FileJob(policy, mode, sys.stdout, sys.stderr, backup, unsafe_fixes)
     for path in iter_files(paths):

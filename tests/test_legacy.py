@@ -4,7 +4,8 @@ import inspect
 
 import pytest
 
-from upgd_migrate.legacy import ALIASES, OPTIMIZERS, UPGD_TYPES, VGS_IGNORED_KEYS, VGS_PARAMS
+from upgd_migrate.legacy import (ALIASES, OPTIMIZERS, UPGD_TYPES, VGS_IGNORED_KEYS, VGS_PARAMS,
+                                 ratio_caution, relative_sigma_excess)
 
 
 @pytest.mark.parametrize("name,cls", [("adam", "Adam"), ("adamw", "AdamW"), ("sgd", "SGD")])
@@ -46,3 +47,35 @@ def test_every_migration_has_a_pass_and_fixes_real_rules():
     assert list(PASSES) == [m.id for m in MIGRATIONS]  # registered in registry order
     assert MIGRATED_CODES <= set(RULES)
     assert {code for code, rule in RULES.items() if rule.fix == FIX_CONFIG} == MIGRATED_CODES
+    from upgd_migrate.config.rules import FIX_CONFIG_UNSAFE
+    from upgd_migrate.legacy import UNSAFE_CODES
+
+    # only the fix that may change what the user's own trainer reads waits for --unsafe-fixes
+    assert [m.id for m in MIGRATIONS if m.unsafe] == ["vgs-unread-keys"]
+    assert UNSAFE_CODES == {"UPG203"} and not UNSAFE_CODES & MIGRATED_CODES
+    assert {code for code, rule in RULES.items() if rule.fix == FIX_CONFIG_UNSAFE} == UNSAFE_CODES
+
+
+@pytest.mark.parametrize("sigma,expected", [
+    (0.05, None), (0.5, None), (1e-6, None),
+    (0.7, ("warning", "above the plausible relative range 0.01-0.5: noise 70% of the update")),
+    (1.0, ("warning", "above the plausible relative range 0.01-0.5: noise 100% of the update")),
+    (5.0, ("error", "a noise-to-update ratio of 500%: above 1 the noise outweighs the update "
+                    "(did you mean 0.05?)")),
+    (50, ("error", "a noise-to-update ratio of 5000%: above 1 the noise outweighs the update "
+                   "(did you mean 0.5?)")),
+])
+def test_relative_sigma_excess_is_one_check_for_lint_and_the_command(sigma, expected):
+    assert relative_sigma_excess(sigma) == expected
+
+
+def test_relative_sigma_excess_follows_the_plausible_range_below_one():
+    assert relative_sigma_excess(0.7, (0.01, 0.8)) is None
+    assert relative_sigma_excess(1.5, (0.01, 3.0))[0] == "error"
+
+
+def test_ratio_caution_covers_both_sides_of_the_plausible_range():
+    assert ratio_caution(0.05) is None
+    assert ratio_caution(0.005) == ("below the plausible relative range 0.01-0.5: lint reports it "
+                                    "as UPG101 unless its --relative-sigma range allows it")
+    assert ratio_caution(0.7) == relative_sigma_excess(0.7)[1]

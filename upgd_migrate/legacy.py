@@ -129,6 +129,37 @@ RELATIVE_SIGMA_RANGE: tuple[float, float] = (0.01, 0.5)
 ABSOLUTE_SIGMA_MAX: dict[str, float] = {"UPGD": 0.01, "AdaptiveUPGD": 0.01, "UPGDW": 0.01}
 
 
+def relative_sigma_excess(sigma: float, plausible: tuple[float, float] = RELATIVE_SIGMA_RANGE
+                          ) -> tuple[str, str] | None:
+    """``("error" | "warning", why)`` when a relative sigma is too large to be meant, else None.
+
+    Above 1 the noise outweighs the update: almost surely a percentage typed as a ratio (5 for
+    5%), so ``why`` suggests the ratio. One check for lint (UPG106, UPG107) and ``config
+    --sigma-ratio``; ``why`` completes "sigma 5 is ...".
+    """
+    if sigma > 1:
+        return "error", (f"a noise-to-update ratio of {sigma * 100:g}%: above 1 the noise "
+                         f"outweighs the update (did you mean {sigma / 100:g}?)")
+    low, high = plausible
+    if sigma > high:
+        return "warning", (f"above the plausible relative range {low:g}-{high:g}: noise "
+                           f"{sigma * 100:g}% of the update")
+    return None
+
+
+def ratio_caution(ratio: float) -> str | None:
+    """Why a relative sigma ``config`` is asked to write is unusual ("is ..."), or None: above
+    or below the plausible relative range. Written all the same (the user chose it), but said."""
+    excess = relative_sigma_excess(ratio)
+    if excess is not None:
+        return excess[1]
+    low, high = RELATIVE_SIGMA_RANGE
+    if ratio < low:
+        return (f"below the plausible relative range {low:g}-{high:g}: lint reports it as UPG101 "
+                "unless its --relative-sigma range allows it")
+    return None
+
+
 def accepts(optimizer: str, key: str) -> bool:
     """True when the canonical ``optimizer`` takes ``key`` as a keyword argument."""
     return key in OPTIMIZERS[optimizer]
@@ -141,11 +172,16 @@ def owners(key: str) -> list[str]:
 
 @dataclass(frozen=True)
 class Migration:
-    """One named config migration: the lint codes it always fixes and what it does."""
+    """One named config migration: the lint codes it always fixes and what it does.
+
+    An ``unsafe`` migration may change what the user's own code reads, so, as ruff's unsafe
+    fixes, it runs only when asked (``config --unsafe-fixes``).
+    """
 
     id: str
     fixes: tuple[str, ...]
     summary: str
+    unsafe: bool = False
 
 
 # The ordered registry of `upgd-migrate config`. Order matters: each pass reads the text the
@@ -160,14 +196,19 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("yaml11-floats", ("UPG304",),
               "respell numbers PyYAML reads as strings (1e-6 -> 1.0e-6)"),
     Migration("vgs-unread-keys", ("UPG203",),
-              "comment out VGS keys no VGS version reads (accumulation_steps, clip_threshold)"),
+              "comment out VGS keys no VGS version reads (accumulation_steps, clip_threshold); "
+              "only with --unsafe-fixes: the user's own trainer may read them", unsafe=True),
 )
-MIGRATED_CODES = frozenset(code for m in MIGRATIONS for code in m.fixes)
+UNSAFE_FIXES_OPTION = "--unsafe-fixes"
+MIGRATED_CODES = frozenset(code for m in MIGRATIONS if not m.unsafe for code in m.fixes)
+UNSAFE_CODES = frozenset(code for m in MIGRATIONS if m.unsafe for code in m.fixes)
 
 # The marker `upgd-migrate config` leaves on a line whose value it changed, recording the old
 # value: `# upgd-migrate: sigma was 0.001 (absolute)`. A sigma on a line carrying it is relative
-# by decision, so lint never flags it (UPG101/UPG102) and config never converts it again.
+# by decision: config never converts it again and lint never reads it as absolute (UPG102), but
+# lint still checks it against the relative range (a later edit back to 0.001 is UPG101).
 MARKER = "upgd-migrate:"
 SIGMA_MARKER_RE = r"#.*\bupgd-migrate:[^#]*\bsigma was\b"
-SIGMA_MARKER_HONOURED = ("UPG101", "UPG102")
+SIGMA_MARKER_HONOURED = ("UPG102",)
+SIGMA_MARKER_NOTED = ("UPG101",)  # on a marked line: config will not convert it twice
 DEFAULT_SIGMA_RATIO = 0.05  # the seed's documented relative sigma ("0.05 = 5%")

@@ -18,6 +18,7 @@ from upgd_migrate.config.lint import lint_text
 
 GOLDEN = REPO / "tests" / "config" / "golden" / "config"
 SOURCE = "sigma 0.001 (absolute) -> 0.05 (relative; the seed's default ratio)"
+OLD_COMMENT = "; the line's own comment still describes the old absolute std"
 
 
 @pytest.fixture
@@ -27,35 +28,61 @@ def legacy(tmp_path):
     return path
 
 
+def unread(path, line: int, key: str) -> str:
+    return (f"{path}:{line}:5: [warning] UPG203 '{key}' is not a VGS parameter: no VGS version "
+            "reads it, so VGS silently ignores it (your own trainer may read it: `config` "
+            "comments it out only with --unsafe-fixes) (fix: upgd-migrate config --unsafe-fixes)\n")
+
+
 def test_write_mode_rewrites_in_place_and_exits_1(legacy, capsys):
     assert main(["config", str(legacy)]) == 1
     out, err = capsys.readouterr()
     assert out == ""
     assert err == (
         f"Rewriting {legacy}\n"
-        f"{legacy}:7: adaptive-noise: {SOURCE}\n"
+        f"{legacy}:7: adaptive-noise: {SOURCE}{OLD_COMMENT}\n"
+        + unread(legacy, 14, "accumulation_steps") + unread(legacy, 17, "clip_threshold")
+        + "1 file rewritten.\n")
+    assert legacy.read_bytes() == (GOLDEN / "layout-a.out.yaml").read_bytes()
+
+
+def test_unsafe_fixes_comment_out_unread_vgs_keys(legacy, capsys):
+    assert main(["config", "--unsafe-fixes", str(legacy)]) == 1
+    assert capsys.readouterr().err == (
+        f"Rewriting {legacy}\n"
+        f"{legacy}:7: adaptive-noise: {SOURCE}{OLD_COMMENT}\n"
         f"{legacy}:14: vgs-unread-keys: accumulation_steps commented out (no VGS version reads "
         "it)\n"
         f"{legacy}:17: vgs-unread-keys: clip_threshold commented out (no VGS version reads it)\n"
         "1 file rewritten.\n")
-    assert legacy.read_bytes() == (GOLDEN / "layout-a.out.yaml").read_bytes()
+    assert legacy.read_bytes() == (GOLDEN / "layout-a-unsafe.out.yaml").read_bytes()
 
 
 def test_second_run_says_already_migrated_and_writes_nothing(legacy, capsys):
-    main(["config", str(legacy)])
+    main(["config", "--unsafe-fixes", str(legacy)])
     before, stamp = legacy.read_bytes(), legacy.stat().st_mtime_ns
     capsys.readouterr()
-    assert main(["config", str(legacy)]) == 0
+    assert main(["config", "--unsafe-fixes", str(legacy)]) == 0
     assert capsys.readouterr() == ("", "1 file already migrated.\n")
     assert legacy.read_bytes() == before and legacy.stat().st_mtime_ns == stamp
     assert lint_text(str(legacy), legacy.read_text()) == []
+
+
+def test_second_safe_run_keeps_reporting_the_unread_keys(legacy, capsys):
+    main(["config", str(legacy)])
+    capsys.readouterr()
+    assert main(["config", str(legacy)]) == 0
+    assert capsys.readouterr().err == (unread(legacy, 14, "accumulation_steps")
+                                       + unread(legacy, 17, "clip_threshold")
+                                       + "1 file already migrated.\n")
 
 
 def test_check_writes_nothing_and_exits_1(legacy, capsys):
     before = legacy.read_bytes()
     assert main(["config", "--check", str(legacy)]) == 1
     err = capsys.readouterr().err
-    assert err.startswith(f"Would rewrite {legacy}\n{legacy}:7: adaptive-noise: {SOURCE}\n")
+    assert err.startswith(f"Would rewrite {legacy}\n{legacy}:7: adaptive-noise: {SOURCE}"
+                          f"{OLD_COMMENT}\n")
     assert err.endswith("\n1 file would be rewritten.\n")
     assert legacy.read_bytes() == before
     assert main(["config", "--check", str(GOLDEN / "layout-a.out.yaml")]) == 0
@@ -155,9 +182,25 @@ def test_sigma_ratio_is_written(legacy, capsys):
     assert "(relative; --sigma-ratio)" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("ratio,warning", [
+    ("0.7", "warning: --sigma-ratio 0.7 is above the plausible relative range "
+            "0.01-0.5: noise 70% of the update\n"),
+    ("0.005", "warning: --sigma-ratio 0.005 is below the plausible relative "
+              "range 0.01-0.5: lint reports it as UPG101 unless its --relative-sigma range "
+              "allows it\n"),
+])
+def test_sigma_ratio_outside_the_plausible_range_is_written_with_a_warning(ratio, warning,
+                                                                          legacy, capsys):
+    assert main(["config", "--sigma-ratio", ratio, str(legacy)]) == 1
+    assert capsys.readouterr().err.startswith(warning + f"Rewriting {legacy}\n")
+    assert f"sigma: {ratio}  " in legacy.read_text()
+
+
 @pytest.mark.parametrize("args, message", [
     (["--sigma-ratio", "0"], "Invalid value for '--sigma-ratio': must be a positive number, got 0"),
     (["--sigma-ratio", "nan"], "must be a positive number, got nan"),
+    (["--sigma-ratio", "5"], "Invalid value for '--sigma-ratio': 5 is a noise-to-update ratio of "
+                             "500%: above 1 the noise outweighs the update (did you mean 0.05?)"),
     (["--backup", ""], "must be a non-empty file-name suffix like .bak, got ''"),
     (["--backup", ".b", "--check"], "--backup applies only when writing (not with --check or "
                                     "--diff)"),
@@ -193,7 +236,7 @@ def test_config_path_never_imports_torch(legacy):
 
 def test_unchanged_lines_are_byte_identical(legacy):
     before = legacy.read_bytes().split(b"\n")
-    main(["config", str(legacy)])
+    main(["config", "--unsafe-fixes", str(legacy)])
     after = legacy.read_bytes().split(b"\n")
     changed = [i + 1 for i, (a, b) in enumerate(zip(before, after)) if a != b]
     assert len(before) == len(after) and changed == [7, 14, 17]

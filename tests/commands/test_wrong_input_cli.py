@@ -102,13 +102,14 @@ def test_sigma_ratio_outside_the_plausible_range_warns_and_writes(tmp_path, caps
     out_file = tmp_path / "o.pt"
     assert main(["checkpoint", str(G1), "-o", str(out_file), "--sigma-ratio", "0.8"]) == 1
     assert capsys.readouterr().err.splitlines()[0] == (
-        "warning: --sigma-ratio 0.8 is outside the plausible range 0.01-0.5 of relative sigma")
+        "warning: --sigma-ratio 0.8 is above the plausible relative range 0.01-0.5: noise 80% "
+        "of the update")
     group = torch.load(out_file, weights_only=True)["param_groups"][0]
     assert group["sigma"] == 0.8
 
 
 def test_sigma_ratio_callback_is_shared():
-    """One callback for every command (config wires the same one)."""
+    """One callback for every command: config and checkpoint refuse and warn alike."""
     import click
 
     from upgd_migrate.commands.options import sigma_ratio_callback

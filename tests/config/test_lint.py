@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import CONFIGS, run_lint
-from upgd_migrate.config.lint import lint_file, lint_paths
+from upgd_migrate.config.lint import lint_file, lint_paths, lint_text
 from upgd_migrate.config.rules import RULES, LintOptions
 
 A_HEAD = "model:\n  optimizer_class: {cls}\n  optimizer_kwargs:\n"
@@ -39,6 +39,12 @@ POSITIVE = {
         "6:26 UPG105 VGS with adaptive_noise and instant_noise_scale: false: the noise scale is "
         "an EMA (noise_beta 0.99, about 100 steps) that lags VGS changes, so after a drop the "
         "noise runs up to 10x too large; set instant_noise_scale: true"]),
+    "UPG106": (layout_a("UPGD", "adaptive_noise: true;sigma: 0.7"), [
+        "5:12 UPG106 sigma 0.7 with adaptive_noise: true is above the plausible relative range "
+        "0.01-0.5: noise 70% of the update"]),
+    "UPG107": (layout_a("AdaptiveUPGD", "adaptive_noise: true;sigma: 5.0"), [
+        "5:12 UPG107 sigma 5.0 with adaptive_noise: true is a noise-to-update ratio of 500%: "
+        "above 1 the noise outweighs the update (did you mean 0.05?)"]),
     "UPG201": (layout_a("UPGDW", "adaptive_noise: true"), [
         "4:5 UPG201 'adaptive_noise' is not a keyword argument of UPGDW (TypeError at "
         "construction); UPGD, AdaptiveUPGD take it"]),
@@ -46,8 +52,9 @@ POSITIVE = {
         "4:5 UPG202 unknown optimizer_kwargs key 'sigmma' for AdaptiveUPGD (did you mean "
         "'sigma'?)"]),
     "UPG203": (layout_a("adam", "lr: 0.001", "accumulation_steps: 4"), [
-        "6:5 UPG203 'accumulation_steps' is not a VGS parameter: no VGS version reads it, so it "
-        "is silently ignored"]),
+        "6:5 UPG203 'accumulation_steps' is not a VGS parameter: no VGS version reads it, so VGS "
+        "silently ignores it (your own trainer may read it: `config` comments it out only with "
+        "--unsafe-fixes)"]),
     "UPG301": (layout_a("AdaptiveUPGD", "adaptive_noise: yes"), [
         "4:21 UPG301 adaptive_noise: expected true or false, got the string 'yes'"]),
     "UPG302": (layout_a("AdaptiveUPGD", "beta2: 1.5"), [
@@ -67,6 +74,8 @@ NEGATIVE = {
     "UPG104": layout_a("AdaptiveUPGD", "adaptive_noise: true;sigma: 0.1", "alpha: 0.1"),
     "UPG105": layout_a("AdaptiveUPGD", "sigma: 0.05;adaptive_noise: true;"
                        "instant_noise_scale: true;noise_beta: 0.99", "enabled: true"),
+    "UPG106": layout_a("UPGD", "adaptive_noise: true;sigma: 0.5"),
+    "UPG107": layout_a("AdaptiveUPGD", "adaptive_noise: true;sigma: 0.05"),
     "UPG201": layout_a("AdaptiveUPGD", "adaptive_noise: false"),
     "UPG202": layout_a("AdaptiveUPGD", "sigma: 0.005"),
     "UPG203": layout_a("adam", "lr: 0.001", "warmup_steps: 4"),
@@ -98,11 +107,11 @@ def test_real_config_4a_yields_unmigrated_sigma_and_two_ignored_vgs_keys():
     assert [(f.line, f.col, f.code) for f in findings] == [
         (7, 12, "UPG101"), (14, 5, "UPG203"), (17, 5, "UPG203")]
     assert [f.message for f in findings[1:]] == [
-        "'accumulation_steps' is not a VGS parameter: no VGS version reads it, so it is "
-        "silently ignored",
-        "'clip_threshold' is not a VGS parameter: no VGS version reads it, so it is silently "
-        "ignored"]
-    assert {f.fix for f in findings} == {"upgd-migrate config"}
+        f"'{key}' is not a VGS parameter: no VGS version reads it, so VGS silently ignores it "
+        "(your own trainer may read it: `config` comments it out only with --unsafe-fixes)"
+        for key in ("accumulation_steps", "clip_threshold")]
+    assert [f.fix for f in findings] == ["upgd-migrate config"] + \
+        ["upgd-migrate config --unsafe-fixes"] * 2
 
 
 def test_vgs_version_key_fires_only_below_its_version():
@@ -161,7 +170,7 @@ def test_bundled_fixtures_findings():
     ]
 
 
-def test_migrated_sigma_marker_silences_only_sigma_meaning_rules():
+def test_migrated_sigma_marker_silences_only_the_absolute_reading():
     marked = """\
         optimizer: UPGDW
         optimizer_kwargs:
@@ -171,3 +180,28 @@ def test_migrated_sigma_marker_silences_only_sigma_meaning_rules():
     assert [f.split()[1] for f in run_lint(marked)] == ["UPG301"]
     assert [f.split()[1] for f in run_lint(marked.replace("upgd-migrate: sigma", "sigma"))] == \
         ["UPG102", "UPG301"]
+
+
+MARKED = "sigma: {}  # CRITICAL: Gaussian noise std  # upgd-migrate: sigma was 0.001 (absolute)"
+
+
+def test_a_marked_sigma_edited_back_to_an_absolute_value_is_flagged():
+    findings = lint_text("x.yaml", layout_a("AdaptiveUPGD", "adaptive_noise: true;"
+                                            + MARKED.format("0.001")))
+    assert [(f.line, f.code, f.fix) for f in findings] == [(5, "UPG101", None)]
+    assert findings[0].message.endswith(
+        "(0.1% noise as a ratio); this line was migrated once (its `# upgd-migrate: sigma was` "
+        "marker) and `config` never converts a line twice: set a relative ratio by hand")
+
+
+@pytest.mark.parametrize("value,codes", [("0.05", []), ("0.8", ["UPG106"]), ("5", ["UPG107"])])
+def test_a_marked_sigma_is_checked_against_the_relative_range(value, codes):
+    text = layout_a("UPGD", "adaptive_noise: true;" + MARKED.format(value))
+    assert [f.split()[1] for f in run_lint(text)] == codes
+
+
+def test_relative_range_option_moves_the_large_sigma_warning_not_the_error():
+    options = LintOptions(relative_sigma=(0.01, 0.9))
+    assert run_lint(layout_a("UPGD", "adaptive_noise: true;sigma: 0.7"), options) == []
+    assert [f.split()[1] for f in run_lint(layout_a("UPGD", "adaptive_noise: true;sigma: 1.5"),
+                                           options)] == ["UPG107"]

@@ -27,10 +27,15 @@ def log_of(migrated) -> str:
                       for line, s in migrated.skips])
 
 
+def migrate_case(case: str, text: str):
+    """Cases named ``*-unsafe`` run with --unsafe-fixes; the others as `config` runs by default."""
+    return migrate_text(text, unsafe_fixes=case.endswith("-unsafe"))
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_golden(case):
     source = read(GOLDEN / f"{case}.in.yaml")
-    migrated = migrate_text(source)
+    migrated = migrate_case(case, source)
     expected_text, expected_log = GOLDEN / f"{case}.out.yaml", GOLDEN / f"{case}.log"
     if UPDATE:
         expected_text.write_bytes(migrated.text.encode("utf-8"))
@@ -41,7 +46,7 @@ def test_golden(case):
 
 @pytest.mark.parametrize("case", CASES)
 def test_golden_output_is_already_migrated(case):
-    migrated = migrate_text(read(GOLDEN / f"{case}.out.yaml"))
+    migrated = migrate_case(case, read(GOLDEN / f"{case}.out.yaml"))
     assert migrated.text == read(GOLDEN / f"{case}.out.yaml")
     assert migrated.changes == []
 
@@ -81,13 +86,18 @@ def test_sigma_ratio_policy_and_its_source():
         "sigma 0.001 (absolute) -> 0.1 (relative; --sigma-ratio)"
 
 
-def test_a_marked_sigma_below_the_range_is_left_alone_and_lint_honours_it():
+def test_a_marked_sigma_below_the_range_is_left_alone_and_lint_still_checks_it():
     text = "optimizer: UPGD\noptimizer_kwargs:\n  sigma: 0.005  # upgd-migrate: sigma was 0.001 " \
            "(absolute)\n  adaptive_noise: true\n"
-    assert migrate_text(text).text == text
-    assert lint_text("x.yaml", text) == []
+    assert migrate_text(text).text == text  # never converted twice
+    marked = lint_text("x.yaml", text)
+    assert [(f.code, f.fix) for f in marked] == [("UPG101", None)]
+    assert "`config` never converts a line twice: set a relative ratio by hand" in marked[0].message
     unmarked = text.replace("  # upgd-migrate: sigma was 0.001 (absolute)", "")
-    assert [f.code for f in lint_text("x.yaml", unmarked)] == ["UPG101"]
+    assert [(f.code, f.fix) for f in lint_text("x.yaml", unmarked)] == [
+        ("UPG101", "upgd-migrate config")]
+    silenced = text.replace("(absolute)", "(absolute)  # upgd-migrate: disable=UPG101")
+    assert migrate_text(silenced).text == silenced and lint_text("x.yaml", silenced) == []
 
 
 def test_a_ratio_calibrated_from_adam_moments_is_not_written_into_upgd():

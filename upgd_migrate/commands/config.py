@@ -1,13 +1,13 @@
 """``upgd-migrate config PATH...``: migrate YAML configs to adaptive noise, nothing else."""
 from __future__ import annotations
 
-import math
 import os
 import sys
 
 import click
 
-from upgd_migrate.legacy import DEFAULT_SIGMA_RATIO, MIGRATIONS
+from upgd_migrate.commands.options import sigma_ratio_option
+from upgd_migrate.legacy import DEFAULT_SIGMA_RATIO, MIGRATIONS, ratio_caution
 from upgd_migrate.config.lint import iter_files
 from upgd_migrate.config.migrate import FileJob, Mode, migrate_file
 from upgd_migrate.config.migrations import SigmaPolicy
@@ -16,12 +16,6 @@ from upgd_migrate.config.migrations import SigmaPolicy
 def list_migrations() -> str:
     """One line per migration, in the order they run: id, lint codes it fixes, what it does."""
     return "\n".join(f"{m.id:<20}  {','.join(m.fixes):<13}  {m.summary}" for m in MIGRATIONS)
-
-
-def _ratio(ctx, param, value: float | None) -> float | None:
-    if value is not None and not (math.isfinite(value) and value > 0):
-        raise click.BadParameter(f"must be a positive number, got {value:g}")
-    return value
 
 
 def _suffix(ctx, param, value: str | None) -> str | None:
@@ -43,8 +37,8 @@ def policy_for(sigma_ratio: float | None, calibrate_from: str | None) -> SigmaPo
 
 @click.command("config")
 @click.argument("paths", nargs=-1, type=click.Path(exists=True))
-@click.option("--sigma-ratio", type=float, callback=_ratio, metavar="R",
-              help=f"Relative sigma to write (default {DEFAULT_SIGMA_RATIO:g}, the seed's ratio).")
+@sigma_ratio_option(f"Relative sigma to write (default {DEFAULT_SIGMA_RATIO:g}, the seed's ratio; "
+                   "above 1 is refused: a ratio, not a percentage).")
 @click.option("--calibrate-from", type=click.Path(exists=True),
               metavar="CHECKPOINT", help="Calibrate the relative sigma so the noise level of "
               "this optimizer checkpoint (a file or a DCP folder; param group 0, last step) is "
@@ -53,18 +47,22 @@ def policy_for(sigma_ratio: float | None, calibrate_from: str | None) -> SigmaPo
 @click.option("--diff", is_flag=True, help="Write nothing; print a unified diff on stdout.")
 @click.option("--backup", metavar="SUFFIX", callback=_suffix,
               help="Keep the original as FILE+SUFFIX (never overwrites an existing backup).")
+@click.option("--unsafe-fixes", is_flag=True,
+              help="Also run the fixes that may change what your own code reads (commenting "
+                   "out VGS keys no VGS reads, such as accumulation_steps).")
 @click.option("--list-migrations", "show_migrations", is_flag=True,
               help="Print every migration, in the order they run, and exit.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True, help="Output format (json: one document on stdout).")
 def config(paths: tuple[str, ...], sigma_ratio: float | None, calibrate_from: str | None,
-           check: bool, diff: bool, backup: str | None, show_migrations: bool,
-           fmt: str) -> int:
+           check: bool, diff: bool, backup: str | None, unsafe_fixes: bool,
+           show_migrations: bool, fmt: str) -> int:
     """Migrate UPGD/VGS configs to adaptive noise: files, and *.yaml/*.yml under folders.
 
     Sets adaptive_noise: true and converts an absolute sigma to a relative ratio
     (the old value stays on the line in a `# upgd-migrate:` comment), plus every
-    other fix listed by --list-migrations. Only the changed values differ.
+    other fix listed by --list-migrations (those marked --unsafe-fixes only with
+    it). Only the changed values differ.
 
     \b
     Examples:
@@ -85,10 +83,12 @@ def config(paths: tuple[str, ...], sigma_ratio: float | None, calibrate_from: st
     if backup is not None and (check or diff):
         raise click.UsageError("--backup applies only when writing (not with --check or --diff)")
     policy = policy_for(sigma_ratio, calibrate_from)
+    if calibrate_from and (why := ratio_caution(policy.ratio)) is not None:
+        click.echo(f"warning: relative sigma {policy.ratio:g} ({policy.source}) is {why}", err=True)
     mode = Mode.DIFF if diff else Mode.CHECK if check else Mode.WRITE
     if fmt == "json":
-        return _run_json(paths, policy, mode, backup)
-    job = FileJob(policy, mode, sys.stdout, sys.stderr, backup)
+        return _run_json(paths, policy, mode, backup, unsafe_fixes)
+    job = FileJob(policy, mode, sys.stdout, sys.stderr, backup, unsafe_fixes)
     for path in iter_files(paths):
         migrate_file(path, job)
     summary = job.report.summary()
@@ -103,7 +103,7 @@ _COUNTERS = {"changed": "changed", "already": "already migrated",
 
 
 def _run_json(paths: tuple[str, ...], policy: SigmaPolicy, mode: Mode,
-              backup: str | None) -> int:
+              backup: str | None, unsafe_fixes: bool) -> int:
     """``--format json``: each file's outcome (read from the report's counters) and lines."""
     import io
     import json
@@ -111,7 +111,7 @@ def _run_json(paths: tuple[str, ...], policy: SigmaPolicy, mode: Mode,
     from upgd_migrate.report import envelope
 
     files = []
-    job = FileJob(policy, mode, io.StringIO(), io.StringIO(), backup)
+    job = FileJob(policy, mode, io.StringIO(), io.StringIO(), backup, unsafe_fixes)
     for path in iter_files(paths):
         before = {k: getattr(job.report, k) for k in _COUNTERS}
         job.out, job.err = io.StringIO(), io.StringIO()

@@ -1,7 +1,7 @@
 """Options and checks shared by several commands: one rule, one message, everywhere.
 
-``sigma_ratio_callback`` validates ``--sigma-ratio`` (``checkpoint`` uses it; ``config`` can wire
-the same callback), ``need_torch`` turns a missing torch into one line and exit 2.
+``sigma_ratio_option`` validates ``--sigma-ratio`` for ``config`` and ``checkpoint`` alike (the
+one check in ``legacy.relative_sigma_excess``), ``need_torch`` turns a missing torch into one line and exit 2.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import warnings
 import click
 
 from upgd_migrate.errors import UpgdMigrateError
-from upgd_migrate.legacy import RELATIVE_SIGMA_RANGE
+from upgd_migrate.legacy import ratio_caution, relative_sigma_excess
 
 TORCH_HINT = "pip install 'upgd-migrate[torch]'"
 
@@ -28,14 +28,11 @@ def sigma_ratio_callback(ctx: click.Context | None, param: click.Parameter | Non
         return None
     if not (math.isfinite(value) and value > 0):
         raise click.BadParameter(f"must be a positive number, got {value:g}")
-    if value > 1:
-        hint = f"; did you mean {value / 100:g}?" if value <= 100 else ""
-        raise click.BadParameter(f"{value:g} is a ratio above 1 (noise larger than the "
-                                 f"update){hint} (0.05 = 5%)")
-    low, high = RELATIVE_SIGMA_RANGE
-    if not low <= value <= high:
-        click.echo(f"warning: --sigma-ratio {value:g} is outside the plausible range "
-                   f"{low:g}-{high:g} of relative sigma", err=True)
+    excess = relative_sigma_excess(value)
+    if excess is not None and excess[0] == "error":
+        raise click.BadParameter(f"{value:g} is {excess[1]}")
+    if (why := ratio_caution(value)) is not None:
+        click.echo(f"warning: --sigma-ratio {value:g} is {why}", err=True)
     return value
 
 

@@ -2,18 +2,20 @@
 
 A bad file becomes one finding for that file and the run goes on; nothing here raises for
 user input. Findings on a line carrying ``# upgd-migrate: disable=CODE[,CODE]`` are dropped, and
-so are sigma-meaning findings on a line `upgd-migrate config` marked as migrated.
+so is UPG102 on a sigma `upgd-migrate config` marked as migrated (relative by decision); an
+unmigrated-looking value on a marked line stays a finding, worded for a line config will not
+convert twice.
 """
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable, Iterator, NamedTuple
 
 from upgd_migrate.fileio import UnreadableFile, read_text
 from upgd_migrate.findings import Finding
-from upgd_migrate.legacy import SIGMA_MARKER_HONOURED, SIGMA_MARKER_RE
+from upgd_migrate.legacy import SIGMA_MARKER_HONOURED, SIGMA_MARKER_NOTED, SIGMA_MARKER_RE
 from upgd_migrate.config.locate import ConfigBlock, locate
 from upgd_migrate.config.rules import Context, LintOptions, rule_for
 from upgd_migrate.config.rules.keys import (check_kwargs, check_optimizer_name, check_vgs_keys,
@@ -26,6 +28,8 @@ YAML_SUFFIXES = (".yaml", ".yml")
 PARALLEL_MIN_FILES = 32  # per worker: below this a process pool costs more than it saves
 _SUPPRESS = re.compile(r"#\s*upgd-migrate:\s*disable=([\w\-, ]+)")
 _MIGRATED_SIGMA = re.compile(SIGMA_MARKER_RE)
+_MARKED_NOTE = ("; this line was migrated once (its `# upgd-migrate: sigma was` marker) and "
+                "`config` never converts a line twice: set a relative ratio by hand")
 
 
 class _At(NamedTuple):
@@ -114,8 +118,7 @@ def _lint_documents(ctx: Context, text: str) -> None:
         return
     for document in documents:
         blocks = locate(document)
-        if blocks:
-            check_yaml11_numbers(ctx, document)
+        check_yaml11_numbers(ctx, blocks)
         for block in blocks:
             check_block(ctx, block)
 
@@ -133,7 +136,16 @@ def _unsuppressed(findings: list[Finding], text: str) -> list[Finding]:
     if not findings:
         return findings
     lines = text.split("\n")
-    return [f for f in findings if not _suppressed(f, lines)]
+    return [_on_marked_line(f, lines) for f in findings if not _suppressed(f, lines)]
+
+
+def _on_marked_line(finding: Finding, lines: list[str]) -> Finding:
+    """A sigma finding on a migrated line: its fix is no longer `config` (it never converts a
+    marked line again), so say what to do instead."""
+    line = lines[finding.line - 1] if finding.line <= len(lines) else ""
+    if finding.code in SIGMA_MARKER_NOTED and _MIGRATED_SIGMA.search(line):
+        return replace(finding, message=finding.message + _MARKED_NOTE, fix=None)
+    return finding
 
 
 def _suppressed(finding: Finding, lines: list[str]) -> bool:

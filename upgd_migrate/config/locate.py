@@ -51,7 +51,7 @@ def locate(document: Node) -> list[ConfigBlock]:
 
 
 def _block_at(mapping: Mapping) -> ConfigBlock | None:
-    block = ConfigBlock(mapping, kwargs=mapping.get("optimizer_kwargs"), vgs=_vgs_of(mapping))
+    block = ConfigBlock(mapping, kwargs=mapping.get("optimizer_kwargs"), vgs=vgs_of(mapping))
     name = mapping.get("optimizer_class")
     seed_name = mapping.get("optimizer")
     if name is None and seed_name is not None and isinstance(seed_name[1], Scalar):
@@ -65,7 +65,8 @@ def _block_at(mapping: Mapping) -> ConfigBlock | None:
     return block
 
 
-def _vgs_of(mapping: Mapping) -> VgsBlock | None:
+def vgs_of(mapping: Mapping) -> VgsBlock | None:
+    """The VGS settings held by ``mapping``: a nested ``vgs:`` mapping or flat ``vgs_*`` keys."""
     nested = mapping.get("vgs")
     if nested is not None and isinstance(nested[1], Mapping):
         block = VgsBlock("nested", nested[0])

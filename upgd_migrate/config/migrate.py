@@ -17,7 +17,7 @@ from typing import TextIO
 
 from upgd_migrate.errors import deferred_signals
 from upgd_migrate.fileio import UnreadableFile, atomic_create, atomic_write, read_text_and_bom
-from upgd_migrate.legacy import MIGRATED_CODES, MIGRATIONS
+from upgd_migrate.legacy import MIGRATED_CODES, MIGRATIONS, UNSAFE_CODES
 from upgd_migrate.config.lint import lint_text
 from upgd_migrate.config.locate import locate
 from upgd_migrate.config.migrations import PASSES, Change, SigmaPolicy, Skip
@@ -61,13 +61,19 @@ def _line(text: str, offset: int) -> int:
     return text.count("\n", 0, offset) + 1
 
 
-def migrate_text(text: str, policy: SigmaPolicy | None = None) -> Migrated:
-    """Run every registered migration, in order, on ``text``; raise :class:`MigrateError`."""
+def migrate_text(text: str, policy: SigmaPolicy | None = None,
+                 unsafe_fixes: bool = False) -> Migrated:
+    """Run every registered migration, in order, on ``text``; raise :class:`MigrateError`.
+
+    Unsafe migrations (``Migration.unsafe``) run only with ``unsafe_fixes``.
+    """
     policy = policy or SigmaPolicy()
     documents = _parse(text)
     blocks = sum(len(locate(document)) for document in documents)
     found: list[tuple[int, Change | Skip]] = []
     for info in MIGRATIONS:
+        if info.unsafe and not unsafe_fixes:
+            continue
         result = PASSES[info.id](text, documents, policy)
         found += [(item.offset, item) for item in [*result.changes, *result.skips]]
         if result.edits:
@@ -134,6 +140,7 @@ class FileJob:
     out: TextIO
     err: TextIO
     backup: str | None = None
+    unsafe_fixes: bool = False
     report: Report = field(init=False)
 
     def __post_init__(self) -> None:
@@ -154,7 +161,7 @@ def migrate_file(path: str, job: FileJob) -> None:
     """Migrate one file according to ``job``; every outcome is printed and counted, none raises."""
     try:
         text, bom = read_text_and_bom(path)
-        migrated = migrate_text(text, job.policy)
+        migrated = migrate_text(text, job.policy, job.unsafe_fixes)
     except UnreadableFile as e:
         return _fail(job, f"{path}: cannot migrate: {e}")
     except MigrateError as e:
@@ -164,7 +171,7 @@ def migrate_file(path: str, job: FileJob) -> None:
     for line, skip in migrated.skips:
         job.err.write(f"{path}:{line}: {skip.migration}: not migrated: {skip.reason}\n")
     if migrated.blocks:  # YAML that configures no optimizer is not ours to comment on
-        _print_unfixable(path, migrated.text, job.err)
+        _print_unfixable(path, migrated.text, job)
     report = job.report
     if migrated.text != text:
         report.changed += 1
@@ -224,8 +231,10 @@ def _backup(path: str, data: bytes, job: FileJob) -> bool:
     return True
 
 
-def _print_unfixable(path: str, text: str, err: TextIO) -> None:
-    """Findings no migration fixes (positions in the migrated text): never hidden by a fix."""
+def _print_unfixable(path: str, text: str, job: FileJob) -> None:
+    """Findings no migration that ran fixes (positions in the migrated text): never hidden by a
+    fix; those an unsafe fix would remove say so in their ``(fix: ...)``."""
+    fixed = MIGRATED_CODES | UNSAFE_CODES if job.unsafe_fixes else MIGRATED_CODES
     for finding in lint_text(path, text):
-        if finding.code not in MIGRATED_CODES:
-            err.write(format_text(finding) + "\n")
+        if finding.code not in fixed or finding.fix is None:  # None: on a line config marked
+            job.err.write(format_text(finding) + "\n")

@@ -13,7 +13,8 @@ from upgd_migrate.legacy import (ALIASES, DEFAULT_SIGMA_RATIO, MARKER, MIGRATION
                                  RELATIVE_SIGMA_RANGE, SIGMA_MARKER_RE, VGS_IGNORED_KEYS)
 from upgd_migrate.config.lint import is_disabled
 from upgd_migrate.config.locate import ConfigBlock, locate
-from upgd_migrate.config.rules.values import describe, yaml11_spelling, yaml11_strings
+from upgd_migrate.config.rules.values import (describe, read_values, yaml11_spelling,
+                                              yaml11_strings)
 from upgd_migrate.config.yaml_edit import (Edits, comment, first_on_line, in_place, is_flow, one_line,
                                     own_items)
 from upgd_migrate.config.yaml_io import Mapping, Node, Scalar
@@ -147,7 +148,8 @@ def _migrate_noise(result: PassResult, text: str, optimizer: str, kwargs: Mappin
     if convert and sigma is not None:
         result.edits.replace(sigma, new, f"sigma was {sigma.text} (absolute)")
         result.changes.append(Change("adaptive-noise", sigma.start, f"sigma {sigma.text} "
-                                     f"(absolute) -> {new} (relative; {policy.source})"))
+                                     f"(absolute) -> {new} (relative; {policy.source})"
+                                     f"{_old_comment_note(text, sigma)}"))
 
 
 def _why_not(kwargs: Mapping, optimizer: str, policy: SigmaPolicy,
@@ -162,6 +164,13 @@ def _why_not(kwargs: Mapping, optimizer: str, policy: SigmaPolicy,
         if node is not None and change and key not in own:  # editing it would change every user
             return f"{key} comes from a merged anchor (<<); migrate it where the anchor is defined"
     return None
+
+
+def _old_comment_note(text: str, sigma: Scalar) -> str:
+    """Real configs comment sigma as an absolute std ("tune to 0.0005-0.001"); that comment
+    stays on the line, so the change line says it now describes the old meaning."""
+    return "; the line's own comment still describes the old absolute std" \
+        if "#" in text[sigma.end:_eol(text, sigma)] else ""
 
 
 def _eol(text: str, node: Node) -> int:
@@ -246,9 +255,8 @@ def instant_noise_scale(text: str, documents: list[Node], policy: SigmaPolicy) -
 def yaml11_floats(text: str, documents: list[Node], policy: SigmaPolicy) -> PassResult:
     result = PassResult(Edits(text))
     for document in documents:
-        if not locate(document):
-            continue  # as lint: YAML that configures no optimizer is not ours to touch
-        for node in yaml11_strings(document):
+        # As lint: only what the optimizer and VGS read; the user's own settings are theirs.
+        for node in yaml11_strings(read_values(locate(document))):
             better = yaml11_spelling(node.text)
             why = (f"no YAML 1.1 spelling of {node.text} to write" if better is None else
                    None if text.startswith(node.text, node.start) else  # not `&a 1e-6`

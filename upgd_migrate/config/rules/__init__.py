@@ -9,9 +9,10 @@ from dataclasses import dataclass, field, replace
 
 from upgd_migrate.findings import Finding, Severity
 from upgd_migrate.legacy import (ABSOLUTE_SIGMA_MAX, MIGRATED_CODES, RELATIVE_SIGMA_RANGE,
-                                 VGS_VERSIONS)
+                                 UNSAFE_CODES, UNSAFE_FIXES_OPTION, VGS_VERSIONS)
 
 FIX_CONFIG = "upgd-migrate config"
+FIX_CONFIG_UNSAFE = f"{FIX_CONFIG} {UNSAFE_FIXES_OPTION}"
 E, W, I = Severity.ERROR, Severity.WARNING, Severity.INFO
 
 
@@ -40,6 +41,10 @@ RULES: dict[str, Rule] = {r.code: r for r in (
          "transient amplification after a VGS drop"),
     Rule("UPG105", "vgs-noise-ema-lag", W, "VGS with adaptive_noise and instant_noise_scale "
          "false: the noise-scale EMA lags VGS changes"),
+    Rule("UPG106", "large-relative-sigma", W, "adaptive_noise on with sigma above the "
+         "plausible relative range (up to 1)"),
+    Rule("UPG107", "relative-sigma-above-one", E, "adaptive_noise on with sigma above 1: "
+         "noise larger than the update, a percentage typed as a ratio"),
     Rule("UPG201", "unsupported-kwarg", E, "keyword argument the named optimizer does not "
          "accept (TypeError at construction)"),
     Rule("UPG202", "unknown-key", E, "key no optimizer or VGS version knows (with a "
@@ -53,8 +58,10 @@ RULES: dict[str, Rule] = {r.code: r for r in (
     Rule("UPG304", "yaml11-string-float", E, "number PyYAML (YAML 1.1) reads as a string, "
          "like 1e-6"),
 )}
-# A rule's fix is `upgd-migrate config` exactly when a registered migration always fixes it.
-RULES = {code: replace(rule, fix=FIX_CONFIG) if code in MIGRATED_CODES else rule
+# A rule's fix is `upgd-migrate config` exactly when a registered migration always fixes it
+# (with --unsafe-fixes when that migration may change what the user's own code reads).
+RULES = {code: replace(rule, fix=FIX_CONFIG) if code in MIGRATED_CODES else
+         replace(rule, fix=FIX_CONFIG_UNSAFE) if code in UNSAFE_CODES else rule
          for code, rule in RULES.items()}
 
 
@@ -76,10 +83,11 @@ class Context:
     findings: list[Finding] = field(default_factory=list)
 
     def report(self, code: str, node, message: str) -> None:
-        """Record rule ``code`` at ``node`` (anything with 1-based ``line`` and ``col``)."""
+        """Record rule ``code`` at ``node`` (anything with 1-based ``line`` and ``col``; a node
+        of a plain mapping carries its ``loc`` instead, see :mod:`upgd_migrate.config.plain`)."""
         rule = RULES[code]
         self.findings.append(Finding(self.path, node.line, node.col, code, rule.severity,
-                                     message, rule.fix))
+                                     message, rule.fix, getattr(node, "loc", ())))
 
 
 def rule_for(selector: str) -> Rule | None:

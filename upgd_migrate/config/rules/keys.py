@@ -5,7 +5,8 @@ import difflib
 from typing import Iterable
 
 from upgd_migrate.legacy import (ALIASES, FLAT_VGS_PREFIX, FLAT_VGS_SWITCH, OPTIMIZERS,
-                                 VGS_IGNORED_KEYS, VGS_ONLY_IN, VGS_PARAMS, owners)
+                                 UNSAFE_FIXES_OPTION, VGS_IGNORED_KEYS, VGS_ONLY_IN, VGS_PARAMS,
+                                 owners)
 from upgd_migrate.config.locate import ConfigBlock, VgsBlock
 from upgd_migrate.config.rules import Context
 from upgd_migrate.config.rules.values import check_value, describe
@@ -102,7 +103,8 @@ def check_vgs_keys(ctx: Context, vgs: VgsBlock) -> None:
             _check_version(ctx, name, key)
         elif name in VGS_IGNORED_KEYS:
             ctx.report("UPG203", key, f"{key.text!r} is not a VGS parameter: no VGS version "
-                       "reads it, so it is silently ignored")
+                       "reads it, so VGS silently ignores it (your own trainer may read it: "
+                       f"`config` comments it out only with {UNSAFE_FIXES_OPTION})")
         else:
             known = [prefix + k for k in VGS_PARAMS]  # never suggest a key that is ignored
             ctx.report("UPG202", key, f"unknown VGS key {key.text!r}"

@@ -1,4 +1,5 @@
-"""Noise rules: what sigma means (UPG101, UPG102) and how VGS meets the noise (UPG103-UPG105).
+"""Noise rules: what sigma means (UPG101, UPG102, UPG106, UPG107) and how VGS meets the noise
+(UPG103-UPG105).
 
 See DOMAIN.md sections 2-3: with adaptive_noise on, sigma is a noise-to-update ratio; with it
 off, an absolute std. VGS multiplies every gradient by c in [min_scaling_factor, 1]; fixed noise
@@ -7,7 +8,8 @@ directions absorb a steady c and see only a transient effect while v-hat catches
 """
 from __future__ import annotations
 
-from upgd_migrate.legacy import OPTIMIZERS, SGD_TYPES, UPGD_TYPES, VGS_PARAMS
+from upgd_migrate.legacy import (OPTIMIZERS, SGD_TYPES, UPGD_TYPES, VGS_PARAMS,
+                                 relative_sigma_excess)
 from upgd_migrate.config.locate import ConfigBlock, VgsBlock
 from upgd_migrate.config.rules import Context
 from upgd_migrate.config.rules.keys import Kwargs
@@ -57,6 +59,10 @@ def _check_sigma(ctx: Context, optimizer: str, kwargs: Kwargs, adaptive: bool,
         ctx.report("UPG101", sigma_node, f"sigma {sigma_node.text} with adaptive_noise: true is "
                    f"below the plausible relative range {low:g}-{high:g}: an absolute noise std "
                    f"left from before adaptive noise ({sigma * 100:g}% noise as a ratio)")
+    elif adaptive and sigma is not None and (excess := relative_sigma_excess(sigma, (low, high))):
+        severity, why = excess
+        ctx.report("UPG107" if severity == "error" else "UPG106", sigma_node,
+                   f"sigma {sigma_node.text} with adaptive_noise: true is {why}")
     elif not adaptive and sigma is not None:
         limit = ctx.options.absolute_sigma_max.get(optimizer)
         if limit is not None and sigma > limit:

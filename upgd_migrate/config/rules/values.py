@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Iterator
+from typing import Iterable, Iterator
 
-from upgd_migrate.legacy import Param
+from upgd_migrate.legacy import VGS_PARAMS, Param
+from upgd_migrate.config.locate import ConfigBlock
 from upgd_migrate.config.rules import Context
 from upgd_migrate.config.yaml_io import Mapping, Node, Scalar, Sequence, walk
 
@@ -88,18 +89,38 @@ def _num(value: float) -> str:
     return f"{value:g}"
 
 
-def yaml11_strings(document: Node) -> Iterator[Scalar]:
-    """Every plain scalar in ``document`` that YAML 1.2 reads as a number and PyYAML as a string."""
-    for node in walk(document):
-        if not isinstance(node, Scalar) or not node.plain or node.tag not in ("int", "float"):
-            continue
-        if not (_YAML11_FLOAT.fullmatch(node.text) or _YAML11_INT.fullmatch(node.text)):
-            yield node
+def read_values(blocks: Iterable[ConfigBlock]) -> Iterator[Node]:
+    """The values the optimizer and VGS read: optimizer_kwargs and the known VGS settings.
+
+    Only these: the rest of a config file (``slippage.eps: 1e-12``) belongs to the user's own
+    code, which may load it with a YAML 1.2 reader, so it is not ours to flag or respell.
+    """
+    for block in blocks:
+        if block.kwargs is not None:
+            yield block.kwargs[1]
+        if block.vgs is not None:
+            if block.vgs.layout == "flat" and block.vgs.switch is not None:
+                yield block.vgs.switch
+            yield from (value for name, (_, value) in block.vgs.entries.items()
+                        if name in VGS_PARAMS)
 
 
-def check_yaml11_numbers(ctx: Context, document: Node) -> None:
-    """Report every plain number in ``document`` that PyYAML would load as a string."""
-    for node in yaml11_strings(document):
+def yaml11_strings(roots: Iterable[Node]) -> Iterator[Scalar]:
+    """Every plain scalar under ``roots`` that YAML 1.2 reads as a number and PyYAML as a string."""
+    seen: set[int] = set()
+    for root in roots:
+        for node in walk(root):
+            if id(node) in seen or not isinstance(node, Scalar) or not node.plain \
+                    or node.tag not in ("int", "float"):
+                continue
+            seen.add(id(node))
+            if not (_YAML11_FLOAT.fullmatch(node.text) or _YAML11_INT.fullmatch(node.text)):
+                yield node
+
+
+def check_yaml11_numbers(ctx: Context, blocks: list[ConfigBlock]) -> None:
+    """Report every number the optimizer or VGS reads that PyYAML would load as a string."""
+    for node in yaml11_strings(read_values(blocks)):
         better = yaml11_spelling(node.text)
         advice = f"write {better}" if better else "spell it so YAML 1.1 reads a number too"
         ctx.report("UPG304", node, f"{node.text} is read as the string {node.text!r} by PyYAML "

@@ -36,6 +36,7 @@ from upgd_migrate.optim._functional import (
     UTILITY_RANGE_EPS,
     GroupBatch,
     NoiseHook,
+    StepObserver,
     draw_noise,
     group_buffer,
     is_noisy,
@@ -155,7 +156,7 @@ def _gates_and_directions(batches: list[GroupBatch], traces: Future,
     return out
 
 
-def step(batches: list[GroupBatch], scratch: dict) -> None:
+def step(batches: list[GroupBatch], scratch: dict, observe: StepObserver | None = None) -> None:
     # Measured both ways: drawing on the worker instead hides nothing, as the draw then
     # collides with the calling thread's intra-op threads.
     pool = _worker()
@@ -169,6 +170,8 @@ def step(batches: list[GroupBatch], scratch: dict) -> None:
     finally:
         lasts = rest.result()  # never return while the worker still writes
     for b, noise, (x, gates, stds) in zip(batches, noises, lasts):
+        if observe is not None:  # x, the noise and the gates are still apart here
+            observe(b, x, noise, stds, gates)
         if noise is not None:
             # x + noise goes into the noise buffer (x may be the user's gradients)
             if stds is None:

@@ -7,7 +7,13 @@ import pytest
 import torch
 from optim_helpers import SCHEDULES, use_schedule
 
-from upgd_migrate.optim import UPGD, UPGDW, AdaptiveUPGD, NoiseRecorder, VarianceGradientScaler
+from upgd_migrate.optim import (
+    UPGD,
+    UPGDW,
+    AdaptiveUPGD,
+    NoiseRecorder,
+    VarianceGradientScaler,
+)
 from upgd_migrate.optim.monitor import NoiseMonitor
 
 MODES = {
@@ -125,6 +131,38 @@ def test_every_k_logs_the_first_step_then_each_kth_and_arm_adds_one():
     opt.step()  # detached: no more calls, no observer left behind
     assert seen == [1, 3, 5, 9]
     assert "_observer" not in opt.__dict__
+
+
+def test_every_none_logs_only_armed_steps_of_the_armed_optimizer():
+    a, b = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(3))
+    first, second = UPGD([a], sigma=0.1), UPGD([b], sigma=0.1)
+    seen: list[tuple[int, str]] = []
+    with NoiseMonitor([first, second], every=None,
+                      callback=lambda s, m: seen.append((s, sorted(m)[0]))) as monitor:
+        for t in range(1, 5):
+            if t == 3:
+                monitor.arm(second)
+            a.grad, b.grad = torch.ones(3), torch.ones(3)
+            first.step()
+            second.step()
+    assert seen == [(3, "upgd_1/gate_mean")]
+
+
+def test_arm_from_inside_a_closure_observes_that_very_step():
+    p = torch.nn.Parameter(torch.ones(3))
+    opt = AdaptiveUPGD([p], sigma=0.05, adaptive_noise=True)
+    seen: list[int] = []
+    monitor = NoiseMonitor(opt, every=None, callback=lambda s, m: seen.append(s))
+
+    def closure(arm: bool):
+        p.grad = torch.ones(3)
+        if arm:
+            monitor.arm(opt)
+        return 0.0
+    for t in range(1, 4):
+        opt.step(lambda arm=(t == 2): closure(arm))
+    monitor.close()
+    assert seen == [2]
 
 
 def test_a_step_without_gradients_logs_nothing():

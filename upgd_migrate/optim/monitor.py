@@ -74,6 +74,12 @@ def _norms(tensors: list[Tensor], order: float) -> Tensor:
                         .to(first.device, torch.float64) for t in tensors])
 
 
+def _sums(tensors: list[Tensor], device: torch.device) -> Tensor:
+    # One sum per tensor, in the tensor's own precision (half: float32): a third of what an L1
+    # foreach_norm costs on CPU, and a widening cast before the sum would cost as much again.
+    return torch.stack([t.sum(dtype=_sum_dtype(t)).to(device, torch.float64) for t in tensors])
+
+
 def _scaled(norms: Tensor, scales: Optional[list]) -> Tensor:
     if scales is None:
         return norms
@@ -92,7 +98,7 @@ class _Step:
     def __call__(self, batch, xs, noise, scales, gates) -> None:
         x = _norms(xs, 2.0)
         xi = torch.zeros_like(x) if noise is None else _scaled(_norms(noise, 2.0), scales)
-        self.parts.append(torch.stack((x, xi, _norms(gates, 1.0))))  # gates are positive
+        self.parts.append(torch.stack((x, xi, _sums(gates, x.device))))
         self.numels += [p.numel() for p in batch.params]
 
     def metrics(self) -> dict[str, float]:
@@ -114,13 +120,16 @@ class _Step:
 class NoiseMonitor:
     """Noise metrics of UPGD-family optimizers every ``every`` steps, as dicts of floats.
 
+    ``every=None`` logs only the steps :meth:`arm` asks for (a trainer that knows when its
+    logger writes).
+
     ``callback(step, metrics)`` is called after each logged step (``step``: that optimizer's
     steps since the monitor attached, counting from 1; the first step is always logged, so a
     spike on resume shows). :attr:`latest` keeps the newest metrics and :meth:`pop` hands them
     out once. Use as a context manager, or call :meth:`close` to detach.
     """
 
-    def __init__(self, optimizers, vgs=None, every: int = DEFAULT_EVERY,
+    def __init__(self, optimizers, vgs=None, every: Optional[int] = DEFAULT_EVERY,
                  callback: Optional[Callback] = None) -> None:
         candidates = optimizers if isinstance(optimizers, (list, tuple)) else [optimizers]
         self.optimizers = upgd_optimizers(candidates)
@@ -128,14 +137,15 @@ class NoiseMonitor:
             names = ", ".join(type(o).__name__ for o in candidates) or "nothing"
             raise TypeError(f"NoiseMonitor watches UPGD, AdaptiveUPGD or UPGDW optimizers, "
                             f"got {names}")
-        if every < 1:
-            raise ValueError(f"Invalid every: {every} (log every k >= 1 steps)")
-        self.vgs, self.every = vgs, int(every)
+        if every is not None and every < 1:
+            raise ValueError(f"Invalid every: {every} (log every k >= 1 steps, or None: when armed)")
+        self.vgs, self.every = vgs, every
         self.callbacks: list[Callback] = [callback] if callback is not None else []
         self.latest: Optional[dict[str, float]] = None
         self.steps = [0] * len(self.optimizers)
         self._fresh = False
         self._armed: set[int] = set()
+        self._stepping: set[int] = set()
         self._pending: dict[int, _Step] = {}
         self._vgs_values: dict[str, float] = {}
         self._handles = []
@@ -146,31 +156,48 @@ class NoiseMonitor:
     def prefix(self, index: int) -> str:
         return "upgd/" if index == 0 else f"upgd_{index}/"
 
-    def arm(self) -> None:
-        """Log the next step of every optimizer, whatever ``every`` says."""
-        self._armed = set(range(len(self.optimizers)))
+    def arm(self, optimizer=None) -> None:
+        """Log a step of ``optimizer`` (default: of every one), whatever ``every`` says: the
+        step under way if called from inside it (a closure, a trainer's before-step hook),
+        else the next one."""
+        for i, opt in enumerate(self.optimizers):
+            if optimizer is not None and opt is not optimizer:
+                continue
+            if i in self._stepping:
+                self._start(i)
+            else:
+                self._armed.add(i)
 
     def _due(self, i: int) -> bool:
         armed = i in self._armed
         self._armed.discard(i)
-        return armed or (self.steps[i] - 1) % self.every == 0
+        return armed or (self.every is not None and (self.steps[i] - 1) % self.every == 0)
+
+    def _start(self, i: int) -> None:
+        if i in self._pending:
+            return
+        self._pending[i] = _Step()
+        self.optimizers[i].observe_next_step(self._pending[i])
+        if i == 0 and self.vgs is not None:
+            # The VGS moves on only in vgs.step(), after the optimizer step: read now, this
+            # is the factor scale_gradients applies to this step's gradients.
+            self._vgs_values = {"vgs/scaling_factor": float(self.vgs.get_scaling_factor()),
+                                "vgs/normalized_variance": vgs_normalized_variance(self.vgs)}
 
     def _before(self, i: int):
         def hook(opt, args, kwargs) -> None:
+            # Left over only by a step that raised: start clean.
+            self._pending.pop(i, None)
+            opt.__dict__.pop("_observer", None)
             self.steps[i] += 1
-            if not self._due(i):
-                return
-            self._pending[i] = _Step()
-            opt.observe_next_step(self._pending[i])
-            if i == 0 and self.vgs is not None:
-                # Read before the step: the factor scale_gradients applied (or is about to,
-                # when it runs as a later pre-hook); vgs.step() after the step moves it on.
-                self._vgs_values = {"vgs/scaling_factor": float(self.vgs.get_scaling_factor()),
-                                    "vgs/normalized_variance": vgs_normalized_variance(self.vgs)}
+            self._stepping.add(i)
+            if self._due(i):
+                self._start(i)
         return hook
 
     def _after(self, i: int):
         def hook(opt, args, kwargs) -> None:
+            self._stepping.discard(i)
             observed = self._pending.pop(i, None)
             if observed is None:
                 return

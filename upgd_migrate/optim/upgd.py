@@ -160,11 +160,13 @@ class _UPGDBase(Optimizer):
     def step(self, closure: Optional[Callable[[], float]] = None) -> Optional[float]:
         """One update. Utility traces of every group are updated first, because the utility's
         min and max are taken over all tensors of the optimizer."""
-        observe = self.__dict__.pop("_observer", None)  # one step only, even one that fails
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        # Taken after the closure: a trainer may ask to observe this step from inside it
+        # (Lightning's on_before_optimizer_step runs there).
+        observe = self.__dict__.pop("_observer", None)
         # Refuse before any state moves, so a failed step leaves the optimizer as it was.
         if any(p.grad is not None and p.grad.is_sparse
                for g in self.param_groups for p in g["params"]):

@@ -52,9 +52,13 @@ def _verify_file(path: Path, cfg, steps: int, seed: int, allow_globals) -> dict:
 
 
 def run_verify(paths: Sequence[Path], config: Optional[Path], steps: int, seed: int, fmt: str,
-               allow_globals: Sequence[str]) -> int:
+               allow_globals: Sequence[str], plot: Optional[Path] = None) -> int:
+    from upgd_migrate.verify import plot as plotting
     from upgd_migrate.verify.config import read_config
 
+    if plot is not None and (why := plotting.problem(plot)):
+        click.echo(why, err=True)  # before the runs: they take a while
+        return 2
     cfg = read_config(config) if config else None
     files, errors = [], []
     for path, _ in P.discover(paths):
@@ -62,6 +66,11 @@ def run_verify(paths: Sequence[Path], config: Optional[Path], steps: int, seed: 
             files.append(_verify_file(path, cfg, steps, seed, allow_globals))
         except (UpgdMigrateError, KeyError, TypeError, ValueError) as e:
             errors.append(P.message(path, e))
+    if plot is not None:
+        try:
+            plotting.write(files, plot)
+        except OSError as e:
+            errors.append(f"{plot}: cannot write the plot: {e.strerror or e}")
     reports = [r for f in files for r in f["reports"]]
     failed = sum(not r.ok for r in reports)
     code = 2 if errors else (1 if failed else 0)

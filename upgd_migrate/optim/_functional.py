@@ -30,7 +30,8 @@ NoiseHook = Callable[[Tensor, Tensor, Tensor], None]
 # ``(batch, xs, noise, scales, gates)`` while they are still apart: ``xs`` what the noise is added
 # to, ``noise`` the noise (times ``scales[i]`` per tensor when ``scales`` is not None; None for a
 # noiseless group), ``gates`` the ``1-s`` factors. Read-only: it must write into none of them,
-# so an observed step computes exactly what an unobserved one does.
+# so an observed step computes exactly what an unobserved one does. An observer may also have
+# ``noise_drawn(batch, noise)``, which the two-lane step calls as soon as the noise is drawn.
 StepObserver = Callable[[object, list, Optional[list], Optional[list], list], None]
 UTILITY_RANGE_EPS = 1e-8
 

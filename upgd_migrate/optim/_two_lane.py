@@ -164,6 +164,11 @@ def step(batches: list[GroupBatch], scratch: dict, observe: StepObserver | None 
     rest = pool.submit(_gates_and_directions, batches, traces, scratch)
     try:
         noises = [draw_noise(b, scratch) if is_noisy(b) else None for b in batches]
+        early = getattr(observe, "noise_drawn", None)
+        if early is not None:  # read now, while the worker's lane is still running
+            for b, noise in zip(batches, noises):
+                if noise is not None:
+                    early(b, noise)
         traces.result()  # the traces have read the old parameters: now they may change
         for b in batches:
             apply_decay(b)

@@ -74,10 +74,18 @@ def _norms(tensors: list[Tensor], order: float) -> Tensor:
                         .to(first.device, torch.float64) for t in tensors])
 
 
-def _sums(tensors: list[Tensor], device: torch.device) -> Tensor:
-    # One sum per tensor, in the tensor's own precision (half: float32): a third of what an L1
-    # foreach_norm costs on CPU, and a widening cast before the sum would cost as much again.
-    return torch.stack([t.sum(dtype=_sum_dtype(t)).to(device, torch.float64) for t in tensors])
+def _total(tensors: list[Tensor], device: torch.device) -> Tensor:
+    """Sum of all elements of ``tensors`` (a 0-d float64 tensor on ``device``).
+
+    The fast paths keep a group's gates as views of one flat buffer: then it is one sum, not
+    one per tensor. Half precision is summed in float32.
+    """
+    base = tensors[0]._base
+    if base is not None and base.dim() == 1 and all(t._base is base for t in tensors) \
+            and base.numel() == sum(t.numel() for t in tensors):
+        tensors = [base]
+    sums = [t.sum(dtype=_sum_dtype(t)).to(device, torch.float64) for t in tensors]
+    return sums[0] if len(sums) == 1 else torch.stack(sums).sum()
 
 
 def _scaled(norms: Tensor, scales: Optional[list]) -> Tensor:
@@ -93,28 +101,39 @@ class _Step:
 
     def __init__(self) -> None:
         self.numels: list[int] = []
-        self.parts: list[Tensor] = []  # per group: rows ||x||, ||xi||, sum(gate)
+        self._early: dict[int, Tensor] = {}
+        self.parts: list[Tensor] = []  # per group: ||x|| per tensor, ||xi|| per tensor, sum(gate)
+
+    def noise_drawn(self, batch, noise: list[Tensor]) -> None:
+        """Optional early look at a group's noise, before ``x`` is ready: the two-lane step
+        calls it while its worker still computes, which hides this pass."""
+        self._early[batch.hp["_index"]] = _norms(noise, 2.0)
 
     def __call__(self, batch, xs, noise, scales, gates) -> None:
         x = _norms(xs, 2.0)
-        xi = torch.zeros_like(x) if noise is None else _scaled(_norms(noise, 2.0), scales)
-        self.parts.append(torch.stack((x, xi, _sums(gates, x.device))))
+        early = self._early.pop(batch.hp["_index"], None)
+        if noise is None:
+            xi = torch.zeros_like(x)
+        else:
+            xi = _scaled(early if early is not None else _norms(noise, 2.0), scales)
+        self.parts.append(torch.cat((x, xi, _total(gates, x.device).reshape(1))))
         self.numels += [p.numel() for p in batch.params]
 
     def metrics(self) -> dict[str, float]:
-        x, xi, gate = [], [], []
+        x, xi, gate_sum = [], [], 0.0
         for part in self.parts:
-            rows = part.tolist()  # the one host sync, on a logged step only
-            x, xi, gate = x + rows[0], xi + rows[1], gate + rows[2]
-        sized = [(n, a, b, g) for n, a, b, g in zip(self.numels, x, xi, gate) if n]
-        total = sum(n for n, *_ in sized)
+            values = part.tolist()  # the one host sync per group, on a logged step only
+            n = (len(values) - 1) // 2
+            x, xi, gate_sum = x + values[:n], xi + values[n:2 * n], gate_sum + values[-1]
+        sized = [(n, a, b) for n, a, b in zip(self.numels, x, xi) if n]
+        total = sum(n for n, _, _ in sized)
         if not total:
             return {}
-        ratio = sum(n * (b / a if a else (0.0 if b == 0 else math.inf)) for n, a, b, _ in sized)
+        ratio = sum(n * (b / a if a else (0.0 if b == 0 else math.inf)) for n, a, b in sized)
         return {"noise_to_update_ratio": ratio / total,
-                "noise_rms": math.sqrt(sum(b * b for _, _, b, _ in sized) / total),
-                "update_rms": math.sqrt(sum(a * a for _, a, _, _ in sized) / total),
-                "gate_mean": sum(g for *_, g in sized) / total}
+                "noise_rms": math.sqrt(sum(b * b for _, _, b in sized) / total),
+                "update_rms": math.sqrt(sum(a * a for _, a, _ in sized) / total),
+                "gate_mean": gate_sum / total}
 
 
 class NoiseMonitor:

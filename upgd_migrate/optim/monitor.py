@@ -30,7 +30,9 @@ from torch import Tensor
 
 from upgd_migrate.optim.upgd import _UPGDBase
 
-DEFAULT_EVERY = 10  # k: a logged step costs a few percent of one, so 1 in 10 stays under 1%
+# k: a logged step costs 5-15% of a step of a PPO-sized model on CPU (bench/optim --monitor),
+# so 1 in 50 stays well under 1%; Lightning's default log_every_n_steps is 50 too.
+DEFAULT_EVERY = 50
 Callback = Callable[[int, dict], None]
 
 
@@ -64,18 +66,18 @@ def _sum_dtype(t: Tensor) -> Optional[torch.dtype]:
 
 
 def _norms(tensors: list[Tensor], order: float) -> Tensor:
-    """Per-tensor norms as one float64 tensor on the first tensor's device (no host sync)."""
+    """Per-tensor norms as one float32 tensor on the first tensor's device (no host sync)."""
     first = tensors[0]
     if all(t.dtype == first.dtype and t.device == first.device for t in tensors):
         norms = torch._foreach_norm(tensors, order, dtype=_sum_dtype(first))
-        return torch.stack(norms).to(torch.float64)
+        return torch.stack(norms).float()
     # A group spread over dtypes or devices (the single-tensor path allows it).
     return torch.stack([torch.linalg.vector_norm(t, order, dtype=_sum_dtype(t))
-                        .to(first.device, torch.float64) for t in tensors])
+                        .to(first.device, torch.float32) for t in tensors])
 
 
 def _total(tensors: list[Tensor], device: torch.device) -> Tensor:
-    """Sum of all elements of ``tensors`` (a 0-d float64 tensor on ``device``).
+    """Sum of all elements of ``tensors`` (a one-element float32 tensor on ``device``).
 
     The fast paths keep a group's gates as views of one flat buffer: then it is one sum, not
     one per tensor. Half precision is summed in float32.
@@ -84,25 +86,23 @@ def _total(tensors: list[Tensor], device: torch.device) -> Tensor:
     if base is not None and base.dim() == 1 and all(t._base is base for t in tensors) \
             and base.numel() == sum(t.numel() for t in tensors):
         tensors = [base]
-    sums = [t.sum(dtype=_sum_dtype(t)).to(device, torch.float64) for t in tensors]
-    return sums[0] if len(sums) == 1 else torch.stack(sums).sum()
-
-
-def _scaled(norms: Tensor, scales: Optional[list]) -> Tensor:
-    if scales is None:
-        return norms
-    if isinstance(scales[0], Tensor):
-        return norms * torch.stack(scales).to(torch.float64).abs()
-    return norms * torch.tensor(scales, dtype=torch.float64, device=norms.device).abs()
+    sums = [t.sum(dtype=_sum_dtype(t)).to(device, torch.float32) for t in tensors]
+    return (sums[0] if len(sums) == 1 else torch.stack(sums).sum()).reshape(1)
 
 
 class _Step:
-    """What one observed step of one optimizer showed, still on the device."""
+    """What one observed step of one optimizer showed, still on the device until read.
+
+    Each op here costs a few microseconds of overhead whatever its size, so the device work is
+    kept to the norms and one sum per group; host-side noise scales (the two-lane step's) are
+    applied after the read instead of on the device.
+    """
 
     def __init__(self) -> None:
         self.numels: list[int] = []
         self._early: dict[int, Tensor] = {}
-        self.parts: list[Tensor] = []  # per group: ||x|| per tensor, ||xi|| per tensor, sum(gate)
+        self._parts: list[Tensor] = []  # per group: ||x|| per tensor, ||z|| per tensor, sum(gate)
+        self._scales: list[list[float] | None] = []  # per group: host scales of z, if any
 
     def noise_drawn(self, batch, noise: list[Tensor]) -> None:
         """Optional early look at a group's noise, before ``x`` is ready: the two-lane step
@@ -113,18 +113,25 @@ class _Step:
         x = _norms(xs, 2.0)
         early = self._early.pop(batch.hp["_index"], None)
         if noise is None:
-            xi = torch.zeros_like(x)
+            z = torch.zeros_like(x)
         else:
-            xi = _scaled(early if early is not None else _norms(noise, 2.0), scales)
-        self.parts.append(torch.cat((x, xi, _total(gates, x.device).reshape(1))))
+            z = early if early is not None else _norms(noise, 2.0)
+        host = None
+        if scales is not None and isinstance(scales[0], Tensor):
+            z = z * torch.stack(scales).to(z.dtype).abs()
+        elif scales is not None:
+            host = [abs(float(v)) for v in scales]
+        self._parts.append(torch.cat((x, z, _total(gates, x.device))))
+        self._scales.append(host)
         self.numels += [p.numel() for p in batch.params]
 
     def metrics(self) -> dict[str, float]:
         x, xi, gate_sum = [], [], 0.0
-        for part in self.parts:
+        for part, host in zip(self._parts, self._scales):
             values = part.tolist()  # the one host sync per group, on a logged step only
             n = (len(values) - 1) // 2
-            x, xi, gate_sum = x + values[:n], xi + values[n:2 * n], gate_sum + values[-1]
+            z = values[n:2 * n] if host is None else [a * b for a, b in zip(values[n:2 * n], host)]
+            x, xi, gate_sum = x + values[:n], xi + z, gate_sum + values[-1]
         sized = [(n, a, b) for n, a, b in zip(self.numels, x, xi) if n]
         total = sum(n for n, _, _ in sized)
         if not total:

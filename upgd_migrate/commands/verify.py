@@ -18,8 +18,11 @@ from upgd_migrate.commands.options import need_torch
               help="Optimizer steps per scenario.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
+@click.option("--plot", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE",
+              help="Also draw, per state, the ratio and the noise level of each step into "
+                   "FILE (.png or .svg; needs the 'plot' extra: matplotlib).")
 @allow_global_option
-def verify(paths, config, steps, seed, fmt, allow_globals) -> int:
+def verify(paths, config, steps, seed, fmt, allow_globals, plot) -> int:
     """Load every optimizer state in PATHS into the packaged optimizer and check its noise.
 
     \b
@@ -41,4 +44,4 @@ def verify(paths, config, steps, seed, fmt, allow_globals) -> int:
     need_torch("upgd-migrate verify")
     from upgd_migrate.verify.run import run_verify
 
-    return run_verify(paths, config, steps, seed, fmt, allow_globals)
+    return run_verify(paths, config, steps, seed, fmt, allow_globals, plot)

@@ -28,6 +28,13 @@ from torch import Tensor
 from upgd_migrate.optim import _dist
 
 NoiseHook = Callable[[Tensor, Tensor, Tensor], None]
+# Called once per group on an observed step (see ``observe_next_step`` of the optimizers) with
+# ``(batch, xs, noise, scales, gates)`` while they are still apart: ``xs`` what the noise is added
+# to, ``noise`` the noise (times ``scales[i]`` per tensor when ``scales`` is not None; None for a
+# noiseless group), ``gates`` the ``1-s`` factors. Read-only: it must write into none of them,
+# so an observed step computes exactly what an unobserved one does. An observer may also have
+# ``noise_drawn(batch, noise)``, which the two-lane step calls as soon as the noise is drawn.
+StepObserver = Callable[[object, list, Optional[list], Optional[list], list], None]
 UTILITY_RANGE_EPS = 1e-8
 
 
@@ -198,7 +205,7 @@ def _single_noise_std(batch: GroupBatch, i: int, x: Tensor, rms: Tensor | None) 
 
 
 def single_param_update(batch: GroupBatch, lo: Tensor, hi: Tensor, scratch: dict,
-                        hook: Optional[NoiseHook]) -> None:
+                        hook: Optional[NoiseHook], observe: Optional[StepObserver] = None) -> None:
     hp = batch.hp
     adaptive = hp.get("adaptive_noise", False)
     noise = draw_noise(batch, scratch) if is_noisy(batch) else None
@@ -209,6 +216,7 @@ def single_param_update(batch: GroupBatch, lo: Tensor, hi: Tensor, scratch: dict
     if noise is not None and adaptive and batch.sharding is not None:
         norms = _dist.whole_norms(xs, batch.sharding)
         rms = [(n * c).to(x.dtype) for n, c, x in zip(norms.unbind(), rms_coeffs(batch), xs)]
+    seen: tuple[list, list, list] = ([], [], [])
     for i, p in enumerate(batch.params):
         n = ((batch.utils[i] * inv_bcs[i] - lo) / (hi - lo + UTILITY_RANGE_EPS)).clamp(0.0, 1.0)
         gate = 1.0 - torch.sigmoid(2.0 * (n - 0.5))
@@ -221,3 +229,8 @@ def single_param_update(batch: GroupBatch, lo: Tensor, hi: Tensor, scratch: dict
                 call_hook(hook, batch, i, x, xi)
         update = x + xi if xi is not None else x
         p.mul_(1.0 - hp["lr"] * hp["weight_decay"]).add_(-hp["lr"] * update * gate)
+        if observe is not None:  # x, xi and gate are fresh tensors here: none is written again
+            for kept, value in zip(seen, (x, xi, gate)):
+                kept.append(value)
+    if observe is not None:
+        observe(batch, seen[0], seen[1] if noise is not None else None, None, seen[2])

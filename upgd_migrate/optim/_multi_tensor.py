@@ -17,6 +17,8 @@ On CPU with spare threads, :mod:`._two_lane` runs the same pieces on two threads
 """
 from __future__ import annotations
 
+from typing import Callable, Optional
+
 import torch
 from torch import Tensor
 
@@ -25,6 +27,7 @@ from upgd_migrate.optim._functional import (
     UTILITY_RANGE_EPS,
     GroupBatch,
     NoiseHook,
+    StepObserver,
     cached_for,
     call_hook,
     draw_noise,
@@ -147,10 +150,14 @@ def _draw(batch: GroupBatch, scratch: dict, xs: list[Tensor] | None) -> list[Ten
     return views
 
 
-def _add_adaptive_noise(direction: list[Tensor], batch: GroupBatch, scratch: dict) -> None:
+def _add_adaptive_noise(direction: list[Tensor], batch: GroupBatch, scratch: dict,
+                        seen: Optional[Seen]) -> None:
     """``d += std * z`` in one pass per tensor: the unit noise is never scaled on its own."""
     stds = noise_stds(batch, direction, scratch)
-    torch._foreach_addcmul_(direction, draw_unit_noise(batch, 1.0, scratch), stds)
+    unit = draw_unit_noise(batch, 1.0, scratch)
+    if seen is not None:
+        seen(direction, unit, stds)
+    torch._foreach_addcmul_(direction, unit, stds)
 
 
 def _call_hook(hook: NoiseHook | None, batch: GroupBatch, xs: list[Tensor],
@@ -158,6 +165,10 @@ def _call_hook(hook: NoiseHook | None, batch: GroupBatch, xs: list[Tensor],
     if hook is not None:
         for i, (x, xi) in enumerate(zip(xs, noise)):
             call_hook(hook, batch, i, x, xi)
+
+
+# ``seen(xs, noise, scales)``: a StepObserver with the group and its gates bound.
+Seen = Callable[[list, Optional[list], Optional[list]], None]
 
 
 def direction_of(batch: GroupBatch, scratch: dict) -> list[Tensor]:
@@ -170,29 +181,53 @@ def direction_of(batch: GroupBatch, scratch: dict) -> list[Tensor]:
     return direction
 
 
-def _noisy_direction(batch: GroupBatch, scratch: dict, hook: NoiseHook | None) -> list[Tensor]:
+def _fixed_noise_direction(batch: GroupBatch, scratch: dict, seen: Optional[Seen]) -> list[Tensor]:
+    """Fixed noise: the direction lands on the drawn noise directly (one pass saved).
+
+    Observed, the noise is copied first and ``d`` is read back as ``(noise + d) - noise``, so
+    the step itself runs the very same ops as an unobserved one.
+    """
+    noise = _draw(batch, scratch, None)
+    if seen is None:
+        _add_adam_direction(noise, batch)
+        return noise
+    _, kept = group_buffer(scratch, "direction", batch)
+    torch._foreach_copy_(kept, noise)
+    _add_adam_direction(noise, batch)
+    seen(torch._foreach_sub(noise, kept), kept, None)
+    return noise
+
+
+def _noisy_direction(batch: GroupBatch, scratch: dict, hook: NoiseHook | None,
+                     seen: Optional[Seen] = None) -> list[Tensor]:
     """``x + noise`` per parameter: ``x`` is the gradient (SGD type) or Adam's ``d``."""
     hp = batch.hp
     adaptive = hp.get("adaptive_noise", False)
     noisy = is_noisy(batch)
     if hp["_kind"] == "sgd":
         if not noisy:
+            if seen is not None:
+                seen(batch.grads, None, None)
             return batch.grads
         noise = _draw(batch, scratch, batch.grads)
         _call_hook(hook, batch, batch.grads, noise)
+        if seen is not None:
+            seen(batch.grads, noise, None)
         torch._foreach_add_(noise, batch.grads)  # never written into the user's gradients
         return noise
     if noisy and not adaptive and hook is None:
-        noise = _draw(batch, scratch, None)
-        _add_adam_direction(noise, batch)  # fixed noise: the direction lands on it directly
-        return noise
+        return _fixed_noise_direction(batch, scratch, seen)
     direction = direction_of(batch, scratch)
     if noisy and adaptive and hook is None:
-        _add_adaptive_noise(direction, batch, scratch)
+        _add_adaptive_noise(direction, batch, scratch, seen)
     elif noisy:
         noise = _draw(batch, scratch, direction)
         _call_hook(hook, batch, direction, noise)
+        if seen is not None:
+            seen(direction, noise, None)
         torch._foreach_add_(direction, noise)
+    elif seen is not None:
+        seen(direction, None, None)
     return direction
 
 
@@ -203,8 +238,10 @@ def apply_decay(batch: GroupBatch) -> None:
 
 
 def param_update(batch: GroupBatch, lo: Tensor, hi: Tensor, scratch: dict,
-                 hook: NoiseHook | None) -> None:
+                 hook: NoiseHook | None, observe: Optional[StepObserver] = None) -> None:
     gates = _gates(batch, lo, hi, scratch)
-    update = _noisy_direction(batch, scratch, hook)
+    seen = None if observe is None else (
+        lambda xs, noise, scales: observe(batch, xs, noise, scales, gates))
+    update = _noisy_direction(batch, scratch, hook, seen)
     apply_decay(batch)
     torch._foreach_addcmul_(batch.params, update, gates, value=-batch.hp["lr"])

@@ -36,6 +36,7 @@ from upgd_migrate.optim._functional import (
     UTILITY_RANGE_EPS,
     GroupBatch,
     NoiseHook,
+    StepObserver,
     draw_noise,
     group_buffer,
     is_noisy,
@@ -157,7 +158,7 @@ def _gates_and_directions(batches: list[GroupBatch], traces: Future,
     return out
 
 
-def step(batches: list[GroupBatch], scratch: dict) -> None:
+def step(batches: list[GroupBatch], scratch: dict, observe: StepObserver | None = None) -> None:
     # Measured both ways: drawing on the worker instead hides nothing, as the draw then
     # collides with the calling thread's intra-op threads.
     pool = _worker()
@@ -165,12 +166,19 @@ def step(batches: list[GroupBatch], scratch: dict) -> None:
     rest = pool.submit(_gates_and_directions, batches, traces, scratch)
     try:
         noises = [draw_noise(b, scratch) if is_noisy(b) else None for b in batches]
+        early = getattr(observe, "noise_drawn", None)
+        if early is not None:  # read now, while the worker's lane is still running
+            for b, noise in zip(batches, noises):
+                if noise is not None:
+                    early(b, noise)
         traces.result()  # the traces have read the old parameters: now they may change
         for b in batches:
             apply_decay(b)
     finally:
         lasts = rest.result()  # never return while the worker still writes
     for b, noise, (x, gates, stds) in zip(batches, noises, lasts):
+        if observe is not None:  # x, the noise and the gates are still apart here
+            observe(b, x, noise, stds, gates)
         if noise is not None:
             # x + noise goes into the noise buffer (x may be the user's gradients)
             if stds is None:

@@ -94,9 +94,18 @@ class NoiseRecorder:
         self._current.numels.append(p.numel())
         self._current.noise_rms.append(_scalar(xi.detach().double().pow(2).mean().sqrt()))
 
+    def weighted_ratios(self) -> list[float]:
+        """The numel-weighted ratio of each recorded step."""
+        return [s.weighted_ratio() for s in self.steps]
+
+    def noise_levels(self) -> list[float]:
+        """Each step's noise level: per-element RMS of the noise, over all tensors by numel."""
+        return [math.sqrt(sum(r * r * n for r, n in zip(s.noise_rms, s.numels)) / sum(s.numels))
+                if sum(s.numels) else 0.0 for s in self.steps]
+
     def ratio(self, skip: int = 0) -> float:
         """Numel-weighted ratio per step, combined over steps as a root mean square."""
-        values = [s.weighted_ratio() for s in self.steps[skip:]]
+        values = self.weighted_ratios()[skip:]
         if not values:
             raise ValueError("no noisy step was recorded")
         return math.sqrt(sum(v * v for v in values) / len(values))
@@ -105,6 +114,4 @@ class NoiseRecorder:
         """RMS of the noise of the first recorded step, for spike checks after a resume."""
         if not self.steps:
             raise ValueError("no noisy step was recorded")
-        first = self.steps[0]
-        total = sum(first.numels)
-        return math.sqrt(sum(r * r * n for r, n in zip(first.noise_rms, first.numels)) / total)
+        return self.noise_levels()[0]

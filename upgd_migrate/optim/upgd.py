@@ -96,6 +96,16 @@ class _UPGDBase(Optimizer):
         self._noise_hooks[handle.id] = hook
         return handle
 
+    def observe_next_step(self, observer: F.StepObserver) -> None:
+        """Have the next step show ``observer`` its update while the parts are still apart.
+
+        ``observer(batch, xs, noise, scales, gates)`` is called once per param group (see
+        ``_functional.StepObserver``). Unlike a noise hook it keeps the step on its fast path
+        and changes none of its results; it applies to one step only, so steps not observed
+        cost nothing. Used by :class:`~upgd_migrate.optim.monitor.NoiseMonitor`.
+        """
+        self._observer = observer
+
     def _hyperparameters(self, group: dict[str, Any], index: int) -> dict[str, Any]:
         return {**group, "_kind": self._kind, "_index": index}
 
@@ -188,6 +198,9 @@ class _UPGDBase(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        # Taken after the closure: a trainer may ask to observe this step from inside it
+        # (Lightning's on_before_optimizer_step runs there).
+        observe = self.__dict__.pop("_observer", None)
         # Refuse before any state moves, so a failed step leaves the optimizer as it was.
         if any(p.grad is not None and p.grad.is_sparse
                for g in self.param_groups for p in g["params"]):
@@ -200,7 +213,7 @@ class _UPGDBase(Optimizer):
         multi = self._use_foreach(batches)
         hook = self._noise_hook()
         if multi and two_lane.pays(batches, hook):
-            two_lane.step(batches, self._scratch)
+            two_lane.step(batches, self._scratch, observe)
             return loss
         if multi:
             ranges = [M.utility_update(b, self._scratch) for b in batches]
@@ -210,7 +223,7 @@ class _UPGDBase(Optimizer):
         update = M.param_update if multi else F.single_param_update
         for b in batches:
             dev = b.params[0].device
-            update(b, lo.to(dev), hi.to(dev), self._scratch, hook)
+            update(b, lo.to(dev), hi.to(dev), self._scratch, hook, observe)
         return loss
 
 

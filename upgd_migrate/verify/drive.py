@@ -156,6 +156,11 @@ def verify_optimizer(sd: Mapping[str, Any], where: str, vgs_state=None,
     runs = {str(c): _drive(sd, cls, c, None, steps, seed) for c in SCALES}
     runs["vgs"] = _drive(sd, cls, "vgs", vgs_state, steps, seed)
     verdicts.fill(report, sd, base, runs, target=_target(sd), has_stats=cls in MOMENTS)
+    report.series = {"ratio": {"unscaled": base.recorder.weighted_ratios(),
+                               **{f"x{c}": runs[str(c)].recorder.weighted_ratios()
+                                  for c in SCALES},
+                               "VGS": runs["vgs"].recorder.weighted_ratios()},
+                     "level": base.recorder.noise_levels(), "vgs_factor": runs["vgs"].factors}
     return report
 
 

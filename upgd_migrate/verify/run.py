@@ -71,12 +71,21 @@ def _verify_all(files_found, cfg, steps, seed, allow_globals) -> tuple[list[dict
 
 
 def run_verify(paths: Sequence[Path], config: Optional[Path], steps: int, seed: int, fmt: str,
-               allow_globals: Sequence[str]) -> int:
+               allow_globals: Sequence[str], plot: Optional[Path] = None) -> int:
+    from upgd_migrate.verify import plot as plotting
     from upgd_migrate.verify.config import read_config
 
+    if plot is not None and (why := plotting.problem(plot)):
+        click.echo(why, err=True)  # before the runs: they take a while
+        return 2
     cfg = read_config(config) if config else None
     found, warnings = P.discover_checked(paths)
     files, errors = _verify_all(found, cfg, steps, seed, allow_globals)
+    if plot is not None:
+        try:
+            plotting.write(files, plot)
+        except OSError as e:
+            errors.append(f"{plot}: cannot write the plot: {e.strerror or e}")
     reports = [r for f in files for r in f["reports"]]
     skipped = sum(len(f["skipped"]) for f in files)
     failed = sum(not r.ok for r in reports)

@@ -28,6 +28,9 @@ class StateReport:
     generation: str
     metrics: dict[str, Any] = field(default_factory=dict)
     checks: list[Check] = field(default_factory=list)
+    # Per-step values of the runs behind the metrics, for ``verify --plot``: "ratio" maps each
+    # scenario to its numel-weighted ratio per step, "level" is the unscaled run's noise level.
+    series: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:

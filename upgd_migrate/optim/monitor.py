@@ -1,0 +1,258 @@
+"""Watch the noise while training: the noise-to-update ratio and the VGS factor, every k steps.
+
+:class:`NoiseMonitor` attaches to UPGD-family optimizers (and optionally a VGS) through torch's
+step hooks and, every ``every`` steps, yields a dict of floats:
+
+- ``upgd/noise_to_update_ratio``: ``||xi|| / ||x||`` per tensor, weighted by numel (DOMAIN.md
+  section 3; per step, the value ``verify`` aggregates over its K steps); ``sigma`` when the noise
+  is adaptive;
+- ``upgd/noise_rms``, ``upgd/update_rms``: root mean square over all elements of the noise
+  ``xi`` and of ``x``, what the noise is added to (the gradient for UPGD, Adam's direction for
+  AdaptiveUPGD and UPGDW), before the gate and the learning rate;
+- ``upgd/gate_mean``: mean of the utility gate ``1-s`` (0.27 to 0.73);
+- with a VGS: ``vgs/scaling_factor`` (the factor this step's gradients were scaled by) and
+  ``vgs/normalized_variance`` (the global value that factor comes from).
+
+A second and later optimizer get the prefix ``upgd_1/``, ``upgd_2/``, ... instead of ``upgd/``.
+
+It changes nothing the optimizer computes: a logged step is shown its parts through
+``observe_next_step`` (read-only, same draws, same ops, same schedule) and an unlogged step
+sees a counter increment and nothing else, so it stays on the fast path and, on CUDA, never
+waits for the device; only a logged step reads its few numbers back to the host.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterable, Optional
+
+import torch
+from torch import Tensor
+
+from upgd_migrate.optim.upgd import _UPGDBase
+
+# k: a logged step costs 5-15% of a step of a PPO-sized model on CPU (bench/optim --monitor),
+# so 1 in 50 stays well under 1%; Lightning's default log_every_n_steps is 50 too.
+DEFAULT_EVERY = 50
+Callback = Callable[[int, dict], None]
+
+
+def upgd_optimizers(candidates: Iterable) -> list[_UPGDBase]:
+    """The UPGD-family optimizers among ``candidates`` (each at most once, in order)."""
+    found: list[_UPGDBase] = []
+    for opt in candidates:
+        if isinstance(opt, _UPGDBase) and all(opt is not f for f in found):
+            found.append(opt)
+    return found
+
+
+def vgs_normalized_variance(vgs) -> float:
+    """The global normalised variance the VGS factor is computed from (0.0 before any data)."""
+    read = getattr(vgs, "get_normalized_variance", None)
+    if callable(read):
+        return float(read())
+    # A VGS without the reference's accessor: the same 90th percentile get_scaling_factor takes.
+    if not getattr(vgs, "statistics_step_count", 0):
+        return 0.0
+    nv = torch.nanquantile(vgs._normalised_variances(), 0.9, interpolation="linear")
+    nv = torch.nan_to_num(nv, nan=0.0).clamp(0.0, 1e6)
+    if vgs.variance_cap is not None:
+        nv = nv.clamp_max(vgs.variance_cap)
+    return float(nv)
+
+
+def _sum_dtype(t: Tensor) -> Optional[torch.dtype]:
+    # Half precision is summed in float32, so a large tensor's norm cannot overflow.
+    return torch.float32 if t.dtype in (torch.float16, torch.bfloat16) else None
+
+
+def _norms(tensors: list[Tensor], order: float) -> Tensor:
+    """Per-tensor norms as one float32 tensor on the first tensor's device (no host sync)."""
+    first = tensors[0]
+    if all(t.dtype == first.dtype and t.device == first.device for t in tensors):
+        norms = torch._foreach_norm(tensors, order, dtype=_sum_dtype(first))
+        return torch.stack(norms).float()
+    # A group spread over dtypes or devices (the single-tensor path allows it).
+    return torch.stack([torch.linalg.vector_norm(t, order, dtype=_sum_dtype(t))
+                        .to(first.device, torch.float32) for t in tensors])
+
+
+def _total(tensors: list[Tensor], device: torch.device) -> Tensor:
+    """Sum of all elements of ``tensors`` (a one-element float32 tensor on ``device``).
+
+    The fast paths keep a group's gates as views of one flat buffer: then it is one sum, not
+    one per tensor. Half precision is summed in float32.
+    """
+    base = tensors[0]._base
+    if base is not None and base.dim() == 1 and all(t._base is base for t in tensors) \
+            and base.numel() == sum(t.numel() for t in tensors):
+        tensors = [base]
+    sums = [t.sum(dtype=_sum_dtype(t)).to(device, torch.float32) for t in tensors]
+    return (sums[0] if len(sums) == 1 else torch.stack(sums).sum()).reshape(1)
+
+
+class _Step:
+    """What one observed step of one optimizer showed, still on the device until read.
+
+    Each op here costs a few microseconds of overhead whatever its size, so the device work is
+    kept to the norms and one sum per group; host-side noise scales (the two-lane step's) are
+    applied after the read instead of on the device.
+    """
+
+    def __init__(self) -> None:
+        self.numels: list[int] = []
+        self._early: dict[int, Tensor] = {}
+        self._parts: list[Tensor] = []  # per group: ||x|| per tensor, ||z|| per tensor, sum(gate)
+        self._scales: list[list[float] | None] = []  # per group: host scales of z, if any
+
+    def noise_drawn(self, batch, noise: list[Tensor]) -> None:
+        """Optional early look at a group's noise, before ``x`` is ready: the two-lane step
+        calls it while its worker still computes, which hides this pass."""
+        self._early[batch.hp["_index"]] = _norms(noise, 2.0)
+
+    def __call__(self, batch, xs, noise, scales, gates) -> None:
+        x = _norms(xs, 2.0)
+        early = self._early.pop(batch.hp["_index"], None)
+        if noise is None:
+            z = torch.zeros_like(x)
+        else:
+            z = early if early is not None else _norms(noise, 2.0)
+        host = None
+        if scales is not None and isinstance(scales[0], Tensor):
+            z = z * torch.stack(scales).to(z.dtype).abs()
+        elif scales is not None:
+            host = [abs(float(v)) for v in scales]
+        self._parts.append(torch.cat((x, z, _total(gates, x.device))))
+        self._scales.append(host)
+        self.numels += [p.numel() for p in batch.params]
+
+    def metrics(self) -> dict[str, float]:
+        x, xi, gate_sum = [], [], 0.0
+        for part, host in zip(self._parts, self._scales):
+            values = part.tolist()  # the one host sync per group, on a logged step only
+            n = (len(values) - 1) // 2
+            z = values[n:2 * n] if host is None else [a * b for a, b in zip(values[n:2 * n], host)]
+            x, xi, gate_sum = x + values[:n], xi + z, gate_sum + values[-1]
+        sized = [(n, a, b) for n, a, b in zip(self.numels, x, xi) if n]
+        total = sum(n for n, _, _ in sized)
+        if not total:
+            return {}
+        ratio = sum(n * (b / a if a else (0.0 if b == 0 else math.inf)) for n, a, b in sized)
+        return {"noise_to_update_ratio": ratio / total,
+                "noise_rms": math.sqrt(sum(b * b for _, _, b in sized) / total),
+                "update_rms": math.sqrt(sum(a * a for _, a, _ in sized) / total),
+                "gate_mean": gate_sum / total}
+
+
+class NoiseMonitor:
+    """Noise metrics of UPGD-family optimizers every ``every`` steps, as dicts of floats.
+
+    ``every=None`` logs only the steps :meth:`arm` asks for (a trainer that knows when its
+    logger writes).
+
+    ``callback(step, metrics)`` is called after each logged step (``step``: that optimizer's
+    steps since the monitor attached, counting from 1; the first step is always logged, so a
+    spike on resume shows). :attr:`latest` keeps the newest metrics and :meth:`pop` hands them
+    out once. Use as a context manager, or call :meth:`close` to detach.
+    """
+
+    def __init__(self, optimizers, vgs=None, every: Optional[int] = DEFAULT_EVERY,
+                 callback: Optional[Callback] = None) -> None:
+        candidates = optimizers if isinstance(optimizers, (list, tuple)) else [optimizers]
+        self.optimizers = upgd_optimizers(candidates)
+        if not self.optimizers or len(self.optimizers) != len(candidates):
+            names = ", ".join(type(o).__name__ for o in candidates) or "nothing"
+            raise TypeError(f"NoiseMonitor watches UPGD, AdaptiveUPGD or UPGDW optimizers, "
+                            f"got {names}")
+        if every is not None and every < 1:
+            raise ValueError(f"Invalid every: {every} (log every k >= 1 steps, or None: when armed)")
+        self.vgs, self.every = vgs, every
+        self.callbacks: list[Callback] = [callback] if callback is not None else []
+        self.latest: Optional[dict[str, float]] = None
+        self.steps = [0] * len(self.optimizers)
+        self._fresh = False
+        self._armed: set[int] = set()
+        self._stepping: set[int] = set()
+        self._pending: dict[int, _Step] = {}
+        self._vgs_values: dict[str, float] = {}
+        self._handles = []
+        for i, opt in enumerate(self.optimizers):
+            self._handles.append(opt.register_step_pre_hook(self._before(i)))
+            self._handles.append(opt.register_step_post_hook(self._after(i)))
+
+    def prefix(self, index: int) -> str:
+        return "upgd/" if index == 0 else f"upgd_{index}/"
+
+    def arm(self, optimizer=None) -> None:
+        """Log a step of ``optimizer`` (default: of every one), whatever ``every`` says: the
+        step under way if called from inside it (a closure, a trainer's before-step hook),
+        else the next one."""
+        for i, opt in enumerate(self.optimizers):
+            if optimizer is not None and opt is not optimizer:
+                continue
+            if i in self._stepping:
+                self._start(i)
+            else:
+                self._armed.add(i)
+
+    def _due(self, i: int) -> bool:
+        armed = i in self._armed
+        self._armed.discard(i)
+        return armed or (self.every is not None and (self.steps[i] - 1) % self.every == 0)
+
+    def _start(self, i: int) -> None:
+        if i in self._pending:
+            return
+        self._pending[i] = _Step()
+        self.optimizers[i].observe_next_step(self._pending[i])
+        if i == 0 and self.vgs is not None:
+            # The VGS moves on only in vgs.step(), after the optimizer step: read now, this
+            # is the factor scale_gradients applies to this step's gradients.
+            self._vgs_values = {"vgs/scaling_factor": float(self.vgs.get_scaling_factor()),
+                                "vgs/normalized_variance": vgs_normalized_variance(self.vgs)}
+
+    def _before(self, i: int):
+        def hook(opt, args, kwargs) -> None:
+            # Left over only by a step that raised: start clean.
+            self._pending.pop(i, None)
+            opt.__dict__.pop("_observer", None)
+            self.steps[i] += 1
+            self._stepping.add(i)
+            if self._due(i):
+                self._start(i)
+        return hook
+
+    def _after(self, i: int):
+        def hook(opt, args, kwargs) -> None:
+            self._stepping.discard(i)
+            observed = self._pending.pop(i, None)
+            if observed is None:
+                return
+            metrics = {self.prefix(i) + k: v for k, v in observed.metrics().items()}
+            if i == 0:
+                metrics.update(self._vgs_values)
+            if not metrics:
+                return  # no parameter had a gradient: nothing stepped
+            self.latest, self._fresh = metrics, True
+            for callback in self.callbacks:
+                callback(self.steps[i], metrics)
+        return hook
+
+    def pop(self) -> Optional[dict[str, float]]:
+        """The metrics of the newest logged step, once; None when none came since."""
+        if not self._fresh:
+            return None
+        self._fresh = False
+        return self.latest
+
+    def close(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        for opt in self.optimizers:
+            opt.__dict__.pop("_observer", None)
+
+    def __enter__(self) -> "NoiseMonitor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -212,6 +212,18 @@ def test_a_dcp_folder_is_one_checkpoint_when_walking(tmp_path):
     assert [str(rel) for _, rel in discover([tmp_path / "runs" / "step-100"])] == ["step-100"]
 
 
+def test_a_current_dcp_folder_gets_a_copied_counterpart_under_output(tmp_path):
+    save_legacy(tmp_path / "runs" / "step-100")
+    assert main(["checkpoint", str(tmp_path / "runs" / "step-100"), "--in-place"]) == 1
+    current = _files(tmp_path / "runs" / "step-100")
+    assert main(["checkpoint", str(tmp_path / "runs"), "-o", str(tmp_path / "out")]) == 0
+    copy = tmp_path / "out" / "step-100"
+    assert _files(copy) == current and (copy / ".metadata").is_file()
+    # copies, not hard links: a later dcp.save into OUT must not reach the input
+    assert all(p.stat().st_nlink == 1 for p in copy.iterdir())
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]
+
+
 def test_verify_and_calibrate_from_accept_a_folder(tmp_path, capsys):
     from upgd_migrate.config.calibration import calibrated_policy
 

@@ -42,6 +42,8 @@ def link_or_copy(src: Path, dst: Path) -> str:
     dst.parent.mkdir(parents=True, exist_ok=True)
     if dst.exists() and os.path.samefile(src, dst):
         return "linked"
+    if src.is_dir():
+        return _copy_folder(src, dst)
     with deferred_signals():  # the temp name exists only inside the try below
         fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
         os.close(fd)
@@ -58,3 +60,20 @@ def link_or_copy(src: Path, dst: Path) -> str:
         Path(tmp).unlink(missing_ok=True)
         raise
     return how
+
+
+def _copy_folder(src: Path, dst: Path) -> str:
+    """A DCP folder's counterpart: a copy, never hard links (a later ``dcp.save`` into it
+    truncates its files in place, which would reach the input through a link). Built beside
+    ``dst`` under a temp name and renamed, so an interrupt leaves no half folder."""
+    if dst.exists():
+        raise UpgdMigrateError(f"{dst}: already exists: not overwritten")
+    with deferred_signals():
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
+    try:
+        shutil.copytree(src, tmp, dirs_exist_ok=True)
+        os.replace(tmp, dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return "copied"

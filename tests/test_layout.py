@@ -88,3 +88,21 @@ def test_config_and_the_lint_path_import_neither_torch_nor_pydantic():
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          check=True, timeout=60)
     assert json.loads(out.stdout) == []
+
+
+def test_each_integration_imports_optim_and_its_own_framework_only():
+    frameworks = {"sb3.py": "stable_baselines3", "lightning.py": "lightning"}
+    for module in PKG.joinpath("integrations").glob("*.py"):
+        allowed = {"upgd_migrate.optim", "upgd_migrate.integrations", "torch", "__future__",
+                   "typing", frameworks.get(module.name, "torch")}
+        for name in _imports(module):
+            assert any(name == a or name.startswith(a + ".") for a in allowed), (module, name)
+
+
+def test_importing_the_integrations_imports_no_framework():
+    probe = ("import json, sys, upgd_migrate.integrations\n"
+             "print(json.dumps(sorted(m for m in ('stable_baselines3', 'lightning', "
+             "'tensorboard') if m in sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True, timeout=120)
+    assert json.loads(out.stdout) == []

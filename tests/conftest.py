@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import pathlib
 import sys
 import textwrap
@@ -17,3 +18,12 @@ def run_lint(text: str, options: LintOptions | None = None) -> list[str]:
     """Findings of ``text`` as 'line:col CODE message' strings (exact, for pinning)."""
     return [f"{f.line}:{f.col} {f.code} {f.message}"
             for f in lint_text("x.yaml", textwrap.dedent(text), options)]
+
+
+def git_env(tmp_path) -> dict[str, str]:
+    """An environment for real git + pre-commit runs: its own git config and hook cache."""
+    gitconfig = tmp_path / "gitconfig"
+    gitconfig.write_text("[user]\n\tname = test\n\temail = test@example.invalid\n"
+                         "[init]\n\tdefaultBranch = main\n[commit]\n\tgpgsign = false\n")
+    return {**os.environ, "GIT_CONFIG_GLOBAL": str(gitconfig), "GIT_CONFIG_NOSYSTEM": "1",
+            "PRE_COMMIT_HOME": str(tmp_path / "pre-commit-home"), "NO_COLOR": "1"}

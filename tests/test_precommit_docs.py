@@ -8,7 +8,6 @@ environment from the package index.
 """
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -17,7 +16,7 @@ import sys
 import pytest
 from test_precommit import snapshot_of_this_repo
 
-from conftest import CONFIGS, REPO
+from conftest import CONFIGS, REPO, git_env
 
 pytestmark = pytest.mark.precommit
 
@@ -39,14 +38,6 @@ def documented(snippet: str) -> tuple[str, str]:
     return repo, rev
 
 
-def _env(tmp_path) -> dict[str, str]:
-    gitconfig = tmp_path / "gitconfig"
-    gitconfig.write_text("[user]\n\tname = test\n\temail = test@example.invalid\n"
-                         "[init]\n\tdefaultBranch = main\n[commit]\n\tgpgsign = false\n")
-    return {**os.environ, "GIT_CONFIG_GLOBAL": str(gitconfig), "GIT_CONFIG_NOSYSTEM": "1",
-            "PRE_COMMIT_HOME": str(tmp_path / "pre-commit-home"), "NO_COLOR": "1"}
-
-
 def pre_commit(user, env, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pre_commit", *args], cwd=user, env=env,
                           capture_output=True, text=True, timeout=600)
@@ -57,7 +48,7 @@ def test_readme_snippet_runs_the_lint_hook_and_autoupdate_moves_its_rev(tmp_path
     snippet = readme_snippet()
     url, rev = documented(snippet)
     assert re.fullmatch(r"[0-9a-f]{40}", rev), f"rev {rev!r} is not a full commit SHA"
-    env = _env(tmp_path)
+    env = git_env(tmp_path)
     hooks, user = tmp_path / "hooks", tmp_path / "user"
     hooks.mkdir(), user.mkdir()
     sha = snapshot_of_this_repo(hooks)
@@ -88,7 +79,7 @@ def test_a_tag_that_does_not_exist_fails_as_the_docs_say(tmp_path):
     pytest.importorskip("pre_commit")
     snippet = readme_snippet()
     url, rev = documented(snippet)
-    env = _env(tmp_path)
+    env = git_env(tmp_path)
     hooks, user = tmp_path / "hooks", tmp_path / "user"
     hooks.mkdir(), user.mkdir()
     snapshot_of_this_repo(hooks)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import warnings
 
-import torch
 import torch.distributed.checkpoint as dcp
 from dist_helpers import worker_main
 from fsdp_worker import batches, loss_of, sharded

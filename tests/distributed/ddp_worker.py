@@ -1,7 +1,6 @@
 """DDP on 2 gloo ranks seeded ``100 + rank``: every step path, the off switch and a resume."""
 from __future__ import annotations
 
-import copy
 import io
 
 import torch

@@ -7,7 +7,6 @@ pre-commit get their own global config and cache, so neither the machine's setti
 """
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import sys
 import pytest
 from test_precommit import snapshot_of_this_repo
 
-from conftest import CONFIGS, REPO
+from conftest import CONFIGS, REPO, git_env
 
 pytestmark = pytest.mark.realworld
 
@@ -31,14 +30,6 @@ repos:
 FINDING = ("train.yaml:7:12: [error] UPG101 sigma 0.001 with adaptive_noise: true is below the "
            "plausible relative range 0.01-0.5")
 MIGRATED = REPO / "tests" / "config" / "golden" / "config" / "layout-a.out.yaml"
-
-
-def _env(tmp_path) -> dict[str, str]:
-    gitconfig = tmp_path / "gitconfig"
-    gitconfig.write_text("[user]\n\tname = test\n\temail = test@example.invalid\n"
-                         "[init]\n\tdefaultBranch = main\n[commit]\n\tgpgsign = false\n")
-    return {**os.environ, "GIT_CONFIG_GLOBAL": str(gitconfig), "GIT_CONFIG_NOSYSTEM": "1",
-            "PRE_COMMIT_HOME": str(tmp_path / "pre-commit-home"), "NO_COLOR": "1"}
 
 
 def _run(cwd, env, *cmd: str) -> subprocess.CompletedProcess:
@@ -59,7 +50,7 @@ def _user_repo(tmp_path, env):
 
 
 def test_commit_fails_on_a_legacy_config_then_the_fixer_makes_it_pass(tmp_path):
-    env = _env(tmp_path)
+    env = git_env(tmp_path)
     user = _user_repo(tmp_path, env)
     assert (user / ".git" / "hooks" / "pre-commit").is_file()
 

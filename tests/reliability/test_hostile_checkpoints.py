@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from reliability_helpers import FIXTURES, snapshot
+from reliability_helpers import FIXTURES, System, snapshot
 from upgd_migrate.cli import main
 
 sys.path.insert(0, str(FIXTURES))
@@ -29,14 +29,6 @@ import generate  # noqa: E402
 import make_containers as mc  # noqa: E402
 
 MARKER = "MARKER"
-
-
-class System:
-    def __init__(self, marker: str) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
 
 
 class Eval:

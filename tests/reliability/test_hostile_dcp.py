@@ -7,7 +7,6 @@ exit code is 2, the message names the refused global, and the folder is byte-ide
 """
 from __future__ import annotations
 
-import os
 import pickle
 import shutil
 import struct
@@ -16,21 +15,13 @@ import sys
 import pytest
 import torch.distributed.checkpoint as dcp
 
-from reliability_helpers import REPO, snapshot
+from reliability_helpers import REPO, System, snapshot
 from upgd_migrate.cli import main
 
 sys.path.insert(0, str(REPO / "tests" / "checkpoint"))
 from dcp_helpers import Net, legacy, metadata, save_legacy, write_metadata  # noqa: E402
 
 MARKER = "MARKER"
-
-
-class System:
-    def __init__(self, marker: str) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
 
 
 def _exec_pickle(marker: str) -> bytes:

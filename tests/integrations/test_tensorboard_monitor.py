@@ -1,9 +1,9 @@
 """Plain PyTorch: a training loop writes the noise metrics to a real SummaryWriter; the event
-file read back holds them. The run also renders the picture docs/monitor.md shows."""
+file read back holds them. docs/tools/tensorboard_screenshot.py screenshots TensorBoard showing
+this run (UPGD_TENSORBOARD_LOGDIR: where the run writes, instead of a temporary folder)."""
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -13,7 +13,6 @@ from upgd_migrate.optim import AdaptiveUPGD, VarianceGradientScaler
 
 SIGMA = 0.05
 STEPS, EVERY = 240, 4
-DOCS_IMAGE = Path(__file__).resolve().parents[2] / "docs" / "img" / "tensorboard.png"
 
 
 class Loop:
@@ -49,13 +48,14 @@ def test_the_event_file_holds_each_logged_step(tmp_path):
     from upgd_migrate.integrations.tensorboard import watch
 
     loop, written = Loop(), []
-    writer = SummaryWriter(str(tmp_path / "run"))
+    logdir = Path(os.environ.get("UPGD_TENSORBOARD_LOGDIR") or tmp_path / "run")
+    writer = SummaryWriter(str(logdir))
     with watch(writer, loop, every=EVERY, first_step=100) as monitor:  # finds both by itself
         monitor.callbacks.append(lambda step, m: written.append((100 + step, m)))
         for _ in range(STEPS):
             loop.step()
     writer.close()
-    events = EventAccumulator(str(tmp_path / "run")).Reload()
+    events = EventAccumulator(str(logdir)).Reload()
     assert set(events.Tags()["scalars"]) == set(written[0][1])
     for tag in written[0][1]:
         scalars = events.Scalars(tag)
@@ -65,40 +65,6 @@ def test_the_event_file_holds_each_logged_step(tmp_path):
     assert all(abs(r / SIGMA - 1.0) < 0.10 for r in ratios)
     factors = [s.value for s in events.Scalars("vgs/scaling_factor")]
     assert factors[0] == 1.0 and min(factors) < 0.5  # warmup, then the VGS cuts
-    _render(events, tmp_path / "tensorboard.png")
-
-
-def _render(events, out: Path) -> None:
-    """The logged scalars as read back from the event file, drawn with matplotlib (this
-    machine has no browser for a screenshot of the TensorBoard page itself)."""
-    pytest.importorskip("matplotlib", reason="matplotlib is not installed")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = [("upgd/noise_to_update_ratio", SIGMA), ("vgs/scaling_factor", None),
-              ("upgd/update_rms", None), ("upgd/noise_rms", None)]
-    fig, axes = plt.subplots(2, 2, figsize=(8, 4.6), dpi=80, sharex=True)
-    for ax, (tag, target) in zip(axes.flat, panels):
-        scalars = events.Scalars(tag)
-        ax.plot([s.step for s in scalars], [s.value for s in scalars], color="#e8710a", lw=1.4)
-        if target is not None:
-            ax.axhline(target, color="#425066", ls="--", lw=1, label=f"sigma = {target}")
-            ax.set_ylim(0, 2 * target)
-            ax.legend(loc="lower right", fontsize=8)
-        ax.set_title(tag, fontsize=9, loc="left")
-        ax.grid(alpha=0.3)
-        ax.tick_params(labelsize=8)
-    fig.suptitle("TensorBoard scalars of tests/integrations/test_tensorboard_monitor.py "
-                 "(read back from the event file)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(out)
-    plt.close(fig)
-    assert out.stat().st_size < 150_000
-    if os.environ.get("UPGD_WRITE_DOCS_IMAGES"):
-        DOCS_IMAGE.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(out, DOCS_IMAGE)
 
 
 class _Writer:

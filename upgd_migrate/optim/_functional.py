@@ -25,16 +25,10 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from upgd_migrate.optim import _dist
+from upgd_migrate.optim import _dist, _observe
+from upgd_migrate.optim._observe import StepObserver
 
 NoiseHook = Callable[[Tensor, Tensor, Tensor], None]
-# Called once per group on an observed step (see ``observe_next_step`` of the optimizers) with
-# ``(batch, xs, noise, scales, gates)`` while they are still apart: ``xs`` what the noise is added
-# to, ``noise`` the noise (times ``scales[i]`` per tensor when ``scales`` is not None; None for a
-# noiseless group), ``gates`` the ``1-s`` factors. Read-only: it must write into none of them,
-# so an observed step computes exactly what an unobserved one does. An observer may also have
-# ``noise_drawn(batch, noise)``, which the two-lane step calls as soon as the noise is drawn.
-StepObserver = Callable[[object, list, Optional[list], Optional[list], list], None]
 UTILITY_RANGE_EPS = 1e-8
 
 
@@ -233,4 +227,4 @@ def single_param_update(batch: GroupBatch, lo: Tensor, hi: Tensor, scratch: dict
             for kept, value in zip(seen, (x, xi, gate)):
                 kept.append(value)
     if observe is not None:
-        observe(batch, seen[0], seen[1] if noise is not None else None, None, seen[2])
+        observe(batch, _observe.row(seen[0], seen[1] if noise is not None else None, seen[2]))

@@ -22,12 +22,11 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from upgd_migrate.optim import _dist
+from upgd_migrate.optim import _dist, _observe
 from upgd_migrate.optim._functional import (
     UTILITY_RANGE_EPS,
     GroupBatch,
     NoiseHook,
-    StepObserver,
     cached_for,
     call_hook,
     draw_noise,
@@ -37,6 +36,7 @@ from upgd_migrate.optim._functional import (
     is_noisy,
     rms_coeffs,
 )
+from upgd_migrate.optim._observe import StepObserver
 
 _FUSED_ADAM_DEVICES = ("cpu", "cuda")
 _FUSED_ADAM_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -110,14 +110,20 @@ def _add_adam_direction(out: list[Tensor], batch: GroupBatch) -> None:
     torch._foreach_addcdiv_(out, batch.exp_avgs, denom, [1.0 / (1.0 - b1**t) for t in batch.steps])
 
 
-def noise_stds(batch: GroupBatch, xs: list[Tensor], scratch: dict) -> list[Tensor]:
-    """``max(sigma * rms(x), min_noise_std)`` per tensor (or its EMA), as 0-d device tensors."""
-    hp = batch.hp
+def x_norms(batch: GroupBatch, xs: list[Tensor]) -> Tensor:
+    """``||x||`` per tensor in x's dtype, what the adaptive noise std is taken from."""
     if batch.sharding is None:
-        rms = torch.stack(torch._foreach_norm(xs))
-    else:  # whole-tensor norms from the shards, one collective for the group
-        rms = _dist.whole_norms(xs, batch.sharding).to(batch.params[0].dtype)
-    rms.mul_(_rms_coeffs(batch, scratch))
+        return torch.stack(torch._foreach_norm(xs))
+    # whole-tensor norms from the shards, one collective for the group
+    return _dist.whole_norms(xs, batch.sharding).to(batch.params[0].dtype)
+
+
+def noise_stds(batch: GroupBatch, xs: list[Tensor], scratch: dict,
+               norms: Tensor | None = None) -> list[Tensor]:
+    """``max(sigma * rms(x), min_noise_std)`` per tensor (or its EMA), as 0-d device tensors;
+    ``norms``: :func:`x_norms` of ``xs`` when already taken."""
+    hp = batch.hp
+    rms = (x_norms(batch, xs) if norms is None else norms) * _rms_coeffs(batch, scratch)
     if hp["instant_noise_scale"]:
         return list(rms.mul_(hp["sigma"]).clamp_min_(hp["min_noise_std"]).unbind())
     torch._foreach_lerp_(batch.noise_emas, list(rms.unbind()), 1.0 - hp["noise_beta"])
@@ -153,10 +159,12 @@ def _draw(batch: GroupBatch, scratch: dict, xs: list[Tensor] | None) -> list[Ten
 def _add_adaptive_noise(direction: list[Tensor], batch: GroupBatch, scratch: dict,
                         seen: Optional[Seen]) -> None:
     """``d += std * z`` in one pass per tensor: the unit noise is never scaled on its own."""
-    stds = noise_stds(batch, direction, scratch)
+    norms = x_norms(batch, direction)
+    stds = noise_stds(batch, direction, scratch, norms)
     unit = draw_unit_noise(batch, 1.0, scratch)
-    if seen is not None:
-        seen(direction, unit, stds)
+    if seen is not None:  # the std's own norms, unless they are whole-tensor ones
+        seen(direction, None, x_norms=norms if batch.sharding is None else None,
+             noise_norms=_observe.norms(unit) * torch.stack(stds).float())
     torch._foreach_addcmul_(direction, unit, stds)
 
 
@@ -167,8 +175,9 @@ def _call_hook(hook: NoiseHook | None, batch: GroupBatch, xs: list[Tensor],
             call_hook(hook, batch, i, x, xi)
 
 
-# ``seen(xs, noise, scales)``: a StepObserver with the group and its gates bound.
-Seen = Callable[[list, Optional[list], Optional[list]], None]
+# ``seen(xs, noise, x_norms=None, noise_norms=None)``: makes the group's row (see
+# ``_observe.row``) and hands it to the StepObserver.
+Seen = Callable[..., None]
 
 
 def direction_of(batch: GroupBatch, scratch: dict) -> list[Tensor]:
@@ -184,17 +193,20 @@ def direction_of(batch: GroupBatch, scratch: dict) -> list[Tensor]:
 def _fixed_noise_direction(batch: GroupBatch, scratch: dict, seen: Optional[Seen]) -> list[Tensor]:
     """Fixed noise: the direction lands on the drawn noise directly (one pass saved).
 
-    Observed, the noise is copied first and ``d`` is read back as ``(noise + d) - noise``, so
-    the step itself runs the very same ops as an unobserved one.
+    Observed, the noise's norms are taken and the noise copied first, and ``d`` is read back
+    as ``noise - (noise + d)`` (its sign does not matter to a norm), so the step itself runs
+    the very same ops as an unobserved one.
     """
     noise = _draw(batch, scratch, None)
     if seen is None:
         _add_adam_direction(noise, batch)
         return noise
+    noise_norms = _observe.norms(noise)
     _, kept = group_buffer(scratch, "direction", batch)
     torch._foreach_copy_(kept, noise)
     _add_adam_direction(noise, batch)
-    seen(torch._foreach_sub(noise, kept), kept, None)
+    torch._foreach_sub_(kept, noise)
+    seen(kept, None, noise_norms=noise_norms)
     return noise
 
 
@@ -207,12 +219,12 @@ def _noisy_direction(batch: GroupBatch, scratch: dict, hook: NoiseHook | None,
     if hp["_kind"] == "sgd":
         if not noisy:
             if seen is not None:
-                seen(batch.grads, None, None)
+                seen(batch.grads, None)
             return batch.grads
         noise = _draw(batch, scratch, batch.grads)
         _call_hook(hook, batch, batch.grads, noise)
         if seen is not None:
-            seen(batch.grads, noise, None)
+            seen(batch.grads, noise)
         torch._foreach_add_(noise, batch.grads)  # never written into the user's gradients
         return noise
     if noisy and not adaptive and hook is None:
@@ -224,10 +236,10 @@ def _noisy_direction(batch: GroupBatch, scratch: dict, hook: NoiseHook | None,
         noise = _draw(batch, scratch, direction)
         _call_hook(hook, batch, direction, noise)
         if seen is not None:
-            seen(direction, noise, None)
+            seen(direction, noise)
         torch._foreach_add_(direction, noise)
     elif seen is not None:
-        seen(direction, None, None)
+        seen(direction, None)
     return direction
 
 
@@ -241,7 +253,7 @@ def param_update(batch: GroupBatch, lo: Tensor, hi: Tensor, scratch: dict,
                  hook: NoiseHook | None, observe: Optional[StepObserver] = None) -> None:
     gates = _gates(batch, lo, hi, scratch)
     seen = None if observe is None else (
-        lambda xs, noise, scales: observe(batch, xs, noise, scales, gates))
+        lambda xs, noise, **norms: observe(batch, _observe.row(xs, noise, gates, **norms)))
     update = _noisy_direction(batch, scratch, hook, seen)
     apply_decay(batch)
     torch._foreach_addcmul_(batch.params, update, gates, value=-batch.hp["lr"])

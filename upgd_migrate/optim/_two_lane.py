@@ -32,16 +32,23 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import torch
 from torch import Tensor
 
+from upgd_migrate.optim import _observe
 from upgd_migrate.optim._functional import (
     UTILITY_RANGE_EPS,
     GroupBatch,
     NoiseHook,
-    StepObserver,
     draw_noise,
     group_buffer,
     is_noisy,
 )
-from upgd_migrate.optim._multi_tensor import apply_decay, direction_of, noise_stds, update_traces
+from upgd_migrate.optim._multi_tensor import (
+    apply_decay,
+    direction_of,
+    noise_stds,
+    update_traces,
+    x_norms,
+)
+from upgd_migrate.optim._observe import StepObserver
 
 # Below either size the hand-off and the per-tensor ops cost more than the draw hides (measured
 # on 2 cores: 100 tensors of 5,000 elements break even, of 10,000 gain a fifth).
@@ -141,20 +148,27 @@ def _traces_and_range(batches: list[GroupBatch]) -> tuple[float, float]:
     return min(r[0] for r in ranges), max(r[1] for r in ranges)
 
 
-def _gates_and_directions(batches: list[GroupBatch], traces: Future,
-                          scratch: dict) -> list[tuple]:
-    """Worker, second job: per group the gates, ``x`` and the noise stds (host floats; None for
-    fixed noise, drawn at its std, and for a noiseless group)."""
+def _gates_and_directions(batches: list[GroupBatch], traces: Future, scratch: dict,
+                          observed: bool) -> list[tuple]:
+    """Worker, second job: per group the gates, ``x``, the noise stds (host floats; None for
+    fixed noise, drawn at its std, and for a noiseless group) and, on an observed step, the
+    start of the group's row (host floats): ``||x||`` per tensor (the adaptive std's own
+    norms, taken once) and the gates' sum, read on this lane, which wrote them."""
     lo, hi = traces.result()  # done: the worker runs its jobs in order
     out = []
     with torch.no_grad():
         for b in batches:
             gates = _host_gates(b, lo, hi, scratch)
+            gate_sum = _observe.total(gates, gates[0].device).item() if observed else None
             x = direction_of(b, scratch)
-            stds = None
+            stds = norms = None
             if is_noisy(b) and b.hp.get("adaptive_noise", False):
-                stds = torch.stack(noise_stds(b, x, scratch)).tolist()
-            out.append((x, gates, stds))
+                taken = x_norms(b, x)
+                stds = torch.stack(noise_stds(b, x, scratch, taken)).tolist()
+                norms = taken.float().tolist() if observed else None
+            elif observed:
+                norms = _observe.norms(x).tolist()
+            out.append((x, gates, stds, norms, gate_sum))
     return out
 
 
@@ -163,22 +177,25 @@ def step(batches: list[GroupBatch], scratch: dict, observe: StepObserver | None 
     # collides with the calling thread's intra-op threads.
     pool = _worker()
     traces = pool.submit(_traces_and_range, batches)
-    rest = pool.submit(_gates_and_directions, batches, traces, scratch)
+    rest = pool.submit(_gates_and_directions, batches, traces, scratch, observe is not None)
     try:
         noises = [draw_noise(b, scratch) if is_noisy(b) else None for b in batches]
-        early = getattr(observe, "noise_drawn", None)
-        if early is not None:  # read now, while the worker's lane is still running
-            for b, noise in zip(batches, noises):
-                if noise is not None:
-                    early(b, noise)
+        # Observed: the noise's norms, on this lane, which drew it, while the worker's runs.
+        # (Measured: the reductions cost least on the lane that wrote their data; read on
+        # the other, after the lanes join, they cost twice as much.)
+        noise_norms = [None if observe is None or z is None else _observe.norms(z).tolist()
+                       for z in noises]
         traces.result()  # the traces have read the old parameters: now they may change
         for b in batches:
             apply_decay(b)
     finally:
         lasts = rest.result()  # never return while the worker still writes
-    for b, noise, (x, gates, stds) in zip(batches, noises, lasts):
-        if observe is not None:  # x, the noise and the gates are still apart here
-            observe(b, x, noise, stds, gates)
+    for b, noise, zs, (x, gates, stds, xs, gate_sum) in zip(batches, noises, noise_norms, lasts):
+        if observe is not None:  # the row: ||x||, ||noise|| (times its std), sum of the gates
+            zs = [0.0] * len(x) if zs is None else zs
+            if stds is not None:  # the adaptive noise was drawn at unit std
+                zs = [z * s for z, s in zip(zs, stds)]
+            observe(b, xs + zs + [gate_sum])
         if noise is not None:
             # x + noise goes into the noise buffer (x may be the user's gradients)
             if stds is None:

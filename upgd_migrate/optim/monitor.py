@@ -26,7 +26,6 @@ import math
 from typing import Callable, Iterable, Optional
 
 import torch
-from torch import Tensor
 
 from upgd_migrate.optim.upgd import _UPGDBase
 
@@ -60,86 +59,37 @@ def vgs_normalized_variance(vgs) -> float:
     return float(nv)
 
 
-def _sum_dtype(t: Tensor) -> Optional[torch.dtype]:
-    # Half precision is summed in float32, so a large tensor's norm cannot overflow.
-    return torch.float32 if t.dtype in (torch.float16, torch.bfloat16) else None
-
-
-def _norms(tensors: list[Tensor], order: float) -> Tensor:
-    """Per-tensor norms as one float32 tensor on the first tensor's device (no host sync)."""
-    first = tensors[0]
-    if all(t.dtype == first.dtype and t.device == first.device for t in tensors):
-        norms = torch._foreach_norm(tensors, order, dtype=_sum_dtype(first))
-        return torch.stack(norms).float()
-    # A group spread over dtypes or devices (the single-tensor path allows it).
-    return torch.stack([torch.linalg.vector_norm(t, order, dtype=_sum_dtype(t))
-                        .to(first.device, torch.float32) for t in tensors])
-
-
-def _total(tensors: list[Tensor], device: torch.device) -> Tensor:
-    """Sum of all elements of ``tensors`` (a one-element float32 tensor on ``device``).
-
-    The fast paths keep a group's gates as views of one flat buffer: then it is one sum, not
-    one per tensor. Half precision is summed in float32.
-    """
-    base = tensors[0]._base
-    if base is not None and base.dim() == 1 and all(t._base is base for t in tensors) \
-            and base.numel() == sum(t.numel() for t in tensors):
-        tensors = [base]
-    sums = [t.sum(dtype=_sum_dtype(t)).to(device, torch.float32) for t in tensors]
-    return (sums[0] if len(sums) == 1 else torch.stack(sums).sum()).reshape(1)
-
-
 class _Step:
-    """What one observed step of one optimizer showed, still on the device until read.
-
-    Each op here costs a few microseconds of overhead whatever its size, so the device work is
-    kept to the norms and one sum per group; host-side noise scales (the two-lane step's) are
-    applied after the read instead of on the device.
-    """
+    """The rows one observed step of one optimizer showed (see :mod:`._observe`), kept as
+    they came (on the device, or host floats) until :meth:`metrics` reads them."""
 
     def __init__(self) -> None:
         self.numels: list[int] = []
-        self._early: dict[int, Tensor] = {}
-        self._parts: list[Tensor] = []  # per group: ||x|| per tensor, ||z|| per tensor, sum(gate)
-        self._scales: list[list[float] | None] = []  # per group: host scales of z, if any
+        self._rows: list = []
 
-    def noise_drawn(self, batch, noise: list[Tensor]) -> None:
-        """Optional early look at a group's noise, before ``x`` is ready: the two-lane step
-        calls it while its worker still computes, which hides this pass."""
-        self._early[batch.hp["_index"]] = _norms(noise, 2.0)
-
-    def __call__(self, batch, xs, noise, scales, gates) -> None:
-        x = _norms(xs, 2.0)
-        early = self._early.pop(batch.hp["_index"], None)
-        if noise is None:
-            z = torch.zeros_like(x)
-        else:
-            z = early if early is not None else _norms(noise, 2.0)
-        host = None
-        if scales is not None and isinstance(scales[0], Tensor):
-            z = z * torch.stack(scales).to(z.dtype).abs()
-        elif scales is not None:
-            host = [abs(float(v)) for v in scales]
-        self._parts.append(torch.cat((x, z, _total(gates, x.device))))
-        self._scales.append(host)
+    def __call__(self, batch, row) -> None:
+        self._rows.append(row)
         self.numels += [p.numel() for p in batch.params]
 
     def metrics(self) -> dict[str, float]:
         x, xi, gate_sum = [], [], 0.0
-        for part, host in zip(self._parts, self._scales):
-            values = part.tolist()  # the one host sync per group, on a logged step only
+        for row in self._rows:
+            values = row if isinstance(row, list) else row.tolist()  # the host read
             n = (len(values) - 1) // 2
-            z = values[n:2 * n] if host is None else [a * b for a, b in zip(values[n:2 * n], host)]
-            x, xi, gate_sum = x + values[:n], xi + z, gate_sum + values[-1]
-        sized = [(n, a, b) for n, a, b in zip(self.numels, x, xi) if n]
-        total = sum(n for n, _, _ in sized)
+            x += values[:n]
+            xi += values[n:2 * n]
+            gate_sum += values[-1]
+        total = sum(self.numels)
         if not total:
             return {}
-        ratio = sum(n * (b / a if a else (0.0 if b == 0 else math.inf)) for n, a, b in sized)
+        ratio = sq_x = sq_xi = 0.0
+        for n, a, b in zip(self.numels, x, xi):
+            ratio += n * (b / a if a else (0.0 if b == 0 else math.inf)) if n else 0.0
+            sq_x += a * a
+            sq_xi += b * b
         return {"noise_to_update_ratio": ratio / total,
-                "noise_rms": math.sqrt(sum(b * b for _, _, b in sized) / total),
-                "update_rms": math.sqrt(sum(a * a for _, a, _ in sized) / total),
+                "noise_rms": math.sqrt(sq_xi / total),
+                "update_rms": math.sqrt(sq_x / total),
                 "gate_mean": gate_sum / total}
 
 

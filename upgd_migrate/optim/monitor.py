@@ -15,10 +15,11 @@ step hooks and, every ``every`` steps, yields a dict of floats:
 
 A second and later optimizer get the prefix ``upgd_1/``, ``upgd_2/``, ... instead of ``upgd/``.
 
-It changes nothing the optimizer computes: a logged step is shown its parts through
-``observe_next_step`` (read-only, same draws, same ops, same schedule) and an unlogged step
-sees a counter increment and nothing else, so it stays on the fast path and, on CUDA, never
-waits for the device; only a logged step reads its few numbers back to the host.
+It changes nothing the optimizer computes: a logged step hands over the norms of its parts
+through ``observe_next_step`` (read-only, same draws, same ops, same schedule; see
+:mod:`._observe`) and an unlogged step sees a counter increment and nothing else, so it stays
+on the fast path and, on CUDA, never waits for the device; only a logged step reads its few
+numbers back to the host.
 """
 from __future__ import annotations
 
@@ -29,8 +30,8 @@ import torch
 
 from upgd_migrate.optim.upgd import _UPGDBase
 
-# k: a logged step costs 5-15% of a step of a PPO-sized model on CPU (bench/optim --monitor),
-# so 1 in 50 stays well under 1%; Lightning's default log_every_n_steps is 50 too.
+# k: a logged step costs 5-15% of a step of a PPO-sized model on a 2-core CPU (bench/optim
+# --monitor), so 1 in 50 stays under 1%; Lightning's default log_every_n_steps is 50 too.
 DEFAULT_EVERY = 50
 Callback = Callable[[int, dict], None]
 

@@ -20,7 +20,7 @@ sys.path.insert(0, str(REPO / "tests" / "config"))  # the corpus of the lint agr
 from test_plain import CORPUS, plain_documents  # noqa: E402
 
 GOLDEN = REPO / "tests" / "config" / "golden" / "config"
-TEXT_CODES = {"UPG001", "UPG002", "UPG003", "UPG004", "UPG304"}
+TEXT_CODES = {"UPG001", "UPG002", "UPG003", "UPG004", "UPG304", "UPG305"}
 KWARGS = {"UPGD": UPGDKwargs, "AdaptiveUPGD": AdaptiveUPGDKwargs, "UPGDW": UPGDWKwargs}
 
 

@@ -14,7 +14,7 @@ class Param:
     """One keyword argument: its YAML kind, default, bounds and a one-line meaning.
 
     kind is one of: float, int, bool, betas (two floats), optional_float, optional_bool,
-    false (a bool that must be false: UPGDW refuses amsgrad=True).
+    false (a bool that must be false: UPGDW refuses amsgrad=True), choice (one of ``choices``).
     """
 
     kind: str
@@ -24,6 +24,7 @@ class Param:
     gt: float | None = None
     lt: float | None = None
     le: float | None = None
+    choices: tuple[str, ...] | None = None
 
 
 def _lr(default: float) -> Param:
@@ -50,6 +51,14 @@ _ADAPTIVE_NOISE: dict[str, Param] = {
     "instant_noise_scale": Param("bool", True, "Scale noise by the current rms instead of an EMA."),
 }
 
+# Options of this package's optimizers that the reference constructors lack (a TypeError there).
+_PACKAGE_ONLY: dict[str, Param] = {
+    "foreach": Param("optional_bool", None, "Use the multi-tensor implementation (null: auto)."),
+    "noise_sync": Param("choice", "auto", "Under torch.distributed: draw the noise from streams "
+                        "every rank shares (auto) or from each rank's own RNG (off).",
+                        choices=("auto", "off")),
+}
+
 _TORCH_FLAGS: dict[str, Param] = {
     "maximize": Param("bool", False, "Maximize the objective instead of minimizing."),
     "foreach": Param("optional_bool", None, "Use the foreach implementation (null: auto)."),
@@ -65,18 +74,20 @@ _ADAM_COMMON: dict[str, Param] = {
     **_TORCH_FLAGS,
 }
 
-# Canonical optimizer name -> keyword arguments its constructor accepts (reference defaults).
+# Canonical optimizer name -> keyword arguments its constructor accepts (reference defaults;
+# the UPGD types also take _PACKAGE_ONLY, which only this package's classes accept).
 OPTIMIZERS: dict[str, dict[str, Param]] = {
     "UPGD": {"lr": _lr(1e-5), "weight_decay": _wd(0.001), "beta_utility": _UTILITY,
-             "sigma": _SIGMA, **_ADAPTIVE_NOISE},
+             "sigma": _SIGMA, **_ADAPTIVE_NOISE, **_PACKAGE_ONLY},
     "AdaptiveUPGD": {
         "lr": _lr(1e-5), "weight_decay": _wd(0.001), "beta_utility": _UTILITY, "sigma": _SIGMA,
         "beta1": Param("float", 0.9, "Adam decay of the first moment.", ge=0.0, lt=1.0),
         "beta2": Param("float", 0.999, "Adam decay of the second moment.", ge=0.0, lt=1.0),
-        "eps": _EPS, **_ADAPTIVE_NOISE},
+        "eps": _EPS, **_ADAPTIVE_NOISE, **_PACKAGE_ONLY},
     "UPGDW": {"lr": _lr(1e-4), "betas": _BETAS, "eps": _EPS, "weight_decay": _wd(0.01),
               "sigma": _SIGMA,
-              "amsgrad": Param("false", False, "Must be false: UPGDW refuses amsgrad=True.")},
+              "amsgrad": Param("false", False, "Must be false: UPGDW refuses amsgrad=True."),
+              **_PACKAGE_ONLY},
     "adam": {"lr": _lr(1e-3), "weight_decay": _wd(0.0), **_ADAM_COMMON,
              "decoupled_weight_decay": Param("bool", False, "Decouple weight decay (AdamW).")},
     "adamw": {"lr": _lr(1e-3), "weight_decay": _wd(0.01), **_ADAM_COMMON},

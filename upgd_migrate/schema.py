@@ -128,6 +128,8 @@ def _annotation(param: Param) -> Any:
         return tuple[beta, beta]
     if param.kind == "optional_float":
         return Optional[_bounded(float, param)]
+    if param.kind == "choice":
+        return Literal[param.choices]
     simple = {"float": float, "int": int, "bool": bool, "optional_bool": Optional[bool],
               "false": _FALSE}
     return _bounded(simple[param.kind], param)

@@ -64,6 +64,8 @@ POSITIVE = {
         "UPGD, AdaptiveUPGD, UPGDW, adam, adamw, sgd"]),
     "UPG304": (layout_a("sgd", "lr: 3e-4"), [
         "4:9 UPG304 3e-4 is read as the string '3e-4' by PyYAML (YAML 1.1); write 3.0e-4"]),
+    "UPG305": (layout_a("AdaptiveUPGD", "noise_sync: off"), [
+        '4:17 UPG305 off is read as the boolean False by PyYAML (YAML 1.1); write "off"']),
 }
 
 # code -> the positive example corrected: no finding at all.
@@ -83,6 +85,7 @@ NEGATIVE = {
     "UPG302": layout_a("AdaptiveUPGD", "beta2: 0.5"),
     "UPG303": layout_a("adaptive_upgd", "lr: 0.001"),
     "UPG304": layout_a("sgd", "lr: 3.0e-4"),
+    "UPG305": layout_a("AdaptiveUPGD", "noise_sync: \"off\""),
 }
 
 

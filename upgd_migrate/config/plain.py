@@ -53,7 +53,8 @@ def _scalar(value: object, loc: Loc) -> PlainScalar:
         node.tag, node.text = "str", value
     else:  # Decimal, numpy integers, ...: the rules call it the wrong type, as pydantic does
         node.tag, node.text = type(value).__name__, repr(value)
-    node._value, node.plain = value, True
+    # A dict's string was never spelled in YAML: no YAML 1.1 reader retypes it (UPG305).
+    node._value, node.plain = value, not isinstance(value, str)
     _place(node, loc)
     return node
 
@@ -102,7 +103,7 @@ def _checked(blocks: list[ConfigBlock], options: LintOptions | None) -> list[Fin
 def validate(mapping: AnyMapping, options: LintOptions | None = None) -> list[Finding]:
     """Lint's findings for a whole config given as a mapping, in every layout lint knows.
 
-    Codes about the file's text (UPG001-UPG004, UPG304) cannot arise: a dict has no spelling.
+    Codes about the file's text (UPG001-UPG004, UPG304, UPG305) cannot arise: a dict has no spelling.
     """
     return _checked(locate(to_node(mapping)), options)
 

@@ -57,6 +57,8 @@ RULES: dict[str, Rule] = {r.code: r for r in (
     Rule("UPG303", "unknown-optimizer", E, "optimizer name that is not a known optimizer"),
     Rule("UPG304", "yaml11-string-float", E, "number PyYAML (YAML 1.1) reads as a string, "
          "like 1e-6"),
+    Rule("UPG305", "yaml11-bool-string", E, "string PyYAML (YAML 1.1) reads as a boolean, "
+         "like noise_sync: off"),
 )}
 # A rule's fix is `upgd-migrate config` exactly when a registered migration always fixes it
 # (with --unsafe-fixes when that migration may change what the user's own code reads).

@@ -1,4 +1,5 @@
-"""Value rules: wrong types (UPG301), out-of-range values (UPG302), YAML 1.1 strings (UPG304)."""
+"""Value rules: wrong types (UPG301), out-of-range values (UPG302), YAML 1.1 strings (UPG304)
+and booleans (UPG305)."""
 from __future__ import annotations
 
 import math
@@ -13,12 +14,16 @@ from upgd_migrate.config.yaml_io import Mapping, Node, Scalar, Sequence, walk
 _EXPECTED = {
     "float": "a number", "int": "an integer", "bool": "true or false", "false": "false",
     "betas": "a list of two numbers", "optional_float": "a number or null",
-    "optional_bool": "true, false or null",
+    "optional_bool": "true, false or null", "choice": "a string",
 }
 _ACCEPTED_TAGS = {
     "float": ("int", "float"), "int": ("int",), "bool": ("bool",), "false": ("bool",),
     "optional_float": ("int", "float", "null"), "optional_bool": ("bool", "null"),
+    "choice": ("str",),
 }
+# PyYAML's YAML 1.1 booleans: a plain `off` is the string 'off' to YAML 1.2, False to PyYAML.
+_YAML11_BOOL = re.compile(r"y|Y|yes|Yes|YES|n|N|no|No|NO|true|True|TRUE|false|False|FALSE"
+                          r"|on|On|ON|off|Off|OFF")
 
 # PyYAML's YAML 1.1 resolver patterns (yaml/resolver.py). A plain scalar that YAML 1.2 reads
 # as a number but that matches neither of these reaches PyYAML-based trainers as a string.
@@ -55,8 +60,20 @@ def check_value(ctx: Context, key: str, param: Param, node: Node, owner: str) ->
         return
     if param.kind == "false" and node.value is True:
         ctx.report("UPG302", node, f"{key}: {owner} refuses true (must be false)")
+    elif param.kind == "choice":
+        _check_choice(ctx, key, param, node)
     elif node.tag in ("int", "float"):
         _check_bounds(ctx, key, param, node)
+
+
+def _check_choice(ctx: Context, key: str, param: Param, node: Scalar) -> None:
+    allowed = " or ".join(repr(c) for c in param.choices or ())
+    if node.text not in (param.choices or ()):
+        ctx.report("UPG302", node, f"{key}: {node.text!r} is not {allowed}")
+    elif node.plain and _YAML11_BOOL.fullmatch(node.text):
+        ctx.report("UPG305", node, f"{node.text} is read as the boolean "
+                   f"{node.text.lower() in ('y', 'yes', 'true', 'on')} by PyYAML (YAML 1.1); "
+                   f"write \"{node.text}\"")
 
 
 def _check_betas(ctx: Context, key: str, node: Node) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import codecs
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -156,3 +157,46 @@ def atomic_create(path: str, data: bytes, mode_of: str) -> None:
                 f.write(data)
         finally:
             os.unlink(tmp)
+
+
+_FICLONE = 0x40049409  # linux/fs.h: share the source's extents (copy-on-write)
+
+
+def clone_file(src: Path, dst: Path) -> None:
+    """Copy ``src`` into the new file ``dst`` (never an existing one), fsynced, with its mode.
+
+    A reflink where the file system shares extents (btrfs, XFS: no space, no time, and a later
+    write to either file leaves the other alone), else a copy inside the kernel, else through
+    user space. Never a hard link: a writer that truncates and rewrites a file in place
+    (``torch.save``, ``dcp.save``) would change both names' bytes.
+    """
+    with open(src, "rb") as s, open(dst, "xb") as d:
+        if not _reflink(s, d):
+            _kernel_copy(s, d)
+        os.fsync(d.fileno())
+    shutil.copymode(src, dst)
+
+
+def _reflink(s: IO[bytes], d: IO[bytes]) -> bool:
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        return False
+    try:
+        fcntl.ioctl(d.fileno(), _FICLONE, s.fileno())
+        return True
+    except OSError:  # no reflinks here (ext4, tmpfs, another file system)
+        return False
+
+
+def _kernel_copy(s: IO[bytes], d: IO[bytes]) -> None:
+    """Copy inside the kernel (copy_file_range), else through user space."""
+    try:
+        while os.copy_file_range(s.fileno(), d.fileno(), 1 << 30):
+            pass
+    except (AttributeError, OSError):  # not Linux, or across file systems on an old kernel
+        s.seek(0)
+        d.seek(0)
+        d.truncate()
+        shutil.copyfileobj(s, d, 16 << 20)
+        d.flush()

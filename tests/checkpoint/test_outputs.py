@@ -7,8 +7,13 @@ import os
 import shutil
 from pathlib import Path
 
-from upgd_migrate.checkpoint.outputs import link_or_copy
+import pytest
+import torch
+
+from upgd_migrate import fileio
+from upgd_migrate.checkpoint.outputs import copy_counterpart
 from upgd_migrate.cli import main
+from upgd_migrate.fileio import clone_file
 
 FIX = Path(__file__).resolve().parents[2] / "fixtures"
 G1 = FIX / "optim" / "adaptive_upgd_g1.pt"
@@ -38,30 +43,46 @@ def test_every_input_gets_a_counterpart_in_the_output_folder(tmp_path, capsys):
     assert main(["checkpoint", str(runs), "-o", str(out)]) == 1
     err = capsys.readouterr().err
     assert err == ("2 files: 1 migrated, 1 already current; "
-                   "unchanged inputs linked (1) into the output\n")
+                   "unchanged inputs copied (1) into the output\n")
     assert (out / "legacy.pt").is_file()
-    assert os.path.samefile(out / "sub" / "current.pt", runs / "sub" / "current.pt")
+    current, counterpart = runs / "sub" / "current.pt", out / "sub" / "current.pt"
+    kept = current.read_bytes()
+    assert counterpart.read_bytes() == kept and not os.path.samefile(counterpart, current)
     # A second run over the same output replaces the outputs, never the inputs.
     assert main(["checkpoint", str(runs), "-o", str(out)]) == 1
-    assert os.path.samefile(out / "sub" / "current.pt", runs / "sub" / "current.pt")
     assert (runs / "legacy.pt").read_bytes() == G1.read_bytes()
+    # A trainer resuming from OUT saves over its file in place: the input keeps its bytes.
+    torch.save({"step": 1}, counterpart)
+    assert current.read_bytes() == kept
 
 
-def test_link_or_copy_replaces_and_copies_across_file_systems(tmp_path, monkeypatch):
+def test_the_counterpart_is_a_copy_even_over_an_old_hard_link(tmp_path):
     src, dst = tmp_path / "a.pt", tmp_path / "out" / "a.pt"
     src.write_bytes(b"one")
-    assert link_or_copy(src, dst) == "linked" and os.path.samefile(src, dst)
-    assert link_or_copy(src, dst) == "linked"  # already the same file: nothing to do
-    dst.unlink()
-    dst.write_bytes(b"old")
+    dst.parent.mkdir()
+    os.link(src, dst)  # what an older version left in OUT
+    assert copy_counterpart(src, dst) == "copied"
+    assert dst.read_bytes() == b"one" and not os.path.samefile(src, dst)
+    dst.write_bytes(b"rewritten in place")
+    assert src.read_bytes() == b"one"
+    assert copy_counterpart(src, dst) == "copied" and dst.read_bytes() == b"one"
+    assert sorted(os.listdir(dst.parent)) == ["a.pt"]  # no temp file left
 
-    def no_links(a, b):
+
+def test_clone_file_copies_through_user_space_when_the_kernel_cannot(tmp_path, monkeypatch):
+    src, dst = tmp_path / "a.bin", tmp_path / "b.bin"
+    src.write_bytes(bytes(range(256)) * 1000)
+    src.chmod(0o640)
+
+    def refuse(*args):
         raise OSError(18, "Invalid cross-device link")
 
-    monkeypatch.setattr(os, "link", no_links)  # what os.link does across file systems
-    assert link_or_copy(src, dst) == "copied"
-    assert dst.read_bytes() == b"one" and not os.path.samefile(src, dst)
-    assert sorted(os.listdir(dst.parent)) == ["a.pt"]  # no temp file left
+    monkeypatch.setattr(fileio, "_reflink", lambda s, d: False)
+    monkeypatch.setattr(os, "copy_file_range", refuse)
+    clone_file(src, dst)
+    assert dst.read_bytes() == src.read_bytes() and dst.stat().st_mode & 0o777 == 0o640
+    with pytest.raises(FileExistsError):  # never over an existing file
+        clone_file(src, dst)
 
 
 def _sidecar_digest(zip_path: Path) -> tuple[str, int]:

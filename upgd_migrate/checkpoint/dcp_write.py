@@ -15,7 +15,6 @@ bytes; a tensor moved to a new key keeps its bytes under that key; everything el
 """
 from __future__ import annotations
 
-import fcntl
 import os
 import pickle
 import shutil
@@ -30,10 +29,9 @@ from torch.distributed.checkpoint import metadata as dcp_md
 from upgd_migrate.checkpoint import io
 from upgd_migrate.checkpoint.dcp import BytesRef, DcpRoot, TensorRef, flatten_optimizer, materialize
 from upgd_migrate.checkpoint.dcp_meta import METADATA, Entry
-from upgd_migrate.fileio import _fsync_dir, atomic_writer
+from upgd_migrate.fileio import _fsync_dir, atomic_writer, clone_file
 
 DATA_NAME = "__upgd_migrate_{}.distcp"
-_FICLONE = 0x40049409  # linux/fs.h: share the source's extents (copy-on-write)
 
 
 def _key(path: tuple) -> str:
@@ -195,29 +193,6 @@ def write_dcp(ckpt: Any, states: list, out: Path) -> None:
     _write_folder(src, Path(out), name if blob else None, blob, md)
 
 
-def _copy(src: Path, dst: Path) -> None:
-    with open(src, "rb") as s, open(dst, "xb") as d:
-        try:
-            fcntl.ioctl(d.fileno(), _FICLONE, s.fileno())
-        except OSError:  # no reflinks here (ext4, tmpfs, another file system): copy the bytes
-            _kernel_copy(s, d)
-        os.fsync(d.fileno())
-    shutil.copymode(src, dst)
-
-
-def _kernel_copy(s: Any, d: Any) -> None:
-    """Copy inside the kernel (copy_file_range), else through user space."""
-    try:
-        while os.copy_file_range(s.fileno(), d.fileno(), 1 << 30):
-            pass
-    except (AttributeError, OSError):  # not Linux, or across file systems on an old kernel
-        s.seek(0)
-        d.seek(0)
-        d.truncate()
-        shutil.copyfileobj(s, d, 16 << 20)
-        d.flush()
-
-
 def _write_folder(src: Path, out: Path, name: str | None, blob: bytes, md: Any) -> None:
     if out.exists() and not (out.is_dir() and not any(out.iterdir())):
         raise io.CheckpointError(f"{out}: exists and is not an empty folder: not overwritten "
@@ -227,7 +202,7 @@ def _write_folder(src: Path, out: Path, name: str | None, blob: bytes, md: Any) 
     try:
         for f in sorted(src.iterdir()):
             if f.is_file() and f.name != METADATA and not f.name.startswith(".upgd-migrate-"):
-                _copy(f, tmp / f.name)
+                clone_file(f, tmp / f.name)
         if name is not None:
             _write_new(tmp / name, blob, src / METADATA)
         with atomic_writer(tmp / METADATA) as fh:

@@ -48,7 +48,7 @@ class FileResult:
     output: Path | None = None
     error: str | None = None
     checkpoint: Checkpoint | None = None
-    mirrored: str | None = None  # "linked" | "copied": the -o counterpart of an unchanged file
+    mirrored: str | None = None  # "copied": the -o counterpart of an unchanged file
 
     @property
     def changed(self) -> bool:
@@ -192,10 +192,10 @@ def _keep(res: FileResult, rel: Path, opts: Options, many: bool) -> FileResult:
     try:
         # A lone file of someone else's optimizer is an error run: nothing is written.
         if opts.output is not None and (many or res.relevant):
-            res.mirrored = outputs.link_or_copy(res.path, target)
+            res.mirrored = outputs.copy_counterpart(res.path, target)
             res.output = target
             if sb3.sidecar_path(res.path).is_file() and fix is None:
-                outputs.link_or_copy(sb3.sidecar_path(res.path), sb3.sidecar_path(target))
+                outputs.copy_counterpart(sb3.sidecar_path(res.path), sb3.sidecar_path(target))
         if fix is not None:
             sb3.write_sidecar(target, fix)
             res.status = "sidecar repaired"

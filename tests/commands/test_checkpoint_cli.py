@@ -128,6 +128,23 @@ def test_inspect(capsys):
     assert "  vgs: VarianceGradientScaler v3.1 -> vgs.upgrade-3.2" in lines
 
 
+def test_inspect_knows_the_keys_of_a_distributed_run(tmp_path, capsys):
+    """A state saved under torch.distributed holds the noise streams' seed and draw count:
+    known keys of the packaged optimizers, not "other keys"."""
+    from upgd_migrate.optim import AdaptiveUPGD
+
+    p = torch.nn.Parameter(torch.ones(3))
+    p.grad = torch.ones(3)
+    opt = AdaptiveUPGD([p], sigma=0.05, adaptive_noise=True)
+    opt.step()
+    sd = opt.state_dict()
+    sd["param_groups"][0].update(noise_seed=12345, noise_draws=7, mystery=1)
+    torch.save({"optimizer": sd}, tmp_path / "ddp.pt")
+    assert main(["checkpoint", "inspect", str(tmp_path / "ddp.pt"), "--format", "json"]) == 0
+    group = json.loads(capsys.readouterr().out)["files"][0]["states"][0]["groups"][0]
+    assert group["other keys"] == ["mystery"]
+
+
 def test_checkpoint_verify_flag(tmp_path, capsys):
     assert main(["checkpoint", str(FIX / "containers" / "ppo.zip"), "-o",
                  str(tmp_path / "p.zip"), "--verify"]) == 1

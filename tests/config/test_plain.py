@@ -16,7 +16,8 @@ from upgd_migrate.config.rules import Context
 from upgd_migrate.config.yaml_io import Mapping, Node, Sequence, YamlError, load_all
 
 GOLDEN = pathlib.Path(__file__).resolve().parent / "golden" / "config"
-TEXT_CODES = {"UPG001", "UPG002", "UPG003", "UPG004", "UPG304", "UPG305"}  # about the file's spelling
+# about the file's spelling
+TEXT_CODES = {"UPG001", "UPG002", "UPG003", "UPG004", "UPG304", "UPG305"}
 
 
 def corpus() -> dict[str, str]:

@@ -103,7 +103,8 @@ def _checked(blocks: list[ConfigBlock], options: LintOptions | None) -> list[Fin
 def validate(mapping: AnyMapping, options: LintOptions | None = None) -> list[Finding]:
     """Lint's findings for a whole config given as a mapping, in every layout lint knows.
 
-    Codes about the file's text (UPG001-UPG004, UPG304, UPG305) cannot arise: a dict has no spelling.
+    Codes about the file's text (UPG001-UPG004, UPG304, UPG305) cannot arise: a dict has no
+    spelling.
     """
     return _checked(locate(to_node(mapping)), options)
 

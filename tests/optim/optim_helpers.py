@@ -1,6 +1,7 @@
 """Shared helpers for the optimizer tests (not a conftest: imported by name)."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -62,3 +63,14 @@ def use_schedule(schedule: str, monkeypatch) -> tuple[bool, dict]:
     else:
         monkeypatch.setattr(L, "MIN_NOISE_NUMEL", 1 << 62)
     return schedule != "single-tensor", ran
+
+
+@contextmanager
+def no_cuda_sync():
+    """Raise on any CUDA host sync inside the block (after one synchronize before it)."""
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode("default")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from optim_helpers import use_schedule
+from optim_helpers import no_cuda_sync, use_schedule
 
 from upgd_migrate.optim import UPGD, UPGDW, AdaptiveUPGD
 
@@ -65,12 +65,8 @@ def test_cuda_step_is_sync_free():
         for p in params:
             p.grad = torch.randn_like(p)
         opt.step()  # warm-up: lazy state creation may allocate
-        torch.cuda.synchronize()
-        torch.cuda.set_sync_debug_mode("error")
-        try:
+        with no_cuda_sync():
             opt.step()
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
 
 
 @pytest.mark.parametrize("schedule", ["multi-tensor", "two-lane"])

@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from optim_helpers import SCHEDULES, use_schedule
+from optim_helpers import SCHEDULES, no_cuda_sync, use_schedule
 
 from upgd_migrate.optim import (
     UPGD,
@@ -225,10 +225,6 @@ def test_cuda_unlogged_steps_never_sync_and_logged_ones_match():
             opt.step()  # logged: reads its numbers back
             assert monitor.pop()["upgd/noise_to_update_ratio"] == pytest.approx(0.05, rel=0.05)
             continue
-        torch.cuda.synchronize()
-        torch.cuda.set_sync_debug_mode("error")
-        try:
+        with no_cuda_sync():
             opt.step()
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
     monitor.close()

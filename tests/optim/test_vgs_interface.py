@@ -11,6 +11,7 @@ import warnings
 
 import pytest
 import torch
+from optim_helpers import no_cuda_sync
 
 from upgd_migrate.optim import VarianceGradientScaler
 
@@ -100,11 +101,7 @@ def test_without_parameters_nothing_is_tracked_until_update_parameters():
 
 
 def test_update_parameters_restarts_per_parameter_statistics_only():
-    model = _model()
-    vgs = VarianceGradientScaler(model.parameters(), warmup_steps=0)
-    for seed in range(3):
-        _backward(model, seed)
-        vgs.step()
+    model, vgs = _trained(steps=3, warmup_steps=0)
     norm = vgs._grad_norm_ema
     vgs.update_parameters(model.parameters())
     assert vgs._param_grad_mean_ema is None and vgs._param_numel is None
@@ -170,11 +167,7 @@ def test_normalized_variance_and_factor_follow_the_90th_percentile():
 
 
 def test_reset_statistics_forgets_everything():
-    model = _model()
-    vgs = VarianceGradientScaler(model.parameters(), warmup_steps=0)
-    for seed in range(3):
-        _backward(model, seed)
-        vgs.step()
+    model, vgs = _trained(steps=3, warmup_steps=0)
     vgs.reset_statistics()
     assert vgs._step_count == 0 and all(getattr(vgs, k) is None for k in GLOBALS)
     assert vgs._param_grad_mean_ema is None and vgs.get_scaling_factor() == 1.0
@@ -251,27 +244,26 @@ def test_cuda_step_is_sync_free():
     vgs = VarianceGradientScaler(model.parameters(), warmup_steps=0)
     _backward(model, 0)
     vgs.step()
-    torch.cuda.set_sync_debug_mode("error")
-    try:
+    with no_cuda_sync():
         for seed in range(1, 4):
             model.zero_grad()
             model(torch.randn(5, 6, device="cuda")).square().mean().backward()
             vgs.step()
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
 
 
-def _trained() -> tuple[torch.nn.Module, VarianceGradientScaler]:
+def _trained(steps: int = 4, warmup_steps: int = 1,
+             logger=None) -> tuple[torch.nn.Module, VarianceGradientScaler]:
+    """A model and a VGS that has taken ``steps`` steps on its gradients."""
     model = _model()
-    vgs = VarianceGradientScaler(model.parameters(), warmup_steps=1, logger=Recorder())
-    for seed in range(4):
+    vgs = VarianceGradientScaler(model.parameters(), warmup_steps=warmup_steps, logger=logger)
+    for seed in range(steps):
         _backward(model, seed)
         vgs.step()
     return model, vgs
 
 
 def test_pickling_drops_parameters_and_logger_and_keeps_statistics():
-    model, vgs = _trained()
+    model, vgs = _trained(logger=Recorder())
     state = vgs.__getstate__()
     assert "_parameters" not in state and "_logger" not in state
     assert all(isinstance(state[k], float) for k in GLOBALS)

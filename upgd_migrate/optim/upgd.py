@@ -99,10 +99,9 @@ class _UPGDBase(Optimizer):
     def observe_next_step(self, observer: F.StepObserver) -> None:
         """Have the next step show ``observer`` the norms of its parts while they are apart.
 
-        ``observer(batch, row)`` is called once per param group, ``row`` holding ``||x||`` and
-        ``||noise||`` per tensor and the sum of the gates (see :mod:`._observe`). Unlike a
-        noise hook it keeps the step on its fast path and changes none of its results; it
-        applies to one step only, so steps not observed cost nothing. Used by
+        ``observer(batch, row)`` is called once per param group (the row: :mod:`._observe`).
+        Unlike a noise hook it keeps the step on its fast path and changes none of its
+        results; it applies to one step only, so steps not observed cost nothing. Used by
         :class:`~upgd_migrate.optim.monitor.NoiseMonitor`.
         """
         self._observer = observer

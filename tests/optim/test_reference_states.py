@@ -11,7 +11,14 @@ import warnings
 import pytest
 import torch
 
-from upgd_migrate.optim import UPGD, UPGDW, AdaptiveUPGD, VarianceGradientScaler
+from upgd_migrate.optim import (
+    UPGD,
+    UPGDW,
+    AdaptiveUPGD,
+    NoiseMonitor,
+    NoiseRecorder,
+    VarianceGradientScaler,
+)
 from upgd_migrate.optim.vgs import LegacyVGSStateWarning
 
 SHAPES = [(4, 3), (4,), (2, 4), (2,)]
@@ -94,6 +101,34 @@ def test_reference_optimizer_states_load_and_step(kind, options, step):
     assert int(entry["step"]) == step + 3
     again = cls([torch.nn.Parameter(p.detach().clone()) for p in params])
     again.load_state_dict(_round_trip(opt.state_dict()))
+
+
+@pytest.mark.parametrize(("kind", "options"), OPTIMIZER_CASES)
+def test_a_monitored_reference_state_steps_as_an_unmonitored_one(kind, options):
+    """A reference state resumed under a NoiseMonitor: same parameters as without it, and the
+    logged ratio is what the hook-based recorder measures on the same step."""
+    cls, sd = _optimizer_state(kind, 57, **options)
+    runs = []
+    for watch in (False, True):
+        torch.manual_seed(5)
+        params = [torch.nn.Parameter(_tensor(s, 40 + i, 0.1)) for i, s in enumerate(SHAPES)]
+        opt = cls(params)
+        opt.load_state_dict(_round_trip(sd))
+        for i, p in enumerate(params):
+            p.grad = _tensor(p.shape, 60 + i)
+        if watch:
+            with NoiseMonitor(opt, every=1) as monitor:
+                opt.step()
+            logged = monitor.pop()["upgd/noise_to_update_ratio"]
+        else:
+            with NoiseRecorder(opt) as recorder:
+                opt.step()
+            measured = recorder.steps[0].weighted_ratio()
+        runs.append([p.detach().clone() for p in params])
+    # the recorder takes the sequential path, so the two runs agree to rounding, not bits
+    for a, b in zip(*runs):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-9)
+    assert logged == pytest.approx(measured, rel=1e-4)
 
 
 # --- VGS: the reference's state_dict() in every version ---

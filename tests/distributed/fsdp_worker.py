@@ -2,6 +2,7 @@
 empty shards, the VGS factor, and an HSDP mesh."""
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import torch
@@ -11,7 +12,13 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor, Shard
 
-from upgd_migrate.optim import UPGD, AdaptiveUPGD, NoiseRecorder, VarianceGradientScaler
+from upgd_migrate.optim import (
+    UPGD,
+    AdaptiveUPGD,
+    NoiseMonitor,
+    NoiseRecorder,
+    VarianceGradientScaler,
+)
 
 SIGMA = 0.05
 
@@ -215,6 +222,35 @@ def state_dict_resume() -> dict:
             "resumed draws": draws, "resumed diff": diff}
 
 
+def monitored() -> dict:
+    """A NoiseMonitor's metrics of each logged step, per path, with the hook-based recorder
+    beside it and alone (the fast steps)."""
+    paths = {"instant": {}, "instant single-tensor": {"foreach": False},
+             "EMA": {"instant_noise_scale": False}, "fixed": {"adaptive_noise": False}}
+    out = {}
+    for name, kwargs in paths.items():
+        for recorded in (True, False):
+            model = sharded()
+            opt = AdaptiveUPGD(model.parameters(), lr=1e-3, **{"sigma": SIGMA,
+                               "adaptive_noise": True, **kwargs})
+            logged, rec = [], NoiseRecorder(opt)
+            with contextlib.ExitStack() as stack:
+                stack.enter_context(NoiseMonitor(opt, every=1,
+                                                 callback=lambda step, m, log=logged: log.append(m)))
+                if recorded:
+                    stack.enter_context(rec)
+                for x, y in batches(4, seed=9):
+                    loss_of(model, x, y).backward()
+                    opt.step()
+                    opt.zero_grad()
+            tag = f"monitor {name} {'recorded' if recorded else 'alone'}"
+            out[tag] = [{k.split("/")[1]: v for k, v in m.items()} for m in logged]
+            if recorded:
+                out[f"recorder {name}"] = {"noise_to_update_ratio": rec.weighted_ratios(),
+                                           "noise_rms": rec.noise_levels()}
+    return out
+
+
 def scenario(rank: int, world: int) -> dict:
     torch.manual_seed(100 + rank)
     out = {("" if k.startswith("buffers") else "sigma0 ") + k: v
@@ -225,6 +261,7 @@ def scenario(rank: int, world: int) -> dict:
     out.update(vgs_factor())
     out.update(hsdp_replicas())
     out.update(state_dict_resume())
+    out.update(monitored())
     return out
 
 

@@ -90,3 +90,28 @@ def test_get_and_set_state_dict_keep_the_noise_streams(ranks):
         assert r["flat noise keys"] == ["noise_draws", "noise_seed"]
         assert r["resumed draws"] == 2
         assert r["resumed diff"] == 0.0  # the resumed run took the very same 3 noisy steps
+
+
+MONITOR_PATHS = (*PATHS, "fixed")
+
+
+@pytest.mark.parametrize("path", MONITOR_PATHS)
+def test_a_monitor_reports_whole_tensors_the_same_on_every_rank(ranks, path):
+    for run in ("recorded", "alone"):
+        logged = [r[f"monitor {path} {run}"] for r in ranks]
+        assert len(logged[0]) == 4 and logged[0] == logged[1]
+
+
+@pytest.mark.parametrize("path", MONITOR_PATHS)
+def test_a_monitor_logs_what_the_recorder_measures(ranks, path):
+    # (the run without the recorder is another optimizer: other noise streams)
+    for key, expected in ranks[0][f"recorder {path}"].items():
+        got = [m[key] for m in ranks[0][f"monitor {path} recorded"]]
+        assert got == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("path", ["instant", "instant single-tensor"])
+def test_a_monitor_shows_sigma_under_fsdp2(ranks, path):
+    for m in ranks[0][f"monitor {path} alone"]:
+        assert m["noise_to_update_ratio"] == pytest.approx(SIGMA, rel=0.05)
+        assert 0.27 <= m["gate_mean"] <= 0.73

@@ -227,4 +227,5 @@ def single_param_update(batch: GroupBatch, lo: Tensor, hi: Tensor, scratch: dict
             for kept, value in zip(seen, (x, xi, gate)):
                 kept.append(value)
     if observe is not None:
-        observe(batch, _observe.row(seen[0], seen[1] if noise is not None else None, seen[2]))
+        observe(batch, _observe.row(seen[0], seen[1] if noise is not None else None, seen[2],
+                                    sharding=batch.sharding))

@@ -253,7 +253,8 @@ def param_update(batch: GroupBatch, lo: Tensor, hi: Tensor, scratch: dict,
                  hook: NoiseHook | None, observe: Optional[StepObserver] = None) -> None:
     gates = _gates(batch, lo, hi, scratch)
     seen = None if observe is None else (
-        lambda xs, noise, **norms: observe(batch, _observe.row(xs, noise, gates, **norms)))
+        lambda xs, noise, **norms: observe(batch, _observe.row(xs, noise, gates, **norms,
+                                                               sharding=batch.sharding)))
     update = _noisy_direction(batch, scratch, hook, seen)
     apply_decay(batch)
     torch._foreach_addcmul_(batch.params, update, gates, value=-batch.hp["lr"])

@@ -7,7 +7,9 @@
 
 ``x_i`` is what the noise is added to (the gradient, or Adam's direction), ``xi_i`` the noise
 actually added (zeros for a noiseless group), the gate ``1-s``; ``n`` is the number of
-parameters of ``batch`` that stepped. ``row`` is either a 1-D float32 tensor on the group's
+parameters of ``batch`` that stepped. For a sharded group (FSDP2) the row is of the whole
+tensors, the same on every rank, so a logged step is a collective there (as ``verify``'s
+recorder is): every rank logs the same steps. ``row`` is either a 1-D float32 tensor on the group's
 device, not yet read (a CUDA step never waits for it), or a list of host floats (the CPU
 two-lane step, where a read costs nothing).
 
@@ -22,6 +24,8 @@ from typing import Callable, Optional, Union
 
 import torch
 from torch import Tensor
+
+from upgd_migrate.optim import _dist
 
 Row = Union[Tensor, list]
 StepObserver = Callable[[object, Row], None]
@@ -57,8 +61,10 @@ def total(tensors: list[Tensor], device: torch.device) -> Tensor:
 
 
 def row(xs: list[Tensor], noise: Optional[list[Tensor]], gates: list[Tensor], *,
-        x_norms: Optional[Tensor] = None, noise_norms: Optional[Tensor] = None) -> Tensor:
-    """The row from the parts (or from norms already taken), on the device."""
+        x_norms: Optional[Tensor] = None, noise_norms: Optional[Tensor] = None,
+        sharding: Optional[_dist.Sharding] = None) -> Tensor:
+    """The row from the parts (or from norms already taken), on the device; with ``sharding``,
+    the parts are this rank's pieces and the row that of the whole tensors."""
     x = norms(xs) if x_norms is None else x_norms.float()
     if noise_norms is not None:
         z = noise_norms.float()
@@ -66,5 +72,15 @@ def row(xs: list[Tensor], noise: Optional[list[Tensor]], gates: list[Tensor], *,
         z = torch.zeros_like(x)
     else:
         z = norms(noise)
+    if sharding is not None:
+        return _whole(x, z.to(x.device), gates, sharding)
     return torch.cat((x, z.to(x.device), total(gates, x.device)))
+
+
+def _whole(x: Tensor, z: Tensor, gates: list[Tensor], sharding: _dist.Sharding) -> Tensor:
+    """Whole-tensor norms and gate sum from the pieces' (one collective; replicas count once)."""
+    gate_sums = torch.stack([g.sum(dtype=torch.float64).to(x.device) for g in gates])
+    parts = torch.stack((x.double().square(), z.double().square(), gate_sums))
+    parts = _dist.all_reduce_sum(parts, sharding)
+    return torch.cat((parts[:2].sqrt().flatten(), parts[2].sum().reshape(1))).float()
 

@@ -19,7 +19,9 @@ It changes nothing the optimizer computes: a logged step hands over the norms of
 through ``observe_next_step`` (read-only, same draws, same ops, same schedule; see
 :mod:`._observe`) and an unlogged step sees a counter increment and nothing else, so it stays
 on the fast path and, on CUDA, never waits for the device; only a logged step reads its few
-numbers back to the host.
+numbers back to the host. Under FSDP2 the metrics are of the whole tensors, the same on every
+rank: a logged step is then one collective per param group, so every rank must log the same
+steps (``every=k`` does; :meth:`arm` on every rank).
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from typing import Callable, Iterable, Optional
 
 import torch
 
+from upgd_migrate.optim._functional import numels
 from upgd_migrate.optim.upgd import _UPGDBase
 
 # k: a logged step costs 5-15% of a step of a PPO-sized model on a 2-core CPU (bench/optim
@@ -70,7 +73,7 @@ class _Step:
 
     def __call__(self, batch, row) -> None:
         self._rows.append(row)
-        self.numels += [p.numel() for p in batch.params]
+        self.numels += numels(batch)  # a sharded group's row is of its whole tensors
 
     def metrics(self) -> dict[str, float]:
         x, xi, gate_sum = [], [], 0.0

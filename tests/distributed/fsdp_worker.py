@@ -12,6 +12,7 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor, Shard
 
+from upgd_migrate.integrations.tensorboard import watch
 from upgd_migrate.optim import (
     UPGD,
     AdaptiveUPGD,
@@ -248,7 +249,25 @@ def monitored() -> dict:
             if recorded:
                 out[f"recorder {name}"] = {"noise_to_update_ratio": rec.weighted_ratios(),
                                            "noise_rms": rec.noise_levels()}
-    return out
+    return out | watched()
+
+
+def watched() -> dict:
+    """The TensorBoard adapter as FSDP2 scripts use it: every rank watches, rank 0 writes."""
+    written = []
+
+    class Writer:
+        def add_scalar(self, tag, value, step):
+            written.append((tag, value, step))
+
+    model = sharded()
+    opt = AdaptiveUPGD(model.parameters(), lr=1e-3, sigma=SIGMA, adaptive_noise=True)
+    with watch(Writer() if dist.get_rank() == 0 else None, opt, every=2) as monitor:
+        for x, y in batches(4, seed=9):
+            loss_of(model, x, y).backward()
+            opt.step()
+            opt.zero_grad()
+    return {"watch written": written, "watch latest": monitor.latest}
 
 
 def scenario(rank: int, world: int) -> dict:

@@ -110,6 +110,13 @@ def test_a_monitor_logs_what_the_recorder_measures(ranks, path):
         assert got == pytest.approx(expected, rel=1e-5)
 
 
+def test_every_rank_watches_and_rank_0_writes(ranks):
+    written, latest = ranks[0]["watch written"], ranks[1]["watch latest"]
+    assert ranks[1]["watch written"] == [] and ranks[0]["watch latest"] == latest
+    assert [step for _, _, step in written] == [1] * 4 + [3] * 4
+    assert {tag: value for tag, value, step in written if step == 3} == latest
+
+
 @pytest.mark.parametrize("path", ["instant", "instant single-tensor"])
 def test_a_monitor_shows_sigma_under_fsdp2(ranks, path):
     for m in ranks[0][f"monitor {path} alone"]:

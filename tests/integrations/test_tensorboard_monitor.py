@@ -81,3 +81,22 @@ def test_no_upgd_optimizer_is_a_clear_error():
 
     with pytest.raises(TypeError, match=r"watch: no UPGD-family optimizer in Script \(SGD\)"):
         watch(_Writer(), Script())
+
+
+def test_no_writer_measures_and_writes_nothing():
+    """The ranks that do not write (FSDP2: every rank must watch) pass None."""
+    from upgd_migrate.integrations.tensorboard import watch
+
+    loop = Loop()
+    with watch(None, loop, every=2) as monitor:
+        assert monitor.callbacks == []
+        for _ in range(4):
+            loop.step()
+        assert monitor.latest["upgd/noise_to_update_ratio"] == pytest.approx(SIGMA, rel=0.1)
+
+
+def test_a_writer_without_add_scalar_is_a_clear_error():
+    from upgd_migrate.integrations.tensorboard import watch
+
+    with pytest.raises(TypeError, match=r"watch: the writer \(str\) has no add_scalar"):
+        watch("runs/exp", Loop())

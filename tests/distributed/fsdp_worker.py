@@ -176,14 +176,19 @@ def hsdp_replicas() -> dict:
     mesh = init_device_mesh("cpu", (2, 1), mesh_dim_names=("replicate", "shard"))
     model = sharded(mesh)
     opt = AdaptiveUPGD(model.parameters(), lr=1e-3, sigma=SIGMA, adaptive_noise=True)
-    with NoiseRecorder(opt) as rec:
+    logged = []
+    with NoiseRecorder(opt) as rec, \
+            NoiseMonitor(opt, every=1, callback=lambda step, m: logged.append(m)):
         for _ in range(10):
             x, y = torch.randn(32, 16), torch.randn(32, 1)  # per-rank global RNG
             loss_of(model, x, y).backward()
             opt.step()
             opt.zero_grad()
     flat = torch.cat([p.to_local().detach().flatten() for p in model.parameters()])
-    return {"hsdp replica diff": gather_max_diff(flat), "hsdp ratio": rec.ratio()}
+    return {"hsdp replica diff": gather_max_diff(flat), "hsdp ratio": rec.ratio(),
+            "hsdp monitor": [{k.split("/")[1]: v for k, v in m.items()} for m in logged],
+            "hsdp recorder": {"noise_to_update_ratio": rec.weighted_ratios(),
+                              "noise_rms": rec.noise_levels()}}
 
 
 def state_dict_resume() -> dict:

@@ -84,6 +84,14 @@ def test_hsdp_replicas_draw_the_same_noise(ranks):
         assert abs(r["hsdp ratio"] / SIGMA - 1.0) < 0.05
 
 
+def test_a_monitor_on_hsdp_counts_each_replica_once(ranks):
+    logged = ranks[0]["hsdp monitor"]
+    assert len(logged) == 10 and logged == ranks[1]["hsdp monitor"]
+    for key, expected in ranks[0]["hsdp recorder"].items():  # twice counted: noise_rms x1.41
+        assert [m[key] for m in logged] == pytest.approx(expected, rel=1e-5)
+    assert all(0.27 <= m["gate_mean"] <= 0.73 for m in logged)  # twice counted: about 1
+
+
 def test_get_and_set_state_dict_keep_the_noise_streams(ranks):
     # What DCP saves: param groups flattened per parameter, the seed and draw count included.
     for r in ranks:

@@ -33,15 +33,15 @@ def watch(writer: Any, trainer: Any, vgs=None, every: int = DEFAULT_EVERY,
     VGS is ``vgs`` if given, else the first ``VarianceGradientScaler`` found the same way.
     Close the returned monitor (or use it as a context manager) to stop.
     """
+    if writer is not None and not callable(getattr(writer, "add_scalar", None)):
+        raise TypeError(f"watch: the writer ({type(writer).__name__}) has no add_scalar(tag, "
+                        f"value, step): pass a SummaryWriter, or None on ranks that do not write")
+
     optimizers = find_optimizers([trainer])
     if not optimizers:
         raise TypeError(f"watch: no UPGD-family optimizer in {type(trainer).__name__} "
                         f"({describe([trainer])})")
     vgs = vgs if vgs is not None else find_vgs([trainer])
-
-    if writer is not None and not callable(getattr(writer, "add_scalar", None)):
-        raise TypeError(f"watch: the writer ({type(writer).__name__}) has no add_scalar(tag, "
-                        f"value, step): pass a SummaryWriter, or None on ranks that do not write")
 
     def write(step: int, metrics: dict) -> None:
         for key, value in metrics.items():

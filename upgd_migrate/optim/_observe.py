@@ -9,8 +9,8 @@
 actually added (zeros for a noiseless group), the gate ``1-s``; ``n`` is the number of
 parameters of ``batch`` that stepped. For a sharded group (FSDP2) the row is of the whole
 tensors, the same on every rank, so a logged step is a collective there (as ``verify``'s
-recorder is): every rank logs the same steps. ``row`` is either a 1-D float32 tensor on the group's
-device, not yet read (a CUDA step never waits for it), or a list of host floats (the CPU
+recorder is): every rank logs the same steps. ``row`` is either a 1-D float32 tensor on the
+group's device, not yet read (a CUDA step never waits for it), or a list of host floats (the CPU
 two-lane step, where a read costs nothing).
 
 The step computes the row where it costs least: norms it takes anyway (the adaptive noise
@@ -72,9 +72,10 @@ def row(xs: list[Tensor], noise: Optional[list[Tensor]], gates: list[Tensor], *,
         z = torch.zeros_like(x)
     else:
         z = norms(noise)
+    z = z.to(x.device)
     if sharding is not None:
-        return _whole(x, z.to(x.device), gates, sharding)
-    return torch.cat((x, z.to(x.device), total(gates, x.device)))
+        return _whole(x, z, gates, sharding)
+    return torch.cat((x, z, total(gates, x.device)))
 
 
 def _whole(x: Tensor, z: Tensor, gates: list[Tensor], sharding: _dist.Sharding) -> Tensor:

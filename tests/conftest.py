@@ -5,6 +5,8 @@ import pathlib
 import sys
 import textwrap
 
+import pytest
+
 from upgd_migrate.config.lint import lint_text
 from upgd_migrate.config.rules import LintOptions
 
@@ -27,3 +29,18 @@ def git_env(tmp_path) -> dict[str, str]:
                          "[init]\n\tdefaultBranch = main\n[commit]\n\tgpgsign = false\n")
     return {**os.environ, "GIT_CONFIG_GLOBAL": str(gitconfig), "GIT_CONFIG_NOSYSTEM": "1",
             "PRE_COMMIT_HOME": str(tmp_path / "pre-commit-home"), "NO_COLOR": "1"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip the ``cuda``-marked tests, with the reason, where torch sees no CUDA device
+    (``pytest -m cuda`` selects them; bench/device-check runs them on a GPU)."""
+    marked = [item for item in items if item.get_closest_marker("cuda")]
+    if not marked:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device: torch sees none here")
+    for item in marked:
+        item.add_marker(skip)

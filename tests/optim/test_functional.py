@@ -56,7 +56,7 @@ def test_foreach_none_picks_multi_tensor_on_cpu(monkeypatch):
     assert calls == ["multi"]
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device: no GPU here")
+@pytest.mark.cuda
 def test_cuda_step_is_sync_free():
     params = [torch.nn.Parameter(torch.randn(64, 64, device="cuda")) for _ in range(3)]
     for kwargs in ({}, {"adaptive_noise": True, "sigma": 0.05},

@@ -213,7 +213,7 @@ def test_refuses_what_it_cannot_watch():
         NoiseMonitor(UPGD([p]), every=0)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device: no GPU here")
+@pytest.mark.cuda
 def test_cuda_unlogged_steps_never_sync_and_logged_ones_match():
     params = [torch.nn.Parameter(torch.randn(64, 64, device="cuda")) for _ in range(3)]
     opt = AdaptiveUPGD(params, sigma=0.05, adaptive_noise=True)

@@ -238,7 +238,7 @@ def test_a_step_without_logger_never_reads_device_values(monkeypatch):
     assert vgs._step_count == 4 and vgs.statistics_step_count == 4
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none here)")
+@pytest.mark.cuda
 def test_cuda_step_is_sync_free():
     model = _model().cuda()
     vgs = VarianceGradientScaler(model.parameters(), warmup_steps=0)

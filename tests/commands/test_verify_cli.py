@@ -59,3 +59,26 @@ def test_unreadable_config_is_a_usage_error(tmp_path, capsys):
     cfg.write_text("just: text\n")
     assert main(["verify", str(G1), "--config", str(cfg)]) == 2
     assert capsys.readouterr().err == f"error: {cfg}: no optimizer_kwargs block found\n"
+
+
+def test_device_cpu_is_the_default_and_a_missing_device_is_a_usage_error(capsys):
+    args = ["verify", str(G1_EMA), "--steps", "4", "--format", "json"]
+    assert main(args) == 1
+    default = json.loads(capsys.readouterr().out)
+    assert main(args + ["--device", "cpu"]) == 1
+    assert json.loads(capsys.readouterr().out) == default  # the same draws, the same verdicts
+    assert main(["verify", str(G1_EMA), "--device", "gpu7"]) == 2
+    assert capsys.readouterr().err == ("verify: --device gpu7: not a torch device "
+                                       "(cpu, cuda, cuda:N)\n")
+    assert main(["verify", str(G1_EMA), "--device", "meta"]) == 2
+    assert capsys.readouterr().err == "verify: --device meta: only cpu and cuda are supported\n"
+
+
+def test_device_cuda_without_a_gpu_is_a_usage_error(capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("torch sees a GPU here: bench/device-check runs verify --device cuda")
+    assert main(["verify", str(G1_EMA), "--device", "cuda"]) == 2
+    assert capsys.readouterr().err == (f"verify: --device cuda: torch {torch.__version__} "
+                                       f"sees no CUDA device\n")

@@ -21,8 +21,11 @@ from upgd_migrate.commands.options import need_torch
 @click.option("--plot", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE",
               help="Also draw, per state, the ratio and the noise level of each step into "
                    "FILE (.png or .svg; needs the 'plot' extra: matplotlib).")
+@click.option("--device", default="cpu", show_default=True, metavar="DEVICE",
+              help="Where the proxy parameters and the optimizers run: cpu, cuda or cuda:N "
+                   "(the noise is then drawn on that device).")
 @allow_global_option
-def verify(paths, config, steps, seed, fmt, allow_globals, plot) -> int:
+def verify(paths, config, steps, seed, fmt, allow_globals, plot, device) -> int:
     """Load every optimizer state in PATHS into the packaged optimizer and check its noise.
 
     \b
@@ -44,4 +47,4 @@ def verify(paths, config, steps, seed, fmt, allow_globals, plot) -> int:
     need_torch("upgd-migrate verify")
     from upgd_migrate.verify.run import run_verify
 
-    return run_verify(paths, config, steps, seed, fmt, allow_globals, plot)
+    return run_verify(paths, config, steps, seed, fmt, allow_globals, plot, device)

@@ -60,16 +60,18 @@ class Proxy:
     stats: list[Any]
 
 
-def _proxy(sd: Mapping[str, Any], cls: str, seed: int) -> Proxy:
+def _proxy(sd: Mapping[str, Any], cls: str, seed: int, device: torch.device) -> Proxy:
+    # Drawn on the CPU and moved: every device starts from the same proxy values.
     gen = torch.Generator().manual_seed(seed + 1)
     params, groups, stats = [], [], []
     for g in sd["param_groups"]:
         group = []
         for pid in g["params"]:
             entry = sd["state"].get(pid)
-            p = torch.nn.Parameter(torch.randn(_shape(entry), generator=gen) * 0.1)
+            p = torch.nn.Parameter((torch.randn(_shape(entry), generator=gen) * 0.1).to(device))
             group.append(p)
-            stats.append(_grad_stats(entry, g, cls))
+            st = _grad_stats(entry, g, cls)
+            stats.append(None if st is None else (st[0].to(device), st[1].to(device)))
         params += group
         groups.append(group)
     return Proxy(params, groups, stats)
@@ -104,18 +106,20 @@ class Run:
     factors: list[float]
 
 
-def _drive(sd, cls: str, scale: float | str, vgs_state, steps: int, seed: int) -> Run:
-    proxy = _proxy(sd, cls, seed)
+def _drive(sd, cls: str, scale: float | str, vgs_state, steps: int, seed: int,
+           device: torch.device) -> Run:
+    proxy = _proxy(sd, cls, seed, device)
     opt = OPTIMIZERS[cls]([{"params": g} for g in proxy.groups])
     opt.load_state_dict(copy.deepcopy(dict(sd)))  # stepping mutates the loaded tensors
     vgs = _scaler(proxy.params, vgs_state) if scale == "vgs" else None
     gen = torch.Generator().manual_seed(seed)
     factors: list[float] = []
-    with torch.random.fork_rng(devices=[]), NoiseRecorder(opt) as rec:
+    forked = [device] if device.type == "cuda" else []  # the noise is drawn on the device
+    with torch.random.fork_rng(devices=forked), NoiseRecorder(opt) as rec:
         torch.manual_seed(seed)  # the same noise draws in every scenario
         for _ in range(steps):
             for p, st in zip(proxy.params, proxy.stats):
-                z = torch.randn(p.shape, generator=gen)
+                z = torch.randn(p.shape, generator=gen).to(device)
                 p.grad = z if st is None else st[0] + st[1] * z
                 if isinstance(scale, float):
                     p.grad.mul_(scale)
@@ -142,7 +146,8 @@ def _target(sd: Mapping[str, Any]) -> float | None:
 
 
 def verify_optimizer(sd: Mapping[str, Any], where: str, vgs_state=None,
-                     steps: int = DEFAULT_STEPS, seed: int = 0) -> StateReport:
+                     steps: int = DEFAULT_STEPS, seed: int = 0,
+                     device: torch.device | str = "cpu") -> StateReport:
     cls = optimizer_class(sd)
     if cls is None:
         return StateReport(where, "optimizer", "-", "-", checks=[
@@ -152,9 +157,10 @@ def verify_optimizer(sd: Mapping[str, Any], where: str, vgs_state=None,
     if not noisy:
         report.checks.append(Check("noise", None, "sigma is 0: no noise to verify"))
         return report
-    base = _drive(sd, cls, 1.0, None, steps, seed)
-    runs = {str(c): _drive(sd, cls, c, None, steps, seed) for c in SCALES}
-    runs["vgs"] = _drive(sd, cls, "vgs", vgs_state, steps, seed)
+    device = torch.device(device)
+    base = _drive(sd, cls, 1.0, None, steps, seed, device)
+    runs = {str(c): _drive(sd, cls, c, None, steps, seed, device) for c in SCALES}
+    runs["vgs"] = _drive(sd, cls, "vgs", vgs_state, steps, seed, device)
     verdicts.fill(report, sd, base, runs, target=_target(sd), has_stats=cls in MOMENTS)
     report.series = {"ratio": {"unscaled": base.recorder.weighted_ratios(),
                                **{f"x{c}": runs[str(c)].recorder.weighted_ratios()
@@ -210,8 +216,10 @@ def _numels(sd: Mapping[str, Any]) -> list[int]:
 
 
 def verify_states(slots: Sequence[tuple[str, str, Mapping[str, Any]]], steps: int = DEFAULT_STEPS,
-                  seed: int = 0, vgs_config: Mapping[str, Any] | None = None) -> list[StateReport]:
-    """Verify every (where, kind, state) of one container; its VGS state drives the VGS run."""
+                  seed: int = 0, vgs_config: Mapping[str, Any] | None = None,
+                  device: torch.device | str = "cpu") -> list[StateReport]:
+    """Verify every (where, kind, state) of one container; its VGS state drives the VGS run.
+    ``device`` holds the proxy parameters and the optimizers driving them."""
     vgs_state = next((st for _, kind, st in slots if kind == "vgs"), None)
     if vgs_state is None and vgs_config:
         vgs_state = vgs_config
@@ -220,7 +228,7 @@ def verify_states(slots: Sequence[tuple[str, str, Mapping[str, Any]]], steps: in
     reports = []
     for where, kind, state in slots:
         if kind == "optimizer":
-            reports.append(verify_optimizer(state, where, vgs_state, steps, seed))
+            reports.append(verify_optimizer(state, where, vgs_state, steps, seed, device))
         else:
             reports.append(verify_vgs(state, where, numels))
     return reports

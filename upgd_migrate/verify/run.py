@@ -41,11 +41,11 @@ def _config_check(reports, slots, kwargs: dict) -> None:
                                    "values win on resume)" if diff else "config agrees"))
 
 
-def _verify_file(path: Path, cfg, steps: int, seed: int, allow_globals) -> dict:
+def _verify_file(path: Path, cfg, steps: int, seed: int, allow_globals, device: str) -> dict:
     ckpt = open_checkpoint(path, allow_globals)
     slots = [(s.where, s.kind, loaded(ckpt, s.state)) for s in ckpt.slots]
     kwargs, vgs_cfg = cfg if cfg else ({}, None)
-    reports = verify_states(slots, steps, seed, vgs_cfg)
+    reports = verify_states(slots, steps, seed, vgs_cfg, device)
     if cfg:
         _config_check(reports, slots, kwargs)
     return {"path": str(path), "container": ckpt.container, "reports": reports}
@@ -57,11 +57,12 @@ def _split(reports) -> tuple[list, list[str]]:
     return [r for r in reports if r.where not in skipped], skipped
 
 
-def _verify_all(files_found, cfg, steps, seed, allow_globals) -> tuple[list[dict], list[str]]:
+def _verify_all(files_found, cfg, steps, seed, allow_globals,
+                device) -> tuple[list[dict], list[str]]:
     files, errors = [], []
     for path, _ in files_found:
         try:
-            f = _verify_file(path, cfg, steps, seed, allow_globals)
+            f = _verify_file(path, cfg, steps, seed, allow_globals, device)
         except (UpgdMigrateError, KeyError, TypeError, ValueError) as e:
             errors.append(P.message(path, e))
             continue
@@ -71,16 +72,20 @@ def _verify_all(files_found, cfg, steps, seed, allow_globals) -> tuple[list[dict
 
 
 def run_verify(paths: Sequence[Path], config: Optional[Path], steps: int, seed: int, fmt: str,
-               allow_globals: Sequence[str], plot: Optional[Path] = None) -> int:
+               allow_globals: Sequence[str], plot: Optional[Path] = None,
+               device: str = "cpu") -> int:
     from upgd_migrate.verify import plot as plotting
     from upgd_migrate.verify.config import read_config
 
+    if why := _device_problem(device):
+        click.echo(why, err=True)
+        return 2
     if plot is not None and (why := plotting.problem(plot)):
         click.echo(why, err=True)  # before the runs: they take a while
         return 2
     cfg = read_config(config) if config else None
     found, warnings = P.discover_checked(paths)
-    files, errors = _verify_all(found, cfg, steps, seed, allow_globals)
+    files, errors = _verify_all(found, cfg, steps, seed, allow_globals, device)
     if plot is not None:
         try:
             plotting.write(files, plot)
@@ -111,6 +116,21 @@ def run_verify(paths: Sequence[Path], config: Optional[Path], steps: int, seed: 
         click.echo(e, err=True)
     click.echo(_summary(len(reports), len(files), failed, skipped, len(errors)), err=True)
     return code
+
+
+def _device_problem(device: str) -> Optional[str]:
+    """Why ``--device`` cannot hold the proxies here, or None."""
+    import torch
+
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        return f"verify: --device {device}: not a torch device (cpu, cuda, cuda:N)"
+    if kind == "cuda" and not torch.cuda.is_available():
+        return f"verify: --device {device}: torch {torch.__version__} sees no CUDA device"
+    if kind not in ("cpu", "cuda"):
+        return f"verify: --device {device}: only cpu and cuda are supported"
+    return None
 
 
 def _summary(states: int, files: int, failed: int, skipped: int, errors: int) -> str:

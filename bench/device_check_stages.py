@@ -54,10 +54,15 @@ def run_stage(stage: Stage, allot: float, repo: Path, device: str) -> dict:
         entry.update(status="timeout", reason=f"killed after its {allot:.0f} s")
     else:
         read = {"tests": read_tests, "verify": read_verify}.get(stage.name, read_figures)
-        entry.update(read(stage, code, out, err))
-        if stage.compare and entry["status"] == "ok":
-            left = allot - (time.perf_counter() - begun)
-            entry["result"]["compare"] = compare_verify(stage.compare, entry["result"], left, repo)
+        try:
+            entry.update(read(stage, code, out, err))
+            if stage.compare and entry["status"] == "ok":
+                left = allot - (time.perf_counter() - begun)
+                entry["result"]["compare"] = compare_verify(stage.compare, entry["result"], left,
+                                                            repo)
+        except Exception as e:  # output a stage left unreadable fails that stage, not the run
+            entry.update(status="error", reason=f"{type(e).__name__}: {e}; "
+                                                f"{last_line(err, code)}")
     entry["seconds"] = round(time.perf_counter() - begun, 1)
     return entry
 

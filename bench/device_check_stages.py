@@ -88,7 +88,8 @@ def read_tests(stage: Stage, code: int, out: str, err: str) -> dict:
         for child in case:
             if child.tag in ("failure", "error", "skipped"):
                 outcome = {"failure": "failed"}.get(child.tag, child.tag)
-                reason = (child.get("message") or "").splitlines()[0] if child.get("message") else None
+                message = child.get("message")
+                reason = message.splitlines()[0] if message else None
         tests[f"{case.get('classname')}::{case.get('name')}"] = {"outcome": outcome,
                                                                  "reason": reason}
     outcomes = [t["outcome"] for t in tests.values()]

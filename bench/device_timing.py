@@ -58,7 +58,8 @@ def raises_on_sync(step: Callable[[], object]) -> str | None:
     return None
 
 
-def warm_up(make: Callable[[], object], device: str, warmup: int) -> tuple[object, float, float | None]:
+def warm_up(make: Callable[[], object], device: str,
+            warmup: int) -> tuple[object, float, float | None]:
     """Build a contender and take ``warmup`` steps: (optimizer, seconds per warm-up step, MiB
     its state and step workspace add at their peak over what was allocated before, or None)."""
     cuda = is_cuda(device)

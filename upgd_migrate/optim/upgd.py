@@ -32,6 +32,11 @@ FORMAT_VERSION = 1
 NOISE_OPTIONS = {"adaptive_noise": False, "noise_beta": 0.999, "min_noise_std": 1e-6,
                  "instant_noise_scale": True}
 LATE_OPTIONS = {**NOISE_OPTIONS, "foreach": None}
+# The update rule (docs/optimizers.md, "Relation to the UPGD paper"). Kept out of LATE_OPTIONS:
+# checkpoint migration fills those into saved groups, and a missing rule needs no migration
+# (``__setstate__`` gives an older state the reference rule it always ran).
+UPDATE_CHOICES = ("reference", "paper")
+UPDATE_OPTION = {"update": "reference"}
 
 
 def _check(ok: bool, what: str, value: Any) -> None:
@@ -57,12 +62,27 @@ def _check_noise(noise_beta: float, min_noise_std: float) -> None:
     _check(min_noise_std >= 0.0, "min_noise_std value", min_noise_std)
 
 
+def _paper_mode(groups: list[dict[str, Any]]) -> bool:
+    """Whether this step runs the paper's rule; refused before any state moves when the
+    groups disagree (its gate divides by one maximum over every group)."""
+    rules = {g.get("update", "reference") for g in groups}
+    for rule in rules:
+        _check(rule in UPDATE_CHOICES, "update value", rule)
+    _check(len(rules) == 1, "update values across param groups (one rule for all: the "
+           "utility maximum is taken over every group)", sorted(rules))
+    paper = rules == {"paper"}
+    for g in groups:
+        _check(not paper or not g.get("foreach"), "foreach value for update='paper' (it runs "
+               "the single-tensor implementation; leave foreach None or False)", g.get("foreach"))
+    return paper
+
+
 class _UPGDBase(Optimizer):
     """Shared machinery: lazy state, backward-compatible loading, the two-pass step."""
 
     _kind = "adam"  # "sgd": noise on the gradient; "adam": noise on the Adam direction
     _moment_keys: tuple[str, str] | None = ("first_moment", "sec_moment")
-    _late_options: dict[str, Any] = LATE_OPTIONS
+    _late_options: dict[str, Any] = {**LATE_OPTIONS, **UPDATE_OPTION}
 
     def __init__(self, params: Iterable, defaults: dict[str, Any], noise_sync: str = "auto") -> None:
         _check(noise_sync in _dist.NOISE_SYNC_CHOICES, "noise_sync value", noise_sync)
@@ -205,12 +225,14 @@ class _UPGDBase(Optimizer):
         if any(p.grad is not None and p.grad.is_sparse
                for g in self.param_groups for p in g["params"]):
             raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+        paper = _paper_mode(self.param_groups)
         batches = [b for i, g in enumerate(self.param_groups)
                    if (b := self._init_group(g, i)).params]
         if not batches:
             return loss
         self._attach_noise_streams(batches)
-        multi = self._use_foreach(batches)
+        # The paper's rule runs on the single-tensor implementation only.
+        multi = not paper and self._use_foreach(batches)
         hook = self._noise_hook()
         if multi and two_lane.pays(batches, hook):
             two_lane.step(batches, self._scratch, observe)
@@ -218,7 +240,8 @@ class _UPGDBase(Optimizer):
         if multi:
             ranges = [M.utility_update(b, self._scratch) for b in batches]
         else:
-            ranges = [F.single_utility_update(b) for b in batches]
+            # the paper's gate divides by the maximum of the raw trace u, not of û
+            ranges = [F.single_utility_update(b, corrected=not paper) for b in batches]
         lo, hi = F.utility_range(batches, ranges)
         update = M.param_update if multi else F.single_param_update
         for b in batches:
@@ -239,8 +262,9 @@ class AdaptiveUPGD(_UPGDBase):
                  beta2: float = 0.999, eps: float = 1e-8, adaptive_noise: bool = False,
                  noise_beta: float = 0.999, min_noise_std: float = 1e-6,
                  instant_noise_scale: bool = True, *, foreach: Optional[bool] = None,
-                 noise_sync: str = "auto") -> None:
+                 noise_sync: str = "auto", update: str = "reference") -> None:
         _check_common(lr, weight_decay, sigma, eps)
+        _paper_mode([{"update": update, "foreach": foreach}])
         for name, value in (("beta_utility", beta_utility), ("beta1", beta1), ("beta2", beta2)):
             _check_beta(name, value)
         _check_noise(noise_beta, min_noise_std)
@@ -248,7 +272,8 @@ class AdaptiveUPGD(_UPGDBase):
             lr=lr, weight_decay=weight_decay, beta_utility=beta_utility, sigma=sigma,
             beta1=beta1, beta2=beta2, eps=eps, adaptive_noise=adaptive_noise,
             noise_beta=noise_beta, min_noise_std=min_noise_std,
-            instant_noise_scale=instant_noise_scale, foreach=foreach), noise_sync)
+            instant_noise_scale=instant_noise_scale, foreach=foreach, update=update),
+            noise_sync)
 
 
 class UPGD(_UPGDBase):
@@ -265,15 +290,17 @@ class UPGD(_UPGDBase):
                  beta_utility: float = 0.999, sigma: float = 0.001,
                  adaptive_noise: bool = False, noise_beta: float = 0.999,
                  min_noise_std: float = 1e-6, instant_noise_scale: bool = True, *,
-                 foreach: Optional[bool] = None, noise_sync: str = "auto") -> None:
+                 foreach: Optional[bool] = None, noise_sync: str = "auto",
+                 update: str = "reference") -> None:
         _check_common(lr, weight_decay, sigma, None)
+        _paper_mode([{"update": update, "foreach": foreach}])
         _check_beta("beta_utility", beta_utility)
         _check_noise(noise_beta, min_noise_std)
         super().__init__(params, dict(
             lr=lr, weight_decay=weight_decay, beta_utility=beta_utility, sigma=sigma,
             adaptive_noise=adaptive_noise, noise_beta=noise_beta,
             min_noise_std=min_noise_std, instant_noise_scale=instant_noise_scale,
-            foreach=foreach), noise_sync)
+            foreach=foreach, update=update), noise_sync)
 
 
 class UPGDW(_UPGDBase):

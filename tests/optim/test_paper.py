@@ -200,3 +200,104 @@ def test_all_utilities_negative():
     assert mine[[0, -1]].tolist() == pytest.approx([0.2689, 0.7311], abs=1e-4)
     assert bool((paper.diff() < 0).all()) and bool((fixed.diff() > 0).all())
     assert bool((mine.diff() > 0).all())
+
+
+def test_step_factor_two_doubles_update_and_noise():
+    """The opt-in's first step against FirstOrderGlobalUPGD's (factor 1), the same noise draw."""
+    params, set_grads = problem(0)
+    moves = {}
+    for sigma in (0.0, 0.1):
+        mine, drawn = clone(params), []
+        opt = UPGD(mine, lr=LR, sigma=sigma, weight_decay=0.0, update="paper")
+        opt.register_noise_hook(lambda p, x, xi: drawn.append(xi.clone()))
+        set_grads(mine)
+        torch.manual_seed(0)
+        opt.step()
+        theirs = clone(params)
+        set_grads(theirs)
+        PaperUPGD(theirs, PaperRule(LR, weight_decay=0.0, factor=1.0)).step(drawn or None)
+        moves[sigma] = (flat(mine) - flat(params), flat(theirs) - flat(params))
+    gradient_part = moves[0.0]
+    noise_part = (moves[0.1][0] - moves[0.0][0], moves[0.1][1] - moves[0.0][1])
+    for mine, theirs in (gradient_part, noise_part):
+        moved = theirs.abs() > 1e-9  # entries whose gate is (nearly) 0 move in neither
+        assert int(moved.sum()) > 50
+        assert float((mine[moved] / theirs[moved] - 2.0).abs().max()) < 1e-6
+
+
+def test_eps_default_and_its_effect():
+    import inspect
+    assert inspect.signature(AdaptiveUPGD).parameters["eps"].default == 1e-8
+    assert PaperRule(LR).eps == 1e-5  # the paper's AdaptiveUPGD default
+    effect = [max_difference(ours(AdaptiveUPGD, s, update="paper"), papers(s, adam=True))
+              for s in SEEDS]
+    assert (min(effect), max(effect)) == pytest.approx((0.00157, 0.0537), abs=1e-4)
+
+
+# ---------------------------------------------------------------- the opt-in as an option
+
+
+def _stepped(update: str = "paper", **kw):
+    params, set_grads = problem(1)
+    opt = AdaptiveUPGD(params, lr=LR, update=update, **kw)
+    run(params, set_grads, opt.step, 2)
+    return opt, params, set_grads
+
+
+def test_update_survives_state_dict_and_older_states_default_to_reference():
+    import pickle
+    opt, params, _ = _stepped()
+    saved = opt.state_dict()
+    assert saved["param_groups"][0]["update"] == "paper"
+    fresh = AdaptiveUPGD(params, lr=LR)
+    fresh.load_state_dict(saved)
+    assert fresh.param_groups[0]["update"] == "paper" and fresh.defaults["update"] == "reference"
+    older = {**saved, "param_groups": [{k: v for k, v in g.items() if k != "update"}
+                                       for g in saved["param_groups"]]}
+    back = AdaptiveUPGD(params, lr=LR, update="paper")
+    back.load_state_dict(older)  # a state written before the option existed
+    assert back.param_groups[0]["update"] == "reference"
+    state = opt.__getstate__()
+    state["defaults"].pop("update")
+    for g in state["param_groups"]:
+        g.pop("update")
+    unpickled = pickle.loads(pickle.dumps(opt))
+    unpickled.__setstate__(state)
+    assert unpickled.defaults["update"] == "reference"
+    assert unpickled.param_groups[0]["update"] == "reference"
+
+
+def test_unusable_update_settings_are_refused_before_any_state_moves():
+    with pytest.raises(ValueError, match="Invalid update value: papers"):
+        UPGD(problem(0)[0], update="papers")
+    with pytest.raises(ValueError, match="runs the single-tensor implementation"):
+        AdaptiveUPGD(problem(0)[0], update="paper", foreach=True)
+    opt, params, set_grads = _stepped()
+    steps = [int(s["step"]) for s in opt.state.values()]
+    for group_edit, message in (({"foreach": True}, "single-tensor"),
+                                ({"update": "other"}, "Invalid update value")):
+        opt.param_groups[0].update(group_edit)
+        set_grads(params)
+        with pytest.raises(ValueError, match=message):
+            opt.step()
+        opt.param_groups[0].update(foreach=None, update="paper")
+    ps, set_grads = problem(0)
+    mixed = UPGD([{"params": ps[:2]}, {"params": ps[2:], "update": "reference"}],
+                 update="paper")
+    set_grads(ps)
+    with pytest.raises(ValueError, match=r"across param groups .*\['paper', 'reference'\]"):
+        mixed.step()
+    assert [int(s["step"]) for s in opt.state.values()] == steps and not mixed.state
+
+
+def test_paper_update_runs_the_single_tensor_path_under_a_monitor(monkeypatch):
+    """foreach=None picks the single-tensor step for the paper's rule; an observer still runs."""
+    from upgd_migrate.optim import _multi_tensor, _two_lane
+    for name, module in (("param_update", _multi_tensor), ("step", _two_lane)):
+        monkeypatch.setattr(module, name, lambda *a, **k: pytest.fail("a fast path ran"))
+    opt, params, set_grads = _stepped(sigma=0.05, adaptive_noise=True)
+    rows = []
+    opt.observe_next_step(lambda batch, row: rows.append(row))
+    set_grads(params)
+    opt.step()
+    assert len(rows) == 1 and all(p.isfinite().all() for p in params)

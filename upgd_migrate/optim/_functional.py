@@ -11,7 +11,8 @@ Notation (DOMAIN.md sections 2 and 3): utility ``u <- b_u*u + (1-b_u)*(-g*p)``, 
 ``û = u/(1-b_u^t)``; gate ``1-s`` with ``s = sigmoid(2(n-0.5))`` and
 ``n = clamp((û-min)/(max-min+1e-8), 0, 1)``, min and max over every tensor of the optimizer;
 ``x`` is what the noise is added to (``g`` for the SGD type, the Adam direction ``d`` for the
-Adam types); the update is ``p <- p*(1-lr*wd) - lr*(x + xi)*(1-s)``.
+Adam types); the update is ``p <- p*(1-lr*wd) - lr*(x + xi)*(1-s)``. With ``update="paper"``
+(this implementation only) the gate is :func:`paper_gate` and the step ``2*lr``.
 
 Nothing here calls ``.item()`` or compares device tensors in Python: per-tensor norms, the
 utility range and the noise scales stay on the device, so a CUDA step never waits on the host.

@@ -9,6 +9,9 @@ Under torch.distributed (docs/distributed.md): ``noise_sync="auto"`` (the defaul
 from streams shared by all ranks, so DDP replicas stay identical and FSDP2 shards get independent
 streams; ``"off"`` draws from each rank's global RNG, as one process does. DTensor (FSDP2)
 parameters step on their local shards with whole-tensor statistics.
+
+``update="paper"`` (UPGD and AdaptiveUPGD) applies the UPGD paper's gate and ``2*lr`` step on the
+single-tensor implementation (docs/optimizers.md, "Relation to the UPGD paper").
 """
 from __future__ import annotations
 

@@ -6,8 +6,10 @@ float64 regression problem (seeds 0-4), 20 steps at lr 0.05 unless a test says o
 """
 from __future__ import annotations
 
-import torch
+import copy
+
 import pytest
+import torch
 
 from paper_reference import PaperRule, PaperUPGD, clone, max_difference, problem, run
 from upgd_migrate.optim import UPGD, AdaptiveUPGD
@@ -244,27 +246,30 @@ def _stepped(update: str = "paper", **kw):
     return opt, params, set_grads
 
 
-def test_update_survives_state_dict_and_older_states_default_to_reference():
+def test_update_survives_state_dict_and_default_states_keep_their_layout():
     import pickle
-    opt, params, _ = _stepped()
+    opt, params, set_grads = _stepped()
     saved = opt.state_dict()
     assert saved["param_groups"][0]["update"] == "paper"
     fresh = AdaptiveUPGD(params, lr=LR)
     fresh.load_state_dict(saved)
-    assert fresh.param_groups[0]["update"] == "paper" and fresh.defaults["update"] == "reference"
-    older = {**saved, "param_groups": [{k: v for k, v in g.items() if k != "update"}
-                                       for g in saved["param_groups"]]}
-    back = AdaptiveUPGD(params, lr=LR, update="paper")
-    back.load_state_dict(older)  # a state written before the option existed
-    assert back.param_groups[0]["update"] == "reference"
-    state = opt.__getstate__()
-    state["defaults"].pop("update")
-    for g in state["param_groups"]:
-        g.pop("update")
-    unpickled = pickle.loads(pickle.dumps(opt))
-    unpickled.__setstate__(state)
-    assert unpickled.defaults["update"] == "reference"
-    assert unpickled.param_groups[0]["update"] == "reference"
+    assert fresh.param_groups[0]["update"] == "paper" and "update" not in fresh.defaults
+    assert pickle.loads(pickle.dumps(opt)).param_groups[0]["update"] == "paper"
+    # A default optimizer writes no key: its groups and states have the layout of the versions
+    # before the option, which (like a state written by them) load and run the reference rule.
+    default, _, _ = _stepped(update="reference")
+    assert "update" not in default.defaults and "update" not in default.param_groups[0]
+    older = default.state_dict()
+    assert "update" not in older["param_groups"][0]
+    twins = clone(params)
+    back, twin = AdaptiveUPGD(params, lr=LR, update="paper"), AdaptiveUPGD(twins, lr=LR)
+    for opt, ps in ((back, params), (twin, twins)):
+        opt.load_state_dict(copy.deepcopy(older))  # load_state_dict shares the tensors
+        set_grads(ps)
+        torch.manual_seed(0)
+        opt.step()
+    # the saved groups win, as for every option: the reference rule ran
+    assert "update" not in back.param_groups[0] and max_difference(params, twins) == 0.0
 
 
 def test_unusable_update_settings_are_refused_before_any_state_moves():

@@ -35,11 +35,12 @@ FORMAT_VERSION = 1
 NOISE_OPTIONS = {"adaptive_noise": False, "noise_beta": 0.999, "min_noise_std": 1e-6,
                  "instant_noise_scale": True}
 LATE_OPTIONS = {**NOISE_OPTIONS, "foreach": None}
-# The update rule (docs/optimizers.md, "Relation to the UPGD paper"). Kept out of LATE_OPTIONS:
-# checkpoint migration fills those into saved groups, and a missing rule needs no migration
-# (``__setstate__`` gives an older state the reference rule it always ran).
+# The update rule (docs/optimizers.md, "Relation to the UPGD paper"). Only the paper's rule is
+# written into the groups: a group without the key runs the reference rule, so a default
+# optimizer's groups and saved states keep the exact layout of earlier versions (states written
+# before load as they always did, torch.distributed.checkpoint loads them both ways, checkpoint
+# migration has nothing to fill).
 UPDATE_CHOICES = ("reference", "paper")
-UPDATE_OPTION = {"update": "reference"}
 
 
 def _check(ok: bool, what: str, value: Any) -> None:
@@ -80,12 +81,17 @@ def _paper_mode(groups: list[dict[str, Any]]) -> bool:
     return paper
 
 
+def _update_option(update: str, foreach: Optional[bool]) -> dict[str, str]:
+    _paper_mode([{"update": update, "foreach": foreach}])
+    return {"update": update} if update != "reference" else {}
+
+
 class _UPGDBase(Optimizer):
     """Shared machinery: lazy state, backward-compatible loading, the two-pass step."""
 
     _kind = "adam"  # "sgd": noise on the gradient; "adam": noise on the Adam direction
     _moment_keys: tuple[str, str] | None = ("first_moment", "sec_moment")
-    _late_options: dict[str, Any] = {**LATE_OPTIONS, **UPDATE_OPTION}
+    _late_options: dict[str, Any] = LATE_OPTIONS
 
     def __init__(self, params: Iterable, defaults: dict[str, Any], noise_sync: str = "auto") -> None:
         _check(noise_sync in _dist.NOISE_SYNC_CHOICES, "noise_sync value", noise_sync)
@@ -267,7 +273,6 @@ class AdaptiveUPGD(_UPGDBase):
                  instant_noise_scale: bool = True, *, foreach: Optional[bool] = None,
                  noise_sync: str = "auto", update: str = "reference") -> None:
         _check_common(lr, weight_decay, sigma, eps)
-        _paper_mode([{"update": update, "foreach": foreach}])
         for name, value in (("beta_utility", beta_utility), ("beta1", beta1), ("beta2", beta2)):
             _check_beta(name, value)
         _check_noise(noise_beta, min_noise_std)
@@ -275,8 +280,8 @@ class AdaptiveUPGD(_UPGDBase):
             lr=lr, weight_decay=weight_decay, beta_utility=beta_utility, sigma=sigma,
             beta1=beta1, beta2=beta2, eps=eps, adaptive_noise=adaptive_noise,
             noise_beta=noise_beta, min_noise_std=min_noise_std,
-            instant_noise_scale=instant_noise_scale, foreach=foreach, update=update),
-            noise_sync)
+            instant_noise_scale=instant_noise_scale, foreach=foreach,
+            **_update_option(update, foreach)), noise_sync)
 
 
 class UPGD(_UPGDBase):
@@ -296,14 +301,13 @@ class UPGD(_UPGDBase):
                  foreach: Optional[bool] = None, noise_sync: str = "auto",
                  update: str = "reference") -> None:
         _check_common(lr, weight_decay, sigma, None)
-        _paper_mode([{"update": update, "foreach": foreach}])
         _check_beta("beta_utility", beta_utility)
         _check_noise(noise_beta, min_noise_std)
         super().__init__(params, dict(
             lr=lr, weight_decay=weight_decay, beta_utility=beta_utility, sigma=sigma,
             adaptive_noise=adaptive_noise, noise_beta=noise_beta,
             min_noise_std=min_noise_std, instant_noise_scale=instant_noise_scale,
-            foreach=foreach, update=update), noise_sync)
+            foreach=foreach, **_update_option(update, foreach)), noise_sync)
 
 
 class UPGDW(_UPGDBase):

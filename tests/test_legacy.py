@@ -25,7 +25,7 @@ def test_reference_defaults_of_upgd_types():
     assert adaptive == {
         "lr": 1e-5, "weight_decay": 0.001, "beta_utility": 0.999, "sigma": 0.001, "beta1": 0.9,
         "beta2": 0.999, "eps": 1e-8, "adaptive_noise": False, "noise_beta": 0.999,
-        "min_noise_std": 1e-6, "instant_noise_scale": True, **package_only}
+        "min_noise_std": 1e-6, "instant_noise_scale": True, **package_only, "update": "reference"}
     assert set(OPTIMIZERS["UPGD"]) == set(adaptive) - {"beta1", "beta2", "eps"}
 
 

@@ -59,6 +59,13 @@ _PACKAGE_ONLY: dict[str, Param] = {
                         choices=("auto", "off")),
 }
 
+# The update rule of UPGD and AdaptiveUPGD (UPGDW keeps the reference signature).
+_UPDATE: dict[str, Param] = {
+    "update": Param("choice", "reference", "The update rule: this package's (reference) or the "
+                    "UPGD paper's gate and 2*lr step (paper).",
+                    choices=("reference", "paper")),
+}
+
 _TORCH_FLAGS: dict[str, Param] = {
     "maximize": Param("bool", False, "Maximize the objective instead of minimizing."),
     "foreach": Param("optional_bool", None, "Use the foreach implementation (null: auto)."),
@@ -78,12 +85,12 @@ _ADAM_COMMON: dict[str, Param] = {
 # the UPGD types also take _PACKAGE_ONLY, which only this package's classes accept).
 OPTIMIZERS: dict[str, dict[str, Param]] = {
     "UPGD": {"lr": _lr(1e-5), "weight_decay": _wd(0.001), "beta_utility": _UTILITY,
-             "sigma": _SIGMA, **_ADAPTIVE_NOISE, **_PACKAGE_ONLY},
+             "sigma": _SIGMA, **_ADAPTIVE_NOISE, **_PACKAGE_ONLY, **_UPDATE},
     "AdaptiveUPGD": {
         "lr": _lr(1e-5), "weight_decay": _wd(0.001), "beta_utility": _UTILITY, "sigma": _SIGMA,
         "beta1": Param("float", 0.9, "Adam decay of the first moment.", ge=0.0, lt=1.0),
         "beta2": Param("float", 0.999, "Adam decay of the second moment.", ge=0.0, lt=1.0),
-        "eps": _EPS, **_ADAPTIVE_NOISE, **_PACKAGE_ONLY},
+        "eps": _EPS, **_ADAPTIVE_NOISE, **_PACKAGE_ONLY, **_UPDATE},
     "UPGDW": {"lr": _lr(1e-4), "betas": _BETAS, "eps": _EPS, "weight_decay": _wd(0.01),
               "sigma": _SIGMA,
               "amsgrad": Param("false", False, "Must be false: UPGDW refuses amsgrad=True."),

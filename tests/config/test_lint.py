@@ -208,3 +208,12 @@ def test_relative_range_option_moves_the_large_sigma_warning_not_the_error():
     assert run_lint(layout_a("UPGD", "adaptive_noise: true;sigma: 0.7"), options) == []
     assert [f.split()[1] for f in run_lint(layout_a("UPGD", "adaptive_noise: true;sigma: 1.5"),
                                            options)] == ["UPG107"]
+
+
+def test_the_update_option_is_linted_with_its_choices():
+    assert run_lint(layout_a("AdaptiveUPGD", "adaptive_noise: true;sigma: 0.05;update: paper")) == []
+    assert run_lint(layout_a("UPGD", "update: papr")) == [
+        "4:13 UPG302 update: 'papr' is not 'reference' or 'paper'"]
+    assert run_lint(layout_a("UPGDW", "update: paper")) == [
+        "4:5 UPG201 'update' is not a keyword argument of UPGDW (TypeError at construction); "
+        "UPGD, AdaptiveUPGD take it"]

@@ -14,7 +14,7 @@ _NOISE_KEYS = ("sigma", "adaptive_noise", "instant_noise_scale")
 _KNOWN_GROUP_KEYS = frozenset({
     "params", "lr", "weight_decay", "beta_utility", "sigma", "beta1", "beta2", "eps", "betas",
     "amsgrad", "adaptive_noise", "noise_beta", "min_noise_std", "instant_noise_scale", "foreach",
-    FORMAT_KEY, "upgd_migrate_audit",
+    "update", FORMAT_KEY, "upgd_migrate_audit",
     "noise_seed", "noise_draws"})  # the shared noise streams of a distributed run (issue 14)
 
 

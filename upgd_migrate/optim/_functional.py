@@ -11,7 +11,8 @@ Notation (DOMAIN.md sections 2 and 3): utility ``u <- b_u*u + (1-b_u)*(-g*p)``, 
 ``û = u/(1-b_u^t)``; gate ``1-s`` with ``s = sigmoid(2(n-0.5))`` and
 ``n = clamp((û-min)/(max-min+1e-8), 0, 1)``, min and max over every tensor of the optimizer;
 ``x`` is what the noise is added to (``g`` for the SGD type, the Adam direction ``d`` for the
-Adam types); the update is ``p <- p*(1-lr*wd) - lr*(x + xi)*(1-s)``.
+Adam types); the update is ``p <- p*(1-lr*wd) - lr*(x + xi)*(1-s)``. With ``update="paper"``
+(this implementation only) the gate is :func:`paper_gate` and the step ``2*lr``.
 
 Nothing here calls ``.item()`` or compares device tensors in Python: per-tensor norms, the
 utility range and the noise scales stay on the device, so a CUDA step never waits on the host.
@@ -157,15 +158,17 @@ def utility_range(batches: list[GroupBatch], ranges: list) -> tuple[Tensor, Tens
 # ---------------------------------------------------------------- single-tensor reference
 
 
-def single_utility_update(batch: GroupBatch) -> tuple[Tensor, Tensor] | None:
-    """Update utility traces; return this group's (min, max) of the bias-corrected utility."""
+def single_utility_update(batch: GroupBatch,
+                          corrected: bool = True) -> tuple[Tensor, Tensor] | None:
+    """Update utility traces; return this group's (min, max) of the bias-corrected utility
+    (of the raw trace with ``corrected=False``: the paper's rule divides by that maximum)."""
     b = batch.hp["beta_utility"]
     lows, highs = [], []
     for u, g, p, inv_bc in zip(batch.utils, batch.grads, batch.params, batch.utility_inv_bc()):
         u.mul_(b).add_(-(1.0 - b) * g * p)
         if not u.numel():
             continue  # a zero-size parameter has no utility to rank
-        u_hat = u * inv_bc
+        u_hat = u * inv_bc if corrected else u
         lows.append(u_hat.min())
         highs.append(u_hat.max())
     if not lows:
@@ -198,9 +201,28 @@ def _single_noise_std(batch: GroupBatch, i: int, x: Tensor, rms: Tensor | None) 
     return torch.clamp(hp["sigma"] * rms, min=hp["min_noise_std"])
 
 
+def paper_gate(u_hat: Tensor, top: Tensor) -> Tensor:
+    """``1 - sigmoid(û / |max u|)``: the UPGD paper's gate, ``max u`` the largest raw trace over
+    every tensor. Two fixes (docs/optimizers.md): ``|max u|`` keeps the order when every
+    utility is negative (the paper's negative divisor protects the least useful weights most),
+    and ``0/0`` is 0 (gate 1/2) where the paper gives NaN (``max u = 0``)."""
+    ratio = torch.where(u_hat == 0, 0.0, u_hat / top.abs())
+    return 1.0 - torch.sigmoid(ratio)
+
+
+def _single_gate(batch: GroupBatch, i: int, inv_bc: float, lo: Tensor, hi: Tensor) -> Tensor:
+    u_hat = batch.utils[i] * inv_bc
+    if batch.hp.get("update") == "paper":
+        return paper_gate(u_hat, hi)
+    n = ((u_hat - lo) / (hi - lo + UTILITY_RANGE_EPS)).clamp(0.0, 1.0)
+    return 1.0 - torch.sigmoid(2.0 * (n - 0.5))
+
+
 def single_param_update(batch: GroupBatch, lo: Tensor, hi: Tensor, scratch: dict,
                         hook: Optional[NoiseHook], observe: Optional[StepObserver] = None) -> None:
     hp = batch.hp
+    # The paper's published UPGD and AdaptiveUPGD step 2*lr (weight decay keeps lr).
+    rate = 2.0 * hp["lr"] if hp.get("update") == "paper" else hp["lr"]
     adaptive = hp.get("adaptive_noise", False)
     noise = draw_noise(batch, scratch) if is_noisy(batch) else None
     inv_bcs = batch.utility_inv_bc()
@@ -212,8 +234,7 @@ def single_param_update(batch: GroupBatch, lo: Tensor, hi: Tensor, scratch: dict
         rms = [(n * c).to(x.dtype) for n, c, x in zip(norms.unbind(), rms_coeffs(batch), xs)]
     seen: tuple[list, list, list] = ([], [], [])
     for i, p in enumerate(batch.params):
-        n = ((batch.utils[i] * inv_bcs[i] - lo) / (hi - lo + UTILITY_RANGE_EPS)).clamp(0.0, 1.0)
-        gate = 1.0 - torch.sigmoid(2.0 * (n - 0.5))
+        gate = _single_gate(batch, i, inv_bcs[i], lo, hi)
         x = xs[i]
         xi = None
         if noise is not None:
@@ -222,7 +243,7 @@ def single_param_update(batch: GroupBatch, lo: Tensor, hi: Tensor, scratch: dict
             if hook is not None:
                 call_hook(hook, batch, i, x, xi)
         update = x + xi if xi is not None else x
-        p.mul_(1.0 - hp["lr"] * hp["weight_decay"]).add_(-hp["lr"] * update * gate)
+        p.mul_(1.0 - hp["lr"] * hp["weight_decay"]).add_(-rate * update * gate)
         if observe is not None:  # x, xi and gate are fresh tensors here: none is written again
             for kept, value in zip(seen, (x, xi, gate)):
                 kept.append(value)

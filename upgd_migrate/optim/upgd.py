@@ -9,6 +9,9 @@ Under torch.distributed (docs/distributed.md): ``noise_sync="auto"`` (the defaul
 from streams shared by all ranks, so DDP replicas stay identical and FSDP2 shards get independent
 streams; ``"off"`` draws from each rank's global RNG, as one process does. DTensor (FSDP2)
 parameters step on their local shards with whole-tensor statistics.
+
+``update="paper"`` (UPGD and AdaptiveUPGD) applies the UPGD paper's gate and ``2*lr`` step on the
+single-tensor implementation (docs/optimizers.md, "Relation to the UPGD paper").
 """
 from __future__ import annotations
 
@@ -32,6 +35,12 @@ FORMAT_VERSION = 1
 NOISE_OPTIONS = {"adaptive_noise": False, "noise_beta": 0.999, "min_noise_std": 1e-6,
                  "instant_noise_scale": True}
 LATE_OPTIONS = {**NOISE_OPTIONS, "foreach": None}
+# The update rule (docs/optimizers.md, "Relation to the UPGD paper"). Only the paper's rule is
+# written into the groups: a group without the key runs the reference rule, so a default
+# optimizer's groups and saved states keep the exact layout of earlier versions (states written
+# before load as they always did, torch.distributed.checkpoint loads them both ways, checkpoint
+# migration has nothing to fill).
+UPDATE_CHOICES = ("reference", "paper")
 
 
 def _check(ok: bool, what: str, value: Any) -> None:
@@ -55,6 +64,26 @@ def _check_common(lr: float, weight_decay: float, sigma: float, eps: float | Non
 def _check_noise(noise_beta: float, min_noise_std: float) -> None:
     _check_beta("noise_beta", noise_beta)
     _check(min_noise_std >= 0.0, "min_noise_std value", min_noise_std)
+
+
+def _paper_mode(groups: list[dict[str, Any]]) -> bool:
+    """Whether this step runs the paper's rule; refused before any state moves when the
+    groups disagree (its gate divides by one maximum over every group)."""
+    rules = {g.get("update", "reference") for g in groups}
+    for rule in rules:
+        _check(rule in UPDATE_CHOICES, "update value", rule)
+    _check(len(rules) == 1, "update values across param groups (one rule for all: the "
+           "utility maximum is taken over every group)", sorted(rules))
+    paper = rules == {"paper"}
+    for g in groups:
+        _check(not paper or not g.get("foreach"), "foreach value for update='paper' (it runs "
+               "the single-tensor implementation; leave foreach None or False)", g.get("foreach"))
+    return paper
+
+
+def _update_option(update: str, foreach: Optional[bool]) -> dict[str, str]:
+    _paper_mode([{"update": update, "foreach": foreach}])
+    return {"update": update} if update != "reference" else {}
 
 
 class _UPGDBase(Optimizer):
@@ -205,12 +234,14 @@ class _UPGDBase(Optimizer):
         if any(p.grad is not None and p.grad.is_sparse
                for g in self.param_groups for p in g["params"]):
             raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+        paper = _paper_mode(self.param_groups)
         batches = [b for i, g in enumerate(self.param_groups)
                    if (b := self._init_group(g, i)).params]
         if not batches:
             return loss
         self._attach_noise_streams(batches)
-        multi = self._use_foreach(batches)
+        # The paper's rule runs on the single-tensor implementation only.
+        multi = not paper and self._use_foreach(batches)
         hook = self._noise_hook()
         if multi and two_lane.pays(batches, hook):
             two_lane.step(batches, self._scratch, observe)
@@ -218,7 +249,8 @@ class _UPGDBase(Optimizer):
         if multi:
             ranges = [M.utility_update(b, self._scratch) for b in batches]
         else:
-            ranges = [F.single_utility_update(b) for b in batches]
+            # the paper's gate divides by the maximum of the raw trace u, not of û
+            ranges = [F.single_utility_update(b, corrected=not paper) for b in batches]
         lo, hi = F.utility_range(batches, ranges)
         update = M.param_update if multi else F.single_param_update
         for b in batches:
@@ -239,7 +271,7 @@ class AdaptiveUPGD(_UPGDBase):
                  beta2: float = 0.999, eps: float = 1e-8, adaptive_noise: bool = False,
                  noise_beta: float = 0.999, min_noise_std: float = 1e-6,
                  instant_noise_scale: bool = True, *, foreach: Optional[bool] = None,
-                 noise_sync: str = "auto") -> None:
+                 noise_sync: str = "auto", update: str = "reference") -> None:
         _check_common(lr, weight_decay, sigma, eps)
         for name, value in (("beta_utility", beta_utility), ("beta1", beta1), ("beta2", beta2)):
             _check_beta(name, value)
@@ -248,7 +280,8 @@ class AdaptiveUPGD(_UPGDBase):
             lr=lr, weight_decay=weight_decay, beta_utility=beta_utility, sigma=sigma,
             beta1=beta1, beta2=beta2, eps=eps, adaptive_noise=adaptive_noise,
             noise_beta=noise_beta, min_noise_std=min_noise_std,
-            instant_noise_scale=instant_noise_scale, foreach=foreach), noise_sync)
+            instant_noise_scale=instant_noise_scale, foreach=foreach,
+            **_update_option(update, foreach)), noise_sync)
 
 
 class UPGD(_UPGDBase):
@@ -265,7 +298,8 @@ class UPGD(_UPGDBase):
                  beta_utility: float = 0.999, sigma: float = 0.001,
                  adaptive_noise: bool = False, noise_beta: float = 0.999,
                  min_noise_std: float = 1e-6, instant_noise_scale: bool = True, *,
-                 foreach: Optional[bool] = None, noise_sync: str = "auto") -> None:
+                 foreach: Optional[bool] = None, noise_sync: str = "auto",
+                 update: str = "reference") -> None:
         _check_common(lr, weight_decay, sigma, None)
         _check_beta("beta_utility", beta_utility)
         _check_noise(noise_beta, min_noise_std)
@@ -273,7 +307,7 @@ class UPGD(_UPGDBase):
             lr=lr, weight_decay=weight_decay, beta_utility=beta_utility, sigma=sigma,
             adaptive_noise=adaptive_noise, noise_beta=noise_beta,
             min_noise_std=min_noise_std, instant_noise_scale=instant_noise_scale,
-            foreach=foreach), noise_sync)
+            foreach=foreach, **_update_option(update, foreach)), noise_sync)
 
 
 class UPGDW(_UPGDBase):

@@ -147,7 +147,9 @@ def test_readme_stays_the_five_minute_path():
                     "## How the code is laid out", "## The optimizers and the VGS",
                     "### Where this corrects the seed design", "## Documentation"):
         assert f"\n{heading}\n" in readme, heading
-    assert len(readme.splitlines()) <= 400
+    # the docs runner's directives are invisible on GitHub: they do not lengthen the page
+    visible = [line for line in readme.splitlines() if not line.startswith("<!-- docs-test:")]
+    assert len(visible) <= 400
     for page in PAGES:  # no machine-specific paths in what users read
         text = page.read_text()
         assert "/work/" not in text and "/root/" not in text, rel(page)

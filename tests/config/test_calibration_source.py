@@ -149,3 +149,35 @@ def test_a_migrated_checkpoint_gives_its_relative_sigma(tmp_path, config, capsys
     assert f"(relative; the relative sigma of {tmp_path / 'current.pt'}, param group 0)" \
         in capsys.readouterr().err
     assert "set 0.0123" in config.read_text()
+
+
+# Calibrated ratios of every fixture state `--calibrate-from` accepts (group 0), as quoted in
+# docs/lint.md ("Plausible sigma ranges"): all below the plausible relative range.
+CALIBRATED = {"containers/lightning.ckpt": 0.0046, "containers/pbt.pt": 0.00408,
+              "containers/ppo.zip": 0.00461, "containers/training_loop.pt": 0.00405,
+              "optim/adaptive_upgd_g0.pt": 0.0046, "optim/adaptive_upgd_g1.pt": 0.00405,
+              "optim/adaptive_upgd_g1_ema.pt": 0.00461, "optim/adaptive_upgd_g2.pt": 0.00427,
+              "optim/adaptive_upgd_g2_two_groups.pt": 0.00408, "optim/upgdw.pt": 0.00448}
+
+
+def test_every_fixture_calibrates_below_the_range_and_the_result_lints_clean(tmp_path, capsys):
+    """The measured figures behind the plausible range: what --calibrate-from writes from each
+    fixture checkpoint is a ratio lint would report as UPG101 if hand-written, and is trusted
+    because the marker records it. The legacy absolute values of real configs (0.0005-0.005)
+    overlap these ratios, so no lower bound could tell them apart; the marker does."""
+    from upgd_migrate.legacy import RELATIVE_SIGMA_RANGE
+
+    found = sorted(p.relative_to(REPO / "fixtures").as_posix()
+                   for p in (REPO / "fixtures").rglob("*") if p.suffix in (".pt", ".ckpt", ".zip"))
+    uncalibratable = {"optim/upgd.pt", "containers/sac.zip"}  # UPGD: no Adam moments saved
+    assert sorted(CALIBRATED) == sorted(set(found) - uncalibratable - {
+        p for p in found if p.startswith("vgs/")})
+    config = tmp_path / "c.yaml"
+    for name, ratio in CALIBRATED.items():
+        config.write_text(CONFIG)
+        assert main(["config", "--calibrate-from", str(REPO / "fixtures" / name),
+                     str(config)]) == 1, name
+        assert written_sigma(config) == ratio < RELATIVE_SIGMA_RANGE[0], name
+        assert f"set {ratio:g}" in config.read_text()
+        assert main(["lint", str(config)]) == 0, capsys.readouterr()
+        capsys.readouterr()

@@ -153,3 +153,21 @@ def test_readme_stays_the_five_minute_path():
     for page in PAGES:  # no machine-specific paths in what users read
         text = page.read_text()
         assert "/work/" not in text and "/root/" not in text, rel(page)
+
+
+# Files the project grew from that are not part of it: a page must say what it needs from them.
+OUTSIDE = re.compile(r"DOMAIN\.md|ARCHITECTURE\.md|domain brief|\.\./shared\b|"
+                     r"UPGD_VGS_PROBLEM4_FIX_SUMMARY|seed file", flags=re.I)
+
+
+def markdown_pages() -> list[Path]:
+    """Every Markdown file of the repository (its own folders: no venv, build or cache)."""
+    skip = {".venv", "build", "dist", "node_modules", ".git", ".pytest_cache"}
+    return sorted(p for p in REPO.rglob("*.md")
+                  if not skip & set(p.relative_to(REPO).parts) and ".egg-info" not in str(p))
+
+
+@pytest.mark.parametrize("page", markdown_pages(), ids=rel)
+def test_no_page_names_a_file_outside_the_repository(page):
+    found = [m.group() for m in OUTSIDE.finditer(page.read_text())]
+    assert found == [], f"{rel(page)} cites {found}: say what it says, in the page"

@@ -56,6 +56,7 @@ def test_the_hooks_at_the_pinned_rev_do_what_the_pages_say(tmp_path):
     pytest.importorskip("pre_commit")
     rev = pinned_rev_here()
     env, user, today = git_env(tmp_path), tmp_path / "user", tmp_path / "today"
+    env.pop("PYTHONPATH", None)  # the hooks must run the pinned rev's code, not this tree's
     user.mkdir(), today.mkdir()
     subprocess.run(["git", "init", "-q"], cwd=user, env=env, check=True)
     legacy = CONFIGS / "real-legacy-layout-a.yaml"

@@ -17,6 +17,7 @@ import subprocess
 import sys
 
 import pytest
+from test_docs import history_or_skip
 from test_precommit_docs import FINDING, documented, readme_snippet
 
 from conftest import CONFIGS, REPO, git_env
@@ -33,12 +34,7 @@ def fixer_snippet() -> str:
 
 def pinned_rev_here() -> str:
     """The README's rev, after checking this checkout can answer for it."""
-    if not (REPO / ".git").exists():
-        pytest.skip("not a git checkout (an unpacked sdist): the pinned rev cannot be built")
-    shallow = subprocess.run(["git", "rev-parse", "--is-shallow-repository"], cwd=REPO,
-                             capture_output=True, text=True).stdout.strip()
-    if shallow == "true":
-        pytest.skip("shallow clone: the pinned commit may be outside the fetched history")
+    history_or_skip()
     rev = documented(readme_snippet())[1]
     found = subprocess.run(["git", "cat-file", "-e", f"{rev}^{{commit}}"], cwd=REPO)
     assert found.returncode == 0, f"the pinned rev {rev} is not a commit of this repository"

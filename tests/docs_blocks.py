@@ -33,7 +33,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-FENCE = re.compile(r"^```(\S*)\s*$")
+FENCE = re.compile(r"^( *)```(\S*)\s*$")  # indented: a block inside a list item
 DIRECTIVE = re.compile(r"^<!--\s*docs-test:\s*(.*?)\s*-->\s*$")
 ELLIPSIS = "..."
 
@@ -98,13 +98,15 @@ def blocks(root: Path, page: Path) -> list[Block]:
     i = 0
     while i < len(lines):
         fence = FENCE.match(lines[i])
-        directive = DIRECTIVE.match(lines[i])
+        directive = DIRECTIVE.match(lines[i].strip())
         if directive:
             pending.append(directive.group(1))
         elif fence:
-            end = next(j for j in range(i + 1, len(lines)) if lines[j].startswith("```"))
-            found.append(Block(page.relative_to(root).as_posix(), i + 1, fence.group(1),
-                               "\n".join(lines[i + 1:end]), pending))
+            indent = len(fence.group(1))
+            end = next(j for j in range(i + 1, len(lines)) if lines[j].lstrip().startswith("```"))
+            body = "\n".join(line[indent:] for line in lines[i + 1:end])
+            found.append(Block(page.relative_to(root).as_posix(), i + 1, fence.group(2), body,
+                               pending))
             pending, i = [], end
         elif lines[i].strip():
             pending = []  # a directive belongs to the block right after it

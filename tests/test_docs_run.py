@@ -96,6 +96,15 @@ def test_every_skip_and_directive_says_why():
             assert block.kind is not None, f"{block.name}: a skip on a block that never runs"
 
 
+def test_a_block_in_a_list_item_is_found_with_its_directive(tmp_path):
+    page = tmp_path / "p.md"
+    page.write_text("- item:\n\n  <!-- docs-test: exit 1 -->\n  ```text\n  $ upgd-migrate x\n"
+                    "  out\n  ```\n")
+    (block,) = blocks(tmp_path, page)
+    assert (block.kind, block.exit_codes, block.commands()) == (
+        "transcript", [1], [("upgd-migrate x", "out")])
+
+
 def test_the_runner_finds_the_readme_walkthrough():
     names = [b.name for b in RUNNABLE if b.page == "README.md" and b.kind == "transcript"]
     assert len(names) >= 6

@@ -124,13 +124,18 @@ def test_every_precommit_snippet_pins_the_readmes_repo_and_rev():
         assert "rev: v0.1.0" not in page.read_text(), rel(page)
 
 
-def test_the_documented_rev_is_a_commit_of_this_repository_with_both_hooks():
+def history_or_skip() -> None:
+    """Skip, saying why, where this checkout cannot answer for a commit of its history."""
     if not (REPO / ".git").exists():
         pytest.skip("not a git checkout (an unpacked sdist): no history to look the rev up in")
     shallow = subprocess.run(["git", "rev-parse", "--is-shallow-repository"], cwd=REPO,
                              capture_output=True, text=True).stdout.strip()
     if shallow == "true":
         pytest.skip("shallow clone: the documented commit may be outside the fetched history")
+
+
+def test_the_documented_rev_is_a_commit_of_this_repository_with_both_hooks():
+    history_or_skip()
     block = next(b for p, b in snippets() if p.name == "README.md" and p.parent == REPO)
     rev = re.search(r"rev: (\S+)", block).group(1)
     shown = subprocess.run(["git", "show", f"{rev}:.pre-commit-hooks.yaml"], cwd=REPO,
@@ -147,7 +152,27 @@ def test_readme_stays_the_five_minute_path():
                     "## How the code is laid out", "## The optimizers and the VGS",
                     "### Where this corrects the seed design", "## Documentation"):
         assert f"\n{heading}\n" in readme, heading
-    assert len(readme.splitlines()) <= 400
+    # the docs runner's directives are invisible on GitHub: they do not lengthen the page
+    visible = [line for line in readme.splitlines() if not line.startswith("<!-- docs-test:")]
+    assert len(visible) <= 400
     for page in PAGES:  # no machine-specific paths in what users read
         text = page.read_text()
         assert "/work/" not in text and "/root/" not in text, rel(page)
+
+
+# Files the project grew from that are not part of it: a page must say what it needs from them.
+OUTSIDE = re.compile(r"DOMAIN\.md|ARCHITECTURE\.md|domain brief|\.\./shared\b|"
+                     r"UPGD_VGS_PROBLEM4_FIX_SUMMARY|seed file", flags=re.I)
+
+
+def markdown_pages() -> list[Path]:
+    """Every Markdown file of the repository (its own folders: no venv, build or cache)."""
+    skip = {".venv", "build", "dist", "node_modules", ".git", ".pytest_cache"}
+    return sorted(p for p in REPO.rglob("*.md")
+                  if not skip & set(p.relative_to(REPO).parts) and ".egg-info" not in str(p))
+
+
+@pytest.mark.parametrize("page", markdown_pages(), ids=rel)
+def test_no_page_names_a_file_outside_the_repository(page):
+    found = [m.group() for m in OUTSIDE.finditer(page.read_text())]
+    assert found == [], f"{rel(page)} cites {found}: say what it says, in the page"

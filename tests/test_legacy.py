@@ -88,6 +88,7 @@ def test_relative_sigma_excess_follows_the_plausible_range_below_one():
 
 def test_ratio_caution_covers_both_sides_of_the_plausible_range():
     assert ratio_caution(0.05) is None
-    assert ratio_caution(0.005) == ("below the plausible relative range 0.01-0.5: lint reports it "
-                                    "as UPG101 unless its --relative-sigma range allows it")
+    assert ratio_caution(0.005) == ("below the plausible relative range 0.01-0.5: noise 0.5% of "
+                                    "the update (written all the same; lint trusts the value "
+                                    "config writes while it stays unedited)")
     assert ratio_caution(0.7) == relative_sigma_excess(0.7)[1]

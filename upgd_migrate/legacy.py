@@ -5,6 +5,8 @@ Pure data: importing this module must stay cheap and must never import torch.
 """
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass
 from typing import Any
 
@@ -173,8 +175,9 @@ def ratio_caution(ratio: float) -> str | None:
         return excess[1]
     low, high = RELATIVE_SIGMA_RANGE
     if ratio < low:
-        return (f"below the plausible relative range {low:g}-{high:g}: lint reports it as UPG101 "
-                "unless its --relative-sigma range allows it")
+        return (f"below the plausible relative range {low:g}-{high:g}: noise {ratio * 100:g}% "
+                "of the update (written all the same; lint trusts the value config writes "
+                "while it stays unedited)")
     return None
 
 
@@ -222,11 +225,25 @@ MIGRATED_CODES = frozenset(code for m in MIGRATIONS if not m.unsafe for code in 
 UNSAFE_CODES = frozenset(code for m in MIGRATIONS if m.unsafe for code in m.fixes)
 
 # The marker `upgd-migrate config` leaves on a line whose value it changed, recording the old
-# value: `# upgd-migrate: sigma was 0.001 (absolute)`. A sigma on a line carrying it is relative
-# by decision: config never converts it again and lint never reads it as absolute (UPG102), but
-# lint still checks it against the relative range (a later edit back to 0.001 is UPG101).
+# value and the one it wrote: `# upgd-migrate: sigma was 0.001 (absolute), set 0.00461`. A sigma
+# on a line carrying it is relative by decision: config never converts it again on its own and
+# lint never reads it as absolute (UPG102). While the value is still the one config wrote, lint
+# trusts it (a calibrated ratio is often below the plausible range: UPG101/UPG106 not reported);
+# once edited, or under an older marker without `, set`, it is checked against the relative
+# range like any value (a later edit back to 0.001 is UPG101).
 MARKER = "upgd-migrate:"
 SIGMA_MARKER_RE = r"#.*\bupgd-migrate:[^#]*\bsigma was\b"
+SIGMA_SET_RE = r"#.*\bupgd-migrate:[^#]*\bsigma was\b[^#;]*?, set ([^\s;#]+)"
 SIGMA_MARKER_HONOURED = ("UPG102",)
 SIGMA_MARKER_NOTED = ("UPG101",)  # on a marked line: config will not convert it twice
+
+
+def sigma_set_by_config(line: str) -> float | None:
+    """The sigma `config` wrote on ``line``, from its marker; None without one (or an older
+    marker that did not record it)."""
+    match = re.search(SIGMA_SET_RE, line)
+    try:
+        return float(match.group(1)) if match else None
+    except ValueError:  # a hand-edited marker: it vouches for nothing
+        return None
 DEFAULT_SIGMA_RATIO = 0.05  # the seed's documented relative sigma ("0.05 = 5%")

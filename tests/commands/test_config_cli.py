@@ -97,7 +97,8 @@ def test_diff_prints_the_diff_and_what_it_cannot_fix(tmp_path, capsys):
     assert out == (
         f"--- {path}\t(original)\n+++ {path}\t(migrated)\n@@ -1,4 +1,5 @@\n"
         " optimizer_class: UPGD\n optimizer_kwargs:\n-  sigma: 0.001\n"
-        "+  sigma: 0.05  # upgd-migrate: sigma was 0.001 (absolute)\n+  adaptive_noise: true\n"
+        "+  sigma: 0.05  # upgd-migrate: sigma was 0.001 (absolute), set 0.05\n"
+        "+  adaptive_noise: true\n"
         "   betas: [0.9, 0.999]\n")
     assert err == (
         f"Would rewrite {path}\n"
@@ -186,14 +187,15 @@ def test_sigma_ratio_is_written(legacy, capsys):
     ("0.7", "warning: --sigma-ratio 0.7 is above the plausible relative range "
             "0.01-0.5: noise 70% of the update\n"),
     ("0.005", "warning: --sigma-ratio 0.005 is below the plausible relative "
-              "range 0.01-0.5: lint reports it as UPG101 unless its --relative-sigma range "
-              "allows it\n"),
+              "range 0.01-0.5: noise 0.5% of the update (written all the same; lint trusts the "
+              "value config writes while it stays unedited)\n"),
 ])
 def test_sigma_ratio_outside_the_plausible_range_is_written_with_a_warning(ratio, warning,
                                                                           legacy, capsys):
     assert main(["config", "--sigma-ratio", ratio, str(legacy)]) == 1
     assert capsys.readouterr().err.startswith(warning + f"Rewriting {legacy}\n")
     assert f"sigma: {ratio}  " in legacy.read_text()
+    assert main(["lint", str(legacy)]) == 0  # the value config wrote lints clean
 
 
 @pytest.mark.parametrize("args, message", [

@@ -194,7 +194,38 @@ def test_a_marked_sigma_edited_back_to_an_absolute_value_is_flagged():
     assert [(f.line, f.code, f.fix) for f in findings] == [(5, "UPG101", None)]
     assert findings[0].message.endswith(
         "(0.1% noise as a ratio); this line was migrated once (its `# upgd-migrate: sigma was` "
-        "marker) and `config` never converts a line twice: set a relative ratio by hand")
+        "marker) and the value is not the one `config` wrote (an older marker that does not "
+        "record it), so it is checked like any other: set a relative ratio by hand (a "
+        "deliberately small one: add `disable=UPG101`)")
+
+
+WROTE = "sigma: {}  # note  # upgd-migrate: sigma was 0.001 (absolute), set {}"
+
+
+@pytest.mark.parametrize("value,written,codes", [
+    ("0.00461", "0.00461", []),           # calibrated, untouched: trusted below the range
+    ("4.61e-03", "0.00461", []),          # the same number respelled
+    ("0.7", "0.7", []),                   # --sigma-ratio 0.7, as written (config warned)
+    ("0.001", "0.00461", ["UPG101"]),     # edited back to the old absolute value
+    ("0.004", "0.00461", ["UPG101"]),     # edited: checked like any value
+    ("0.8", "0.05", ["UPG106"]),
+    ("0.05", "0.00461", []),              # edited into the range
+    ("0.00461", "junk", ["UPG101"]),      # a marker no config wrote vouches for nothing
+])
+def test_the_value_config_wrote_is_trusted_and_an_edit_is_checked(value, written, codes):
+    findings = lint_text("x.yaml", layout_a("AdaptiveUPGD", "adaptive_noise: true;"
+                                            + WROTE.format(value, written)))
+    assert [f.code for f in findings] == codes
+    if codes == ["UPG101"] and written != "junk":
+        assert f"the value is not the one `config` wrote ({written})" in findings[0].message
+
+
+def test_two_markers_on_one_line_keep_the_written_sigma_apart():
+    text = ("optimizer: AdaptiveUPGD\noptimizer_kwargs: {sigma: 0.005, adaptive_noise: true}  "
+            "# upgd-migrate: sigma was 0.001 (absolute), set 0.005; adaptive_noise was false\n")
+    assert lint_text("x.yaml", text) == []
+    assert [f.code for f in lint_text("x.yaml", text.replace("set 0.005", "set 0.05"))] == \
+        ["UPG101"]
 
 
 @pytest.mark.parametrize("value,codes", [("0.05", []), ("0.8", ["UPG106"]), ("5", ["UPG107"])])

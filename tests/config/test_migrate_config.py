@@ -81,7 +81,7 @@ def test_sigma_ratio_policy_and_its_source():
     migrated = migrate_text("optimizer: UPGD\noptimizer_kwargs:\n  sigma: 0.001\n",
                             SigmaPolicy(0.1, "--sigma-ratio"))
     assert migrated.text == ("optimizer: UPGD\noptimizer_kwargs:\n  sigma: 0.1  # upgd-migrate: "
-                             "sigma was 0.001 (absolute)\n  adaptive_noise: true\n")
+                             "sigma was 0.001 (absolute), set 0.1\n  adaptive_noise: true\n")
     assert migrated.changes[0][1].message == \
         "sigma 0.001 (absolute) -> 0.1 (relative; --sigma-ratio)"
 
@@ -92,7 +92,10 @@ def test_a_marked_sigma_below_the_range_is_left_alone_and_lint_still_checks_it()
     assert migrate_text(text).text == text  # never converted twice
     marked = lint_text("x.yaml", text)
     assert [(f.code, f.fix) for f in marked] == [("UPG101", None)]
-    assert "`config` never converts a line twice: set a relative ratio by hand" in marked[0].message
+    assert "(an older marker that does not record it), so it is checked like any other: set " \
+        "a relative ratio by hand" in marked[0].message
+    trusted = text.replace("(absolute)", "(absolute), set 0.005")  # the value config wrote
+    assert migrate_text(trusted).text == trusted and lint_text("x.yaml", trusted) == []
     unmarked = text.replace("  # upgd-migrate: sigma was 0.001 (absolute)", "")
     assert [(f.code, f.fix) for f in lint_text("x.yaml", unmarked)] == [
         ("UPG101", "upgd-migrate config")]
@@ -192,3 +195,27 @@ def test_an_anchored_yaml11_number_keeps_its_anchor():
     assert migrated.text == text
     assert [s.reason for _, s in migrated.skips] == [
         "1e-6 carries an anchor or tag; write 1.0e-6 by hand"]
+
+
+SETTLED = "optimizer: AdaptiveUPGD\noptimizer_kwargs:\n  sigma: {}  # upgd-migrate: sigma was " \
+          "0.001 (absolute), set {}\n  adaptive_noise: true\n"
+
+
+def test_calibrate_from_settles_a_value_config_wrote_and_leaves_an_edited_one():
+    run = SigmaPolicy(0.00461, "calibrated from run.zip", settles=True)
+    settled = migrate_text(SETTLED.format("0.05", "0.05"), run)
+    # the comment keeps its column where it can (one space at least)
+    assert settled.text == SETTLED.format("0.00461", "0.00461").replace("1  #", "1 #", 1)
+    assert settled.changes[0][1].message == ("sigma 0.05 (relative, as config wrote it) -> "
+                                             "0.00461 (relative; calibrated from run.zip)")
+    assert migrate_text(settled.text, run).text == settled.text  # settled once
+    edited = SETTLED.format("0.02", "0.05")
+    kept = migrate_text(edited, run)
+    assert kept.text == edited and "it was edited after config wrote 0.05" in kept.skips[0][1].reason
+    older = "optimizer: AdaptiveUPGD\noptimizer_kwargs:\n  sigma: 0.05  # upgd-migrate: sigma " \
+            "was 0.001 (absolute)\n  adaptive_noise: true\n"
+    assert migrate_text(older, run).text == older
+    # --sigma-ratio never settles: as a hook argument it would undo a calibration each commit
+    ratio = SigmaPolicy(0.05, "--sigma-ratio")
+    assert migrate_text(SETTLED.format("0.00461", "0.00461"), ratio).text == \
+        SETTLED.format("0.00461", "0.00461")

@@ -7,7 +7,7 @@ import sys
 import click
 
 from upgd_migrate.commands.options import sigma_ratio_option
-from upgd_migrate.legacy import DEFAULT_SIGMA_RATIO, MIGRATIONS, ratio_caution
+from upgd_migrate.legacy import DEFAULT_SIGMA_RATIO, MIGRATIONS, relative_sigma_excess
 from upgd_migrate.config.lint import iter_files
 from upgd_migrate.config.migrate import FileJob, Mode, migrate_file
 from upgd_migrate.config.migrations import SigmaPolicy
@@ -83,8 +83,11 @@ def config(paths: tuple[str, ...], sigma_ratio: float | None, calibrate_from: st
     if backup is not None and (check or diff):
         raise click.UsageError("--backup applies only when writing (not with --check or --diff)")
     policy = policy_for(sigma_ratio, calibrate_from)
-    if calibrate_from and (why := ratio_caution(policy.ratio)) is not None:
-        click.echo(f"warning: relative sigma {policy.ratio:g} ({policy.source}) is {why}", err=True)
+    # A calibrated ratio below the plausible range is the usual case (measured, marked, trusted
+    # by lint); one above it means a tiny saved direction, worth a word.
+    if calibrate_from and (excess := relative_sigma_excess(policy.ratio)) is not None:
+        click.echo(f"warning: relative sigma {policy.ratio:g} ({policy.source}) is {excess[1]}",
+                   err=True)
     mode = Mode.DIFF if diff else Mode.CHECK if check else Mode.WRITE
     if fmt == "json":
         return _run_json(paths, policy, mode, backup, unsafe_fixes)

@@ -5,7 +5,6 @@ by the checkpoint package's loader, so every container it knows works here too.
 """
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
@@ -30,35 +29,41 @@ def load_optimizer_state(path: str) -> dict:
     try:
         ckpt = open_checkpoint(Path(path))  # weights_only; errors name the file
     except UnsafeCheckpointError as e:  # its hint names a checkpoint-command option: reword
-        raise UpgdMigrateError(f"refusing to load checkpoint {os.path.basename(path)}: it needs "
+        raise UpgdMigrateError(f"refusing to load checkpoint {path}: it needs "
                                f"arbitrary unpickling (globals {', '.join(e.names)}); only "
                                "weights_only checkpoints are read") from e
     for slot in ckpt.slots:
         if slot.kind == "optimizer":
             return slot.state
-    raise UpgdMigrateError(f"no optimizer state found in {os.path.basename(path)} "
+    raise UpgdMigrateError(f"no optimizer state found in {path} "
                            f"(a {ckpt.container})")
 
 
 def calibrated_policy(path: str) -> SigmaPolicy:
-    """A policy with the ratio calibrated from param group 0 of the checkpoint's optimizer."""
-    state, name = load_optimizer_state(path), os.path.basename(path)
+    """A policy with the ratio of param group 0 of the checkpoint's optimizer: calibrated from
+    its moments (a legacy absolute sigma), or taken as it is (a group that already runs
+    adaptive noise with a relative sigma: a migrated checkpoint, where calibration wrote it)."""
+    state = load_optimizer_state(path)
     from upgd_migrate.optim.calibrate import CalibrationError, calibrate_group  # torch is in
 
     group = state["param_groups"][0]
+    if "sigma" not in group:
+        raise UpgdMigrateError(f"{path}: param group 0 has no sigma: not a UPGD-family state")
     # A legacy (unstamped) group's sigma is the absolute std its config documents, even with
     # adaptive_noise on (the case the linter's UPG101 exists for); the checkpoint migration
     # reads it the same way. Only a state written by the packaged optimizer holds a ratio.
     if group.get("adaptive_noise") and "upgd_migrate_format" in group:
-        raise UpgdMigrateError(f"{name}: param group 0 already runs adaptive noise with a "
-                               "relative sigma, so it is no absolute std to calibrate from")
-    if "sigma" not in group:
-        raise UpgdMigrateError(f"{name}: param group 0 has no sigma: not a UPGD-family state")
+        return SigmaPolicy(_rounded(group["sigma"]), f"the relative sigma of {path}, param "
+                           "group 0", settles=True)
     try:
         cal = calibrate_group(state)
     except CalibrationError as e:
-        raise UpgdMigrateError(f"cannot calibrate from {name}: {e}") from e
-    ratio = float(f"{cal.sigma_relative:.{SIGNIFICANT_DIGITS}g}")
-    source = (f"calibrated from {name}: absolute sigma {cal.sigma_absolute:g} / Adam direction "
+        raise UpgdMigrateError(f"cannot calibrate from {path}: {e}") from e
+    source = (f"calibrated from {path}: absolute sigma {cal.sigma_absolute:g} / Adam direction "
               f"rms {cal.direction_rms:.3g}")
-    return SigmaPolicy(ratio, source, only_for=("AdaptiveUPGD",))
+    return SigmaPolicy(_rounded(cal.sigma_relative), source, only_for=("AdaptiveUPGD",),
+                       settles=True)
+
+
+def _rounded(ratio: float) -> float:
+    return float(f"{float(ratio):.{SIGNIFICANT_DIGITS}g}")

@@ -2,9 +2,9 @@
 
 A bad file becomes one finding for that file and the run goes on; nothing here raises for
 user input. Findings on a line carrying ``# upgd-migrate: disable=CODE[,CODE]`` are dropped, and
-so is UPG102 on a sigma `upgd-migrate config` marked as migrated (relative by decision); an
-unmigrated-looking value on a marked line stays a finding, worded for a line config will not
-convert twice.
+so is UPG102 on a sigma `upgd-migrate config` marked as migrated (relative by decision). The
+rules trust the value config wrote (the marker's `, set V`); an edited value on a marked line
+stays a finding, worded for a line config will not convert twice.
 """
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from typing import Iterable, Iterator, NamedTuple
 
 from upgd_migrate.fileio import UnreadableFile, read_text
 from upgd_migrate.findings import Finding
-from upgd_migrate.legacy import SIGMA_MARKER_HONOURED, SIGMA_MARKER_NOTED, SIGMA_MARKER_RE
+from upgd_migrate.legacy import (SIGMA_MARKER_HONOURED, SIGMA_MARKER_NOTED, SIGMA_MARKER_RE,
+                                 sigma_set_by_config)
 from upgd_migrate.config.locate import ConfigBlock, locate
 from upgd_migrate.config.rules import Context, LintOptions, rule_for
 from upgd_migrate.config.rules.keys import (check_kwargs, check_optimizer_name, check_vgs_keys,
@@ -29,7 +30,9 @@ PARALLEL_MIN_FILES = 32  # per worker: below this a process pool costs more than
 _SUPPRESS = re.compile(r"#\s*upgd-migrate:\s*disable=([\w\-, ]+)")
 _MIGRATED_SIGMA = re.compile(SIGMA_MARKER_RE)
 _MARKED_NOTE = ("; this line was migrated once (its `# upgd-migrate: sigma was` marker) and "
-                "`config` never converts a line twice: set a relative ratio by hand")
+                "the value is not the one `config` wrote{wrote}, so it is checked like any "
+                "other: set a relative ratio by hand (a deliberately small one: add "
+                "`disable=UPG101`)")
 
 
 class _At(NamedTuple):
@@ -96,7 +99,7 @@ def lint_file(path: str, options: LintOptions | None = None) -> list[Finding]:
 
 def lint_text(path: str, text: str, options: LintOptions | None = None) -> list[Finding]:
     """Findings for one file's text, sorted by position, suppressions applied."""
-    ctx = Context(path, options or LintOptions())
+    ctx = Context(path, options or LintOptions(), lines=tuple(text.split("\n")))
     _lint_documents(ctx, text)
     return sorted(_unsuppressed(ctx.findings, text), key=Finding.sort_key)
 
@@ -144,7 +147,11 @@ def _on_marked_line(finding: Finding, lines: list[str]) -> Finding:
     marked line again), so say what to do instead."""
     line = lines[finding.line - 1] if finding.line <= len(lines) else ""
     if finding.code in SIGMA_MARKER_NOTED and _MIGRATED_SIGMA.search(line):
-        return replace(finding, message=finding.message + _MARKED_NOTE, fix=None)
+        written = sigma_set_by_config(line)
+        wrote = f" ({written:g})" if written is not None else \
+            " (an older marker that does not record it)"
+        return replace(finding, message=finding.message + _MARKED_NOTE.format(wrote=wrote),
+                       fix=None)
     return finding
 
 

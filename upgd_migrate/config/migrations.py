@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 from upgd_migrate.legacy import (ALIASES, DEFAULT_SIGMA_RATIO, MARKER, MIGRATIONS, OPTIMIZERS,
-                                 RELATIVE_SIGMA_RANGE, SIGMA_MARKER_RE, VGS_IGNORED_KEYS)
+                                 RELATIVE_SIGMA_RANGE, SIGMA_MARKER_RE, SIGMA_SET_RE,
+                                 VGS_IGNORED_KEYS, sigma_set_by_config)
 from upgd_migrate.config.lint import is_disabled
 from upgd_migrate.config.locate import ConfigBlock, locate
 from upgd_migrate.config.rules.values import (describe, read_values, yaml11_spelling,
@@ -31,6 +32,10 @@ class SigmaPolicy:
     # A ratio calibrated from Adam moments holds for the Adam direction only (AdaptiveUPGD);
     # UPGD adds its noise to the raw gradient, whose size no checkpoint records.
     only_for: tuple[str, ...] | None = None
+    # --calibrate-from settles a config from a run: it also rewrites a sigma `config` wrote
+    # earlier and nobody edited since (its marker's `, set V`). --sigma-ratio does not: as a
+    # hook argument it would overwrite a calibrated value on every commit.
+    settles: bool = False
 
 
 @dataclass(frozen=True)
@@ -127,6 +132,9 @@ def _migrate_noise(result: PassResult, text: str, optimizer: str, kwargs: Mappin
     # A marked sigma is relative by decision; a `disable=UPG101` one is a deliberate small ratio.
     line = text[text.rfind("\n", 0, sigma.start) + 1:_eol(text, sigma)] if sigma else ""
     marked = _MIGRATED_SIGMA.search(line) is not None
+    if marked and on and policy.settles:
+        _settle(result, text, optimizer, kwargs, sigma, policy)
+        return
     kept = marked or (on and is_disabled(line, "UPG101"))
     convert = not kept and (not on or sigma is None or sigma.value < RELATIVE_SIGMA_RANGE[0])
     if not convert and on:
@@ -146,10 +154,37 @@ def _migrate_noise(result: PassResult, text: str, optimizer: str, kwargs: Mappin
         result.changes.append(Change("adaptive-noise", switch.start,
                                      "adaptive_noise false -> true"))
     if convert and sigma is not None:
-        result.edits.replace(sigma, new, f"sigma was {sigma.text} (absolute)")
+        result.edits.replace(sigma, new, f"sigma was {sigma.text} (absolute), set {new}")
         result.changes.append(Change("adaptive-noise", sigma.start, f"sigma {sigma.text} "
                                      f"(absolute) -> {new} (relative; {policy.source})"
                                      f"{_old_comment_note(text, sigma)}"))
+
+
+def _settle(result: PassResult, text: str, optimizer: str, kwargs: Mapping, sigma: Scalar,
+            policy: SigmaPolicy) -> None:
+    """Rewrite a sigma an earlier `config` run wrote (still that value) with the policy's
+    ratio, and the marker's `set` with it; an edited value is the user's and stays."""
+    start = text.rfind("\n", 0, sigma.start) + 1
+    found = re.search(SIGMA_SET_RE, text[start:_eol(text, sigma)])
+    written = sigma_set_by_config(found.group(0)) if found else None
+    new = format_float(policy.ratio)
+    if written is None or written != float(sigma.value):
+        why = ("its marker does not record the value config wrote" if written is None else
+               f"it was edited after config wrote {written:g}")
+        result.skips.append(Skip("adaptive-noise", sigma.start, f"sigma {sigma.text} not "
+                                 f"settled to {new} ({policy.source}): {why}; set it by hand"))
+        return
+    if float(new) == written:
+        return
+    reason = _why_not(kwargs, optimizer, policy, (sigma, True))
+    if reason is not None:
+        result.skips.append(Skip("adaptive-noise", kwargs.start, reason))
+        return
+    result.edits.replace(sigma, new)
+    result.edits.splices.append((start + found.start(1), start + found.end(1), new))
+    result.changes.append(Change("adaptive-noise", sigma.start, f"sigma {sigma.text} "
+                                 f"(relative, as config wrote it) -> {new} (relative; "
+                                 f"{policy.source})"))
 
 
 def _why_not(kwargs: Mapping, optimizer: str, policy: SigmaPolicy,
@@ -185,7 +220,8 @@ def _add_missing(result: PassResult, text: str, optimizer: str, kwargs: Mapping,
     default = f"{OPTIMIZERS[optimizer]['sigma'].default:g}"
     entries = [("adaptive_noise: true", None)] if add_switch else []
     if add_sigma:
-        entries.append((f"sigma: {new}", f"sigma was unset (absolute default {default})"))
+        entries.append((f"sigma: {new}", f"sigma was unset (absolute default {default}), "
+                        f"set {new}"))
     if not entries:
         return True
     at = _add_entries(result.edits, text, kwargs, entries)

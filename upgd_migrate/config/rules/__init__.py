@@ -83,6 +83,12 @@ class Context:
     path: str
     options: LintOptions = field(default_factory=LintOptions)
     findings: list[Finding] = field(default_factory=list)
+    lines: tuple[str, ...] = ()  # the file's text (a plain dict has none): for markers
+
+    def line(self, node) -> str:
+        """The text of the line ``node`` starts on, or ``""`` without a text."""
+        number = getattr(node, "line", 0)
+        return self.lines[number - 1] if 0 < number <= len(self.lines) else ""
 
     def report(self, code: str, node, message: str) -> None:
         """Record rule ``code`` at ``node`` (anything with 1-based ``line`` and ``col``; a node

@@ -9,7 +9,7 @@ directions absorb a steady c and see only a transient effect while v-hat catches
 from __future__ import annotations
 
 from upgd_migrate.legacy import (OPTIMIZERS, SGD_TYPES, UPGD_TYPES, VGS_PARAMS,
-                                 relative_sigma_excess)
+                                 relative_sigma_excess, sigma_set_by_config)
 from upgd_migrate.config.locate import ConfigBlock, VgsBlock
 from upgd_migrate.config.rules import Context
 from upgd_migrate.config.rules.keys import Kwargs
@@ -55,6 +55,8 @@ def _check_sigma(ctx: Context, optimizer: str, kwargs: Kwargs, adaptive: bool,
             ctx.report("UPG101", adaptive_node, f"adaptive_noise: true leaves sigma at its "
                        f"default {default:g}, below the plausible relative range {low:g}-{high:g}: "
                        f"the absolute default, {default * 100:g}% noise as a ratio")
+    elif adaptive and sigma is not None and sigma_set_by_config(ctx.line(sigma_node)) == sigma:
+        return  # the value `config` wrote (its marker says so): relative by decision, untouched
     elif adaptive and sigma is not None and sigma < low:
         ctx.report("UPG101", sigma_node, f"sigma {sigma_node.text} with adaptive_noise: true is "
                    f"below the plausible relative range {low:g}-{high:g}: an absolute noise std "

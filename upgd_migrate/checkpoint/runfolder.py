@@ -146,8 +146,8 @@ def open_found(f: Found, allow_globals: Sequence[str] = ()) -> Checkpoint:
         if not f.walked:
             raise
         if f.fmt == "torch" and not torchfile.state_keys_named(_pickle_of(f.path)):
-            raise NotAState(f"torch file naming no optimizer key: {', '.join(e.names)} "
-                            "never loaded") from None
+            raise NotAState(f"torch file with no optimizer key, not loaded: needs "
+                            f"{', '.join(e.names)}") from None
         raise NotChecked(str(e)) from None
     if f.walked and not ckpt.slots:
         raise NotAState(ckpt.container)

@@ -121,3 +121,24 @@ def test_link_only_when_asked(tmp_path):
             assert same == linked, (flag, name)
         assert os.stat(src / "optimizer.pt").st_ino != \
             os.stat(out / "checkpoint-2" / "optimizer.pt").st_ino
+
+
+def test_an_sb3_zip_in_a_run_keeps_its_sidecar_with_it(tmp_path, capsys):
+    import hashlib
+    import json
+    import shutil
+
+    from ckpt_helpers import FIXTURES
+
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(FIXTURES / "containers" / "ppo.zip", run / "ppo.zip")
+    shutil.copy(FIXTURES / "containers" / "ppo.zip.sidecar.json", run / "ppo.zip.sidecar.json")
+    (run / "ppo.zip.orig").write_bytes((run / "ppo.zip").read_bytes())  # a --backup
+    assert main(["checkpoint", str(run), "-o", str(tmp_path / "out")]) == 1
+    out = tmp_path / "out"
+    meta = json.loads((out / "ppo.zip.sidecar.json").read_text())
+    assert meta["sha256"] == hashlib.sha256((out / "ppo.zip").read_bytes()).hexdigest()
+    assert (out / "ppo.zip.orig").read_bytes() == (run / "ppo.zip.orig").read_bytes()
+    assert "ppo.zip.orig: not an optimizer state: carried (a backup beside its checkpoint)" \
+        in capsys.readouterr().out

@@ -1,6 +1,7 @@
 """``run_*`` functions behind the ``checkpoint`` command: options in, exit code out."""
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from upgd_migrate.checkpoint import runfolder
 from upgd_migrate.checkpoint import pipeline as P
 from upgd_migrate.checkpoint import render
 from upgd_migrate.checkpoint.steps import Context
+from upgd_migrate import fileio
 from upgd_migrate.errors import UpgdMigrateError
 from upgd_migrate.report import envelope
 
@@ -49,6 +51,15 @@ def _process(files: Sequence[runfolder.Found], opts: P.Options,
     return results
 
 
+def _one_thread() -> None:
+    """The migration's arithmetic streams through memory once per tensor: a second intra-op
+    thread gains little, and on a busy machine its barrier waits cost 5-20x on the small
+    tensors a run folder is made of (measured: 100k elements, 2.6 ms vs 18-47 ms per pass)."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 def _mode(check: bool, dry_run: bool) -> P.WriteBack:
     if check:
         return P.WriteBack.CHECK
@@ -59,13 +70,17 @@ def run_migrate(paths: Sequence[Path], output: Optional[Path], in_place: bool,
                 backup: Optional[str], check: bool, dry_run: bool, ctx: Context,
                 run_verify: bool, fmt: str, allow_globals: Sequence[str],
                 link: bool = False) -> int:
+    _one_thread()
     mode = _mode(check, dry_run)
     opts = P.Options(mode, ctx, output, in_place, backup, tuple(allow_globals), link)
     many = runfolder.several(paths)
     files, warnings = runfolder.discover_checked(paths)
     if output is not None:
         runfolder.check_output(files, paths, output, many)
-    results = _process(files, opts, many)
+    # -o OUT: one sync of the written tree at the end, as cp -r && sync (in place: per file)
+    batch = output is not None and mode is P.WriteBack.WRITE
+    with fileio.one_sync() if batch else contextlib.nullcontext():
+        results = _process(files, opts, many)
     code = render.migrate_exit_code(results)
     verified, verify_lines = [], []
     if run_verify:

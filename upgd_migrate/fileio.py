@@ -29,14 +29,14 @@ _ONE_SYNC = False  # inside one_sync(): no fsync per file, one sync at the end
 
 
 @contextmanager
-def one_sync() -> Iterator[None]:
-    """Writes into a new output tree (``-o OUT``), made durable together at the end.
+def one_sync(folder: Path) -> Iterator[None]:
+    """Writes into a new output tree (``-o OUT`` of a run), made durable together at the end.
 
-    Inside, files and folders are not fsynced one by one: ``os.sync()`` when the block ends
-    without error makes the whole tree durable at once, as ``cp -r`` followed by ``sync`` does
-    (each file is still written under a temp name and renamed, so no reader ever sees half a
-    file). Never for a rewrite in place: there the fsync before the rename is what keeps the
-    original safe.
+    Inside, files and folders are not fsynced one by one: one ``syncfs`` of ``folder``'s file
+    system when the block ends without error makes the whole tree durable at once, as ``cp -r``
+    followed by ``sync`` does, and reports a write-back error as an ``OSError`` (each file is
+    still written under a temp name and renamed, so no reader ever sees half a file). Never for
+    a rewrite in place: there the fsync before the rename is what keeps the original safe.
     """
     global _ONE_SYNC
     _ONE_SYNC = True
@@ -44,7 +44,25 @@ def one_sync() -> Iterator[None]:
         yield
     finally:
         _ONE_SYNC = False
-    os.sync()
+    _syncfs(folder)
+
+
+def _syncfs(folder: Path) -> None:
+    import ctypes
+    import ctypes.util
+
+    folder = next(p for p in (folder, *folder.parents) if p.exists())  # OUT, or where it was
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        syncfs = getattr(libc, "syncfs", None)
+        if syncfs is None:  # not Linux: sync everything (errors are not reported there)
+            os.sync()
+        elif syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err), str(folder))
+    finally:
+        os.close(fd)
 
 
 def fsync(fd: int) -> None:

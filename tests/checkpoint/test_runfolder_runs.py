@@ -142,3 +142,21 @@ def test_an_sb3_zip_in_a_run_keeps_its_sidecar_with_it(tmp_path, capsys):
     assert (out / "ppo.zip.orig").read_bytes() == (run / "ppo.zip.orig").read_bytes()
     assert "ppo.zip.orig: not an optimizer state: carried (a backup beside its checkpoint)" \
         in capsys.readouterr().out
+
+
+def test_a_run_is_synced_once_and_a_failed_sync_is_exit_2(tmp_path, capsys, monkeypatch):
+    from upgd_migrate import fileio
+
+    hf_checkpoint(tmp_path / "run" / "checkpoint-2")
+    calls = []
+    monkeypatch.setattr(fileio.os, "fsync", lambda fd: calls.append(fd))
+    assert main(["checkpoint", str(tmp_path / "run"), "-o", str(tmp_path / "a")]) == 1
+    assert calls == []  # no fsync per file: one syncfs of the tree at the end
+
+    def failing(folder):
+        raise OSError(5, "Input/output error", str(folder))
+
+    monkeypatch.setattr(fileio, "_syncfs", failing)
+    assert main(["checkpoint", str(tmp_path / "run"), "-o", str(tmp_path / "b")]) == 2
+    assert (f"{tmp_path / 'b'}: cannot make the output durable: Input/output error"
+            in capsys.readouterr().err)

@@ -1,7 +1,6 @@
 """``run_*`` functions behind the ``checkpoint`` command: options in, exit code out."""
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 from pathlib import Path
@@ -60,6 +59,20 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
+def _process_synced(files, opts: P.Options, many: bool) -> tuple[list[P.FileResult], str | None]:
+    """-o OUT of a run: one sync of the written tree at the end, as cp -r && sync (a single
+    file, and --in-place, fsync each file). The error line when that sync fails."""
+    if opts.output is None or opts.mode is not P.WriteBack.WRITE or not many:
+        return _process(files, opts, many), None
+    results: list[P.FileResult] = []
+    try:
+        with fileio.one_sync(opts.output):
+            results = _process(files, opts, many)
+    except OSError as e:  # the sync at the end: the files may not be on disk
+        return results, f"{opts.output}: cannot make the output durable: {e.strerror or e}"
+    return results, None
+
+
 def _mode(check: bool, dry_run: bool) -> P.WriteBack:
     if check:
         return P.WriteBack.CHECK
@@ -77,11 +90,9 @@ def run_migrate(paths: Sequence[Path], output: Optional[Path], in_place: bool,
     files, warnings = runfolder.discover_checked(paths)
     if output is not None:
         runfolder.check_output(files, paths, output, many)
-    # -o OUT: one sync of the written tree at the end, as cp -r && sync (in place: per file)
-    batch = output is not None and mode is P.WriteBack.WRITE
-    with fileio.one_sync() if batch else contextlib.nullcontext():
-        results = _process(files, opts, many)
-    code = render.migrate_exit_code(results)
+    results, unsynced = _process_synced(files, opts, many)
+    code = render.migrate_exit_code(results) if unsynced is None else 2
+    warnings += [unsynced] if unsynced else []
     verified, verify_lines = [], []
     if run_verify:
         from upgd_migrate.verify.run import verify_migrated  # the optimizers: only when asked

@@ -162,9 +162,9 @@ def _pickle_of(path: Path) -> bytes:
         with zipfile.ZipFile(path) as zf:
             name = next(n for n in zf.namelist() if n.endswith("data.pkl"))
             return zf.read(name)
-    except (zipfile.BadZipFile, StopIteration):
+    except (zipfile.BadZipFile, StopIteration):  # legacy: the pickles, then the storages
         with open(path, "rb") as fh:
-            return fh.read(1 << 20)
+            return fh.read(64 << 20)
     except OSError:
         return b""
 

@@ -37,6 +37,8 @@ def test_hf_checkpoint_rng_state_beside_a_legacy_optimizer(tmp_path, capsys):
     assert f"{run / 'checkpoint-2' / 'model.safetensors'}: {NOT_A_STATE} (safetensors " \
            "weights)" in out
     assert main(["verify", str(run)]) == 0
+    assert f"{run / 'checkpoint-4' / 'scheduler.pt'}: {NOT_A_STATE} (torch file)" in \
+        capsys.readouterr().out.splitlines()
     assert main(["checkpoint", "inspect", str(run)]) == 0
 
 

@@ -9,7 +9,7 @@ import torch
 from ckpt_helpers import optim_state
 from run_helpers import (accelerate_state, hf_checkpoint, ray_experiment, titan_step,
                          tree)
-from upgd_migrate.checkpoint.runfolder import NOT_A_STATE
+from upgd_migrate.checkpoint.runfolder import NO_STATE_KEY, NOT_A_STATE
 from upgd_migrate.cli import main
 
 
@@ -33,11 +33,11 @@ def test_hf_checkpoint_rng_state_beside_a_legacy_optimizer(tmp_path, capsys):
     assert main(["checkpoint", str(run), "--in-place"]) == 1
     assert main(["checkpoint", str(run), "--check"]) == 0
     out = capsys.readouterr().out
-    assert f"{run / 'checkpoint-2' / 'rng_state.pth'}: {NOT_A_STATE} (torch file)" in out
+    assert f"{run / 'checkpoint-2' / 'rng_state.pth'}: {NOT_A_STATE} ({NO_STATE_KEY})" in out
     assert f"{run / 'checkpoint-2' / 'model.safetensors'}: {NOT_A_STATE} (safetensors " \
            "weights)" in out
     assert main(["verify", str(run)]) == 0
-    assert f"{run / 'checkpoint-4' / 'scheduler.pt'}: {NOT_A_STATE} (torch file)" in \
+    assert f"{run / 'checkpoint-4' / 'scheduler.pt'}: {NOT_A_STATE} ({NO_STATE_KEY})" in \
         capsys.readouterr().out.splitlines()
     assert main(["checkpoint", "inspect", str(run)]) == 0
 
@@ -46,8 +46,7 @@ def test_a_walked_pickled_dataclass_is_carried_a_named_one_refused(tmp_path, cap
     hf_checkpoint(tmp_path / "ck")
     assert main(["checkpoint", str(tmp_path / "ck"), "--check"]) == 1
     out = capsys.readouterr().out
-    assert (f"{tmp_path / 'ck' / 'training_args.bin'}: {NOT_A_STATE} (torch file with no "
-            "optimizer key, not loaded: needs run_helpers.TrainingArguments)") in out
+    assert f"{tmp_path / 'ck' / 'training_args.bin'}: {NOT_A_STATE} ({NO_STATE_KEY})" in out
     for command in (["checkpoint", "--check"], ["checkpoint", "inspect"], ["verify"]):
         assert main([*command, str(tmp_path / "ck" / "training_args.bin")]) == 2
         assert "--allow-global run_helpers.TrainingArguments" in capsys.readouterr().err
@@ -162,3 +161,13 @@ def test_a_run_is_synced_once_and_a_failed_sync_is_exit_2(tmp_path, capsys, monk
     assert main(["checkpoint", str(tmp_path / "run"), "-o", str(tmp_path / "b")]) == 2
     assert (f"{tmp_path / 'b'}: cannot make the output durable: Input/output error"
             in capsys.readouterr().err)
+
+
+def test_numpy_data_beside_a_state_needs_no_allow_global(tmp_path):
+    from run_helpers import rng_state
+
+    (tmp_path / "run").mkdir()
+    torch.save({"optimizer": optim_state("adaptive_upgd_g1.pt"), "rng": rng_state()},
+               tmp_path / "run" / "loop.pt")
+    assert main(["checkpoint", "--check", str(tmp_path / "run")]) == 1
+    assert main(["checkpoint", "--check", str(tmp_path / "run" / "loop.pt")]) == 1

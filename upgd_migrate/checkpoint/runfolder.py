@@ -3,9 +3,9 @@
 Walking a folder looks at every file, never at its name: torch files (zip or legacy pickle),
 stable-baselines3 zips and DCP folders (at any depth, one checkpoint each) can hold a state;
 everything else the libraries write beside them (safetensors weights, JSON, plain pickles, event
-files) is carried. A torch file that holds no state is carried too, and so is one refused for its
-globals whose pickle names no key of a state (:func:`open_found`); one that could hold a state is
-"not checked" and says which ``--allow-global`` names would admit it.
+files) is carried. A torch file whose pickle names no key of a state is carried unloaded, and so
+is one that loads and holds none (:func:`open_found`); one that could hold a state but is refused
+for its globals is "not checked" and says which ``--allow-global`` names would admit it.
 
 ``-o OUT`` mirrors the run: every file at its relative path, copied (a reflink or a copy inside
 the kernel) or, with ``--link``, hard-linked: a trainer that rewrites a linked file in OUT in
@@ -31,6 +31,7 @@ from upgd_migrate.errors import UpgdMigrateError, deferred_signals
 from upgd_migrate.fileio import clone_file
 
 NOT_A_STATE = "not an optimizer state: carried"
+NO_STATE_KEY = "torch file naming no optimizer or VGS key, not loaded"
 NONE_FOUND = "no checkpoints found (no torch file, stable-baselines3 zip or DCP folder)"
 
 
@@ -136,20 +137,20 @@ def discover_checked(paths: Sequence[Path]) -> tuple[list[Found], list[str]]:
 def open_found(f: Found, allow_globals: Sequence[str] = ()) -> Checkpoint:
     """Open what the walk or the user found, by the one rule of every command.
 
-    Named: strict (any refusal is the error it is). Walked: a file with no state raises
-    :class:`NotAState`; a torch file refused for its globals raises :class:`NotAState` when its
-    pickle names no key of a state, else :class:`NotChecked` with the refusal's complete hint.
+    Named: strict (any refusal is the error it is). Walked: a torch file whose pickle (read as
+    opcodes, never run) names no key of a state raises :class:`NotAState` unloaded; one that
+    does is loaded, and raises :class:`NotChecked` with the refusal's complete hint when its
+    globals are refused, :class:`NotAState` when it holds no state after all.
     """
     if f.carried:
         raise NotAState(f.what)
+    if f.walked and f.fmt == "torch" and not torchfile.state_keys_named(_pickle_of(f.path)):
+        raise NotAState(NO_STATE_KEY)  # never loaded: no tensor read, no global needed
     try:
         ckpt = open_checkpoint(f.path, allow_globals)
     except io.UnsafeCheckpointError as e:
         if not f.walked:
             raise
-        if f.fmt == "torch" and not torchfile.state_keys_named(_pickle_of(f.path)):
-            raise NotAState(f"torch file with no optimizer key, not loaded: needs "
-                            f"{', '.join(e.names)}") from None
         raise NotChecked(str(e)) from None
     if f.walked and not ckpt.slots:
         raise NotAState(ckpt.container)

@@ -8,7 +8,8 @@ from typing import Optional, Sequence
 import click
 
 from upgd_migrate.checkpoint import pipeline as P
-from upgd_migrate.checkpoint.containers import loaded, open_checkpoint
+from upgd_migrate.checkpoint import runfolder
+from upgd_migrate.checkpoint.formats import loaded
 from upgd_migrate.errors import UpgdMigrateError
 from upgd_migrate.report import envelope, plural
 from upgd_migrate.verify import render
@@ -41,8 +42,10 @@ def _config_check(reports, slots, kwargs: dict) -> None:
                                    "values win on resume)" if diff else "config agrees"))
 
 
-def _verify_file(path: Path, cfg, steps: int, seed: int, allow_globals, device: str) -> dict:
-    ckpt = open_checkpoint(path, allow_globals)
+def _verify_file(path: Path, cfg, steps: int, seed: int, allow_globals, device: str,
+                 found: Optional[runfolder.Found] = None) -> dict:
+    found = found or runfolder.Found(Path(path), Path(Path(path).name), "torch", False)
+    ckpt = runfolder.open_found(found, allow_globals)
     slots = [(s.where, s.kind, loaded(ckpt, s.state)) for s in ckpt.slots]
     kwargs, vgs_cfg = cfg if cfg else ({}, None)
     reports = verify_states(slots, steps, seed, vgs_cfg, device)
@@ -58,17 +61,22 @@ def _split(reports) -> tuple[list, list[str]]:
 
 
 def _verify_all(files_found, cfg, steps, seed, allow_globals,
-                device) -> tuple[list[dict], list[str]]:
-    files, errors = [], []
-    for path, _ in files_found:
+                device) -> tuple[list[dict], list[str], list[str]]:
+    """(the files verified, the error lines, the lines of the files carried)."""
+    files, errors, carried = [], [], []
+    for found in files_found:
+        path = found.path
         try:
-            f = _verify_file(path, cfg, steps, seed, allow_globals, device)
+            f = _verify_file(path, cfg, steps, seed, allow_globals, device, found)
+        except runfolder.NotAState as e:  # carried: nothing to verify, nothing wrong
+            carried.append(f"{path}: {runfolder.NOT_A_STATE} ({e})")
+            continue
         except (UpgdMigrateError, KeyError, TypeError, ValueError) as e:
             errors.append(P.message(path, e))
             continue
         f["reports"], f["skipped"] = _split(f["reports"])
         files.append(f)
-    return files, errors
+    return files, errors, carried
 
 
 def run_verify(paths: Sequence[Path], config: Optional[Path], steps: int, seed: int, fmt: str,
@@ -84,8 +92,8 @@ def run_verify(paths: Sequence[Path], config: Optional[Path], steps: int, seed: 
         click.echo(why, err=True)  # before the runs: they take a while
         return 2
     cfg = read_config(config) if config else None
-    found, warnings = P.discover_checked(paths)
-    files, errors = _verify_all(found, cfg, steps, seed, allow_globals, device)
+    found, warnings = runfolder.discover_checked(paths)
+    files, errors, carried = _verify_all(found, cfg, steps, seed, allow_globals, device)
     if plot is not None:
         try:
             plotting.write(files, plot)
@@ -112,6 +120,8 @@ def run_verify(paths: Sequence[Path], config: Optional[Path], steps: int, seed: 
                 click.echo(line)
         for where in f["skipped"]:
             click.echo(f"{f['path']}: {where}: not a UPGD/VGS state: skipped")
+    for line in carried:
+        click.echo(line)
     for e in errors:
         click.echo(e, err=True)
     click.echo(_summary(len(reports), len(files), failed, skipped, len(errors)), err=True)

@@ -43,6 +43,13 @@ class G1AdaptiveUPGD(AdaptiveUPGD):
         return {"state": sd["state"], "param_groups": groups}
 
 
+class Packaged(AdaptiveUPGD):
+    """The packaged optimizer built with the legacy constructor's arguments: the resumed run's."""
+
+    def __init__(self, params, lr: float = LR, sigma: float = SIGMA_ABS) -> None:
+        super().__init__(params, lr=lr, sigma=sigma)
+
+
 def is_g1(state_dict: dict) -> bool:
     """A G1 AdaptiveUPGD state at fixed noise 0.001, as the run saved it."""
     return all(PACKAGED_ONLY.isdisjoint(g) and G1_GROUP_KEYS <= set(g)

@@ -15,13 +15,12 @@ from runfolder_helpers import (
     LR,
     SIGMA_ABS,
     G1AdaptiveUPGD,
+    Packaged,
     assert_resumed,
     expected_sigmas,
     is_g1,
     migrate_run,
 )
-
-from upgd_migrate.optim import AdaptiveUPGD
 
 pytestmark = pytest.mark.realworld
 
@@ -68,13 +67,6 @@ def _trainer(folder, max_steps: int, way: str, optimizer_class: type):
     # The Trainer builds it: its decay / no-decay parameter groups, our keyword arguments.
     return Trainer(model=model, args=args, train_dataset=Tokens(),
                    optimizer_cls_and_kwargs=(optimizer_class, {"lr": LR, "sigma": SIGMA_ABS}))
-
-
-class Packaged(AdaptiveUPGD):
-    """The packaged optimizer with the legacy constructor's arguments (the resumed run's)."""
-
-    def __init__(self, params, lr: float, sigma: float) -> None:
-        super().__init__(params, lr=lr, sigma=sigma)
 
 
 @pytest.mark.parametrize("way", ["optimizers", "optimizer_cls_and_kwargs"])

@@ -31,6 +31,12 @@ G1_GROUP_KEYS = {*generate.G0_GROUP, *generate.G1_KEYS}
 PACKAGED_ONLY = set(AdaptiveUPGD([torch.zeros(1)]).defaults) - G1_GROUP_KEYS
 
 
+def tiny_model() -> torch.nn.Module:
+    """The runs' model (6 inputs, 16 hidden units, 1 output), the same weights every time."""
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+
+
 class G1AdaptiveUPGD(AdaptiveUPGD):
     """Steps as the packaged optimizer (fixed noise: ``sigma`` is an absolute std) and saves
     the G1 layout: no ``instant_noise_scale``, no format marker; trainer keys (``initial_lr``,

@@ -7,16 +7,8 @@ import itertools
 
 import pytest
 import torch
-from runfolder_helpers import (
-    LR,
-    SIGMA_ABS,
-    G1AdaptiveUPGD,
-    Packaged,
-    assert_resumed,
-    expected_sigmas,
-    is_g1,
-    migrate_run,
-)
+from runfolder_helpers import (LR, SIGMA_ABS, G1AdaptiveUPGD, Packaged, assert_resumed,
+    expected_sigmas, is_g1, migrate_run, tiny_model)
 
 pytestmark = pytest.mark.realworld
 
@@ -48,8 +40,7 @@ def _accelerator(project=None):
 
 def _prepared(accelerator, optimizer_class: type) -> tuple:
     """(model, optimizer, data, schedule) of a tiny regression, through ``prepare``."""
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+    model = tiny_model()
     optimizer = optimizer_class(model.parameters(), lr=LR, sigma=SIGMA_ABS)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     x = torch.randn(32, 6, generator=torch.Generator().manual_seed(0))

@@ -11,25 +11,14 @@ import io
 
 import pytest
 import torch
-from runfolder_helpers import (
-    G1AdaptiveUPGD,
-    Packaged,
-    assert_resumed,
-    expected_sigmas,
-    is_g1,
-    migrate_run,
-)
+from runfolder_helpers import (G1AdaptiveUPGD, Packaged, assert_resumed, expected_sigmas, is_g1,
+    migrate_run, tiny_model)
 
 pytestmark = [pytest.mark.realworld, pytest.mark.filterwarnings(
     "ignore:torch.distributed is disabled:UserWarning")]
 
 SAVE_EVERY, STEPS = 2, 4
 LOSSES = [3.5, 2.25, 1.5, 1.0]
-
-
-def _model() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
 
 
 def _options():
@@ -53,7 +42,7 @@ def _train(run) -> dict:
     """Train STEPS steps, saving ``step-N/`` every SAVE_EVERY; the last optimizer state_dict."""
     import torch.distributed.checkpoint as dcp
 
-    model = _model()
+    model = tiny_model()
     optimizer = G1AdaptiveUPGD(model.parameters())
     x = torch.randn(STEPS, 8, 6, generator=torch.Generator().manual_seed(0))
     for step in range(1, STEPS + 1):  # one minibatch a step
@@ -71,7 +60,7 @@ def _resume(folder) -> tuple[torch.optim.Optimizer, dict]:
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
 
-    model = _model()
+    model = tiny_model()
     optimizer = Packaged(model.parameters())
     states = _states(model, optimizer, 0)
     dcp.load(states, checkpoint_id=folder / f"step-{STEPS}")

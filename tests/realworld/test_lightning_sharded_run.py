@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from runfolder_helpers import G1AdaptiveUPGD, Packaged, assert_resumed, expected_sigmas, is_g1, \
-    migrate_run
+from runfolder_helpers import (G1AdaptiveUPGD, Packaged, assert_resumed, expected_sigmas, is_g1,
+    migrate_run)
 
 pytestmark = [pytest.mark.realworld, pytest.mark.filterwarnings("ignore::UserWarning"),
               pytest.mark.filterwarnings("ignore::DeprecationWarning")]

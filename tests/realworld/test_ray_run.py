@@ -14,14 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from runfolder_helpers import (
-    G1AdaptiveUPGD,
-    Packaged,
-    assert_resumed,
-    expected_sigmas,
-    is_g1,
-    migrate_run,
-)
+from runfolder_helpers import (G1AdaptiveUPGD, Packaged, assert_resumed, expected_sigmas, is_g1,
+    migrate_run, tiny_model)
 
 pytestmark = pytest.mark.realworld
 
@@ -47,18 +41,13 @@ def ray_session(tmp_path_factory):
     assert {p.name for p in system_temp.iterdir() if p.name.startswith("ray")} == before
 
 
-def _model() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
-
-
 def trainable(config: dict) -> None:
     """Train one step per iteration, checkpoint every iteration; the first run stops with an
     error at FIRST + 1 (the run that resumes after the migration, ``go_on`` exists, does not)."""
     from ray import tune
 
     after = Path(config["go_on"]).exists()
-    model = _model()
+    model = tiny_model()
     optimizer = (Packaged if after else G1AdaptiveUPGD)(model.parameters(), lr=config["lr"])
     start, loaded_from = 0, ""
     checkpoint = tune.get_checkpoint()

@@ -11,16 +11,8 @@ import shutil
 
 import pytest
 import torch
-from runfolder_helpers import (
-    LR,
-    SIGMA_ABS,
-    G1AdaptiveUPGD,
-    Packaged,
-    assert_resumed,
-    expected_sigmas,
-    is_g1,
-    migrate_run,
-)
+from runfolder_helpers import (LR, SIGMA_ABS, G1AdaptiveUPGD, Packaged, assert_resumed,
+    expected_sigmas, is_g1, migrate_run)
 
 pytestmark = pytest.mark.realworld
 

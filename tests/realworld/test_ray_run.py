@@ -27,17 +27,23 @@ GROUP_KEYS = ("adaptive_noise", "instant_noise_scale", "sigma")  # reported ever
 
 @pytest.fixture(scope="module")
 def ray_session(tmp_path_factory):
-    """Ray for this module: started with its temporary folder under pytest's, shut down after."""
+    """Ray for this module, shut down after: its session folder and every temporary file of the
+    driver and the workers under pytest's folder, none in the system's."""
     ray = pytest.importorskip("ray")
     temp = tmp_path_factory.mktemp("ray")
     assert len(str(temp)) <= 40, temp  # + "/session_<date>_<pid>/sockets/plasma_store"
     system_temp = Path(tempfile.gettempdir())
     before = {p.name for p in system_temp.iterdir() if p.name.startswith("ray")}
     path = os.pathsep.join([str(HERE), str(HERE.parents[1]), os.environ.get("PYTHONPATH", "")])
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=str(temp), log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": path}})
-    yield
-    ray.shutdown()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TMPDIR", str(temp))
+        patch.setattr(tempfile, "tempdir", str(temp))
+        ray.init(num_cpus=2, include_dashboard=False, _temp_dir=str(temp), log_to_driver=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": path, "TMPDIR": str(temp)}})
+        try:
+            yield
+        finally:
+            ray.shutdown()
     assert {p.name for p in system_temp.iterdir() if p.name.startswith("ray")} == before
 
 

@@ -33,10 +33,10 @@ def ray_session(tmp_path_factory):
     temp = tmp_path_factory.mktemp("ray")
     assert len(str(temp)) <= 40, temp  # + "/session_<date>_<pid>/sockets/plasma_store"
     system_temp = Path(tempfile.gettempdir())
-    before = {p.name for p in system_temp.iterdir() if p.name.startswith("ray")}
+    before = {p.name for p in system_temp.iterdir() if "ray" in p.name}
     path = os.pathsep.join([str(HERE), str(HERE.parents[1]), os.environ.get("PYTHONPATH", "")])
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("TMPDIR", str(temp))
+        patch.setenv("TMPDIR", str(temp))  # where Ray's file locks go (_ray_lockfiles)
         patch.setattr(tempfile, "tempdir", str(temp))
         ray.init(num_cpus=2, include_dashboard=False, _temp_dir=str(temp), log_to_driver=False,
                  runtime_env={"env_vars": {"PYTHONPATH": path, "TMPDIR": str(temp)}})
@@ -44,7 +44,7 @@ def ray_session(tmp_path_factory):
             yield
         finally:
             ray.shutdown()
-    assert {p.name for p in system_temp.iterdir() if p.name.startswith("ray")} == before
+    assert {p.name for p in system_temp.iterdir() if "ray" in p.name} == before
 
 
 def trainable(config: dict) -> None:

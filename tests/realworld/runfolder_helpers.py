@@ -1,10 +1,12 @@
-"""Shared by the run-folder round trips (transformers, accelerate, Ray Tune, DCP): a legacy
+"""Shared by the run-folder round trips (transformers, accelerate, Ray Tune, torchtitan-style DCP,
+Lightning sharded): a legacy
 optimizer for the runs to train with, the whole-folder migration as a user runs it, and the
 checks on what a library resumed.
 
 Every run trains with :class:`G1AdaptiveUPGD`: the packaged AdaptiveUPGD whose ``state_dict()``
 is the one the reference code's second generation (G1) wrote, so every library saves a legacy
-state its own way. The resumed runs load it into the packaged ``AdaptiveUPGD``.
+state its own way. The resumed runs load the migrated state into the packaged ``AdaptiveUPGD``
+(:class:`Packaged`).
 """
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
 """Shared by the run-folder round trips (transformers, accelerate, Ray Tune, torchtitan-style DCP,
-Lightning sharded): a legacy
-optimizer for the runs to train with, the whole-folder migration as a user runs it, and the
-checks on what a library resumed.
+Lightning sharded): a legacy optimizer for the runs to train with, the whole-folder migration as
+a user runs it, and the checks on what a library resumed.
 
 Every run trains with :class:`G1AdaptiveUPGD`: the packaged AdaptiveUPGD whose ``state_dict()``
 is the one the reference code's second generation (G1) wrote, so every library saves a legacy

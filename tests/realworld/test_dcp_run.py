@@ -69,6 +69,21 @@ def _resume(folder) -> tuple[torch.optim.Optimizer, dict]:
     return optimizer, states["train_state"]
 
 
+def _assert_torchtitan_layout(folder) -> None:
+    """Flattened by parameter name: tensors as tensor entries, numbers (and the G1 group keys)
+    and the train state as bytes entries."""
+    from torch.distributed.checkpoint import FileSystemReader
+    from torch.distributed.checkpoint.metadata import BytesStorageMetadata, TensorStorageMetadata
+
+    entries = FileSystemReader(str(folder)).read_metadata().state_dict_metadata
+    kinds = {key: type(entry) for key, entry in entries.items()}
+    assert kinds["optimizer.state.0.weight.first_moment"] is TensorStorageMetadata
+    for key in ("optimizer.state.0.weight.step", "optimizer.param_groups.0.weight.sigma",
+                "optimizer.param_groups.2.bias.adaptive_noise", "train_state.global_avg_losses"):
+        assert kinds[key] is BytesStorageMetadata, key
+    assert not any(key.endswith(".instant_noise_scale") for key in kinds)
+
+
 def test_dcp_load_resumes_from_the_migrated_run_folder(tmp_path):
     run, out = tmp_path / "run", tmp_path / "out"
     saved = _train(run)
@@ -78,6 +93,7 @@ def test_dcp_load_resumes_from_the_migrated_run_folder(tmp_path):
     assert sorted(p.name for p in run.iterdir()) == steps
     for step in steps:
         assert sorted(p.name for p in (run / step).iterdir()) == [".metadata", "__0_0.distcp"]
+    _assert_torchtitan_layout(run / steps[-1])
 
     # The migrated entries go to a new data file; .metadata points at them.
     migrate_run(run, out, {f"{step}/.metadata" for step in steps},

@@ -37,6 +37,8 @@ def test_hf_checkpoint_rng_state_beside_a_legacy_optimizer(tmp_path, capsys):
     assert f"{run / 'checkpoint-2' / 'model.safetensors'}: {NOT_A_STATE} (safetensors " \
            "weights)" in out
     assert main(["verify", str(run)]) == 0
+    assert f"{run / 'checkpoint-4' / 'scheduler.pt'}: {NOT_A_STATE} (torch file)" in \
+        capsys.readouterr().out.splitlines()
     assert main(["checkpoint", "inspect", str(run)]) == 0
 
 
@@ -121,3 +123,42 @@ def test_link_only_when_asked(tmp_path):
             assert same == linked, (flag, name)
         assert os.stat(src / "optimizer.pt").st_ino != \
             os.stat(out / "checkpoint-2" / "optimizer.pt").st_ino
+
+
+def test_an_sb3_zip_in_a_run_keeps_its_sidecar_with_it(tmp_path, capsys):
+    import hashlib
+    import json
+    import shutil
+
+    from ckpt_helpers import FIXTURES
+
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(FIXTURES / "containers" / "ppo.zip", run / "ppo.zip")
+    shutil.copy(FIXTURES / "containers" / "ppo.zip.sidecar.json", run / "ppo.zip.sidecar.json")
+    (run / "ppo.zip.orig").write_bytes((run / "ppo.zip").read_bytes())  # a --backup
+    assert main(["checkpoint", str(run), "-o", str(tmp_path / "out")]) == 1
+    out = tmp_path / "out"
+    meta = json.loads((out / "ppo.zip.sidecar.json").read_text())
+    assert meta["sha256"] == hashlib.sha256((out / "ppo.zip").read_bytes()).hexdigest()
+    assert (out / "ppo.zip.orig").read_bytes() == (run / "ppo.zip.orig").read_bytes()
+    assert "ppo.zip.orig: not an optimizer state: carried (a backup beside its checkpoint)" \
+        in capsys.readouterr().out
+
+
+def test_a_run_is_synced_once_and_a_failed_sync_is_exit_2(tmp_path, capsys, monkeypatch):
+    from upgd_migrate import fileio
+
+    hf_checkpoint(tmp_path / "run" / "checkpoint-2")
+    calls = []
+    monkeypatch.setattr(fileio.os, "fsync", lambda fd: calls.append(fd))
+    assert main(["checkpoint", str(tmp_path / "run"), "-o", str(tmp_path / "a")]) == 1
+    assert calls == []  # no fsync per file: one syncfs of the tree at the end
+
+    def failing(folder):
+        raise OSError(5, "Input/output error", str(folder))
+
+    monkeypatch.setattr(fileio, "_syncfs", failing)
+    assert main(["checkpoint", str(tmp_path / "run"), "-o", str(tmp_path / "b")]) == 2
+    assert (f"{tmp_path / 'b'}: cannot make the output durable: Input/output error"
+            in capsys.readouterr().err)

@@ -40,7 +40,7 @@ class Found:
 
     path: Path
     rel: Path  # below the argument it came from (the argument's own name when named)
-    fmt: str  # what sniff() said, or "backup" / "sidecar"
+    fmt: str  # what sniff() said, or "backup"
     walked: bool  # met in a folder (the lenient rule) rather than named
 
     @property
@@ -49,8 +49,8 @@ class Found:
 
     @property
     def what(self) -> str:
-        return {"backup": "a backup beside its checkpoint",
-                "sidecar": "sidecar"}.get(self.fmt) or CARRIED.get(self.fmt, self.fmt)
+        return "a backup beside its checkpoint" if self.fmt == "backup" else CARRIED.get(
+            self.fmt, self.fmt)
 
 
 class NotAState(Exception):
@@ -88,16 +88,16 @@ def _walk(folder: Path) -> list[Found]:
 
 
 def _companions(found: list[Found]) -> list[Found]:
-    """An sb3 zip's sidecar goes with it; ``X<suffix>`` beside a checkpoint X is X's backup
-    (``--backup``): carried, never migrated a second time."""
+    """An sb3 zip's sidecar goes with its zip (not listed); ``X<suffix>`` beside a checkpoint X
+    is X's backup (``--backup``): carried, never migrated a second time."""
     states = {f.path.name: f for f in found if not f.carried}
     out = []
     for f in found:
         owner = next((s for n, s in states.items()
                       if f.path.name != n and f.path.name.startswith(n)), None)
         if owner is not None and f.path == sidecar_path(owner.path) and owner.fmt == "sb3":
-            f = Found(f.path, f.rel, "sidecar", True)
-        elif owner is not None and f.path.name.startswith(owner.path.name + "."):
+            continue  # written (or copied) with its zip, never on its own
+        if owner is not None and f.path.name.startswith(owner.path.name + "."):
             f = Found(f.path, f.rel, "backup", True)
         out.append(f)
     return out
@@ -123,11 +123,13 @@ def discover(paths: Sequence[Path]) -> list[tuple[Path, Path]]:
 def discover_checked(paths: Sequence[Path]) -> tuple[list[Found], list[str]]:
     """``find``, plus a warning per folder that holds no checkpoint; nothing at all found is
     an error (exit 2): a run over an empty or mistyped folder must not look like a pass."""
-    found = find(paths)
+    per_arg = [find([p]) for p in paths]
+    found = [f for fs in per_arg for f in fs]
     if not any(not f.carried for f in found):
         where = ", ".join(str(p) for p in paths)
         raise UpgdMigrateError(f"{where}: {NONE_FOUND}")
-    empty = [p for p in paths if Path(p).is_dir() and not discover([p])]
+    empty = [p for p, fs in zip(paths, per_arg)
+             if Path(p).is_dir() and all(f.carried for f in fs)]
     return found, [f"warning: {p}: {NONE_FOUND}" for p in empty]
 
 
@@ -160,9 +162,9 @@ def _pickle_of(path: Path) -> bytes:
         with zipfile.ZipFile(path) as zf:
             name = next(n for n in zf.namelist() if n.endswith("data.pkl"))
             return zf.read(name)
-    except (zipfile.BadZipFile, StopIteration):
+    except (zipfile.BadZipFile, StopIteration):  # legacy: the pickles, then the storages
         with open(path, "rb") as fh:
-            return fh.read(1 << 20)
+            return fh.read(64 << 20)
     except OSError:
         return b""
 

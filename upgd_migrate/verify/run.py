@@ -60,20 +60,23 @@ def _split(reports) -> tuple[list, list[str]]:
     return [r for r in reports if r.where not in skipped], skipped
 
 
-def _verify_all(files_found, cfg, steps, seed, allow_globals) -> tuple[list[dict], list[str]]:
-    files, errors = [], []
+def _verify_all(files_found, cfg, steps, seed,
+                allow_globals) -> tuple[list[dict], list[str], list[str]]:
+    """(the files verified, the error lines, the lines of the files carried)."""
+    files, errors, carried = [], [], []
     for found in files_found:
         path = found.path
         try:
             f = _verify_file(path, cfg, steps, seed, allow_globals, found)
-        except runfolder.NotAState:  # carried: nothing to verify, nothing wrong
+        except runfolder.NotAState as e:  # carried: nothing to verify, nothing wrong
+            carried.append(f"{path}: {runfolder.NOT_A_STATE} ({e})")
             continue
         except (UpgdMigrateError, KeyError, TypeError, ValueError) as e:
             errors.append(P.message(path, e))
             continue
         f["reports"], f["skipped"] = _split(f["reports"])
         files.append(f)
-    return files, errors
+    return files, errors, carried
 
 
 def run_verify(paths: Sequence[Path], config: Optional[Path], steps: int, seed: int, fmt: str,
@@ -86,7 +89,7 @@ def run_verify(paths: Sequence[Path], config: Optional[Path], steps: int, seed: 
         return 2
     cfg = read_config(config) if config else None
     found, warnings = runfolder.discover_checked(paths)
-    files, errors = _verify_all(found, cfg, steps, seed, allow_globals)
+    files, errors, carried = _verify_all(found, cfg, steps, seed, allow_globals)
     if plot is not None:
         try:
             plotting.write(files, plot)
@@ -113,6 +116,8 @@ def run_verify(paths: Sequence[Path], config: Optional[Path], steps: int, seed: 
                 click.echo(line)
         for where in f["skipped"]:
             click.echo(f"{f['path']}: {where}: not a UPGD/VGS state: skipped")
+    for line in carried:
+        click.echo(line)
     for e in errors:
         click.echo(e, err=True)
     click.echo(_summary(len(reports), len(files), failed, skipped, len(errors)), err=True)

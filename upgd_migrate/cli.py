@@ -6,6 +6,8 @@ torch, and `--help` stays instant. Add a command by adding one line to ``COMMAND
 from __future__ import annotations
 
 import importlib
+import json
+import sys
 from typing import Sequence
 
 import click
@@ -91,12 +93,42 @@ def _main(argv: Sequence[str] | None) -> int:
         return e.exit_code
     except click.ClickException as e:
         e.show()
-        return e.exit_code
+        return _json_error(argv, e.format_message(), e.exit_code)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         return 130
     except UpgdMigrateError as e:
         click.echo(f"error: {e}", err=True)
-        return e.exit_code
+        return _json_error(argv, str(e), e.exit_code)
     # Commands return their exit code (see the contract in the group's help).
     return rv if isinstance(rv, int) else 0
+
+
+def json_command(args: Sequence[str]) -> str | None:
+    """The envelope's ``command`` when ``args`` ask a command for ``--format json``, else None.
+
+    Read from the words themselves: a usage error can stop click before it parses --format.
+    """
+    args = list(args)
+    if not any(a == "--format=json" or (a == "--format" and b == "json")
+               for a, b in zip(args, args[1:] + [""])):
+        return None
+    words = [a for a in args if not a.startswith("-")]
+    if not words or words[0] not in COMMANDS:
+        return None
+    rest = args[args.index(words[0]) + 1:]
+    if words[0] == "checkpoint" and rest[:1] == ["inspect"]:
+        return "checkpoint inspect"
+    return words[0]
+
+
+def _json_error(argv: Sequence[str] | None, message: str, code: int) -> int:
+    """A JSON caller reads stdout: the error comes there too, in the envelope every
+    ``--format json`` prints (the plain line stays on stderr, for the person at the terminal)."""
+    command = json_command(sys.argv[1:] if argv is None else argv)
+    if command is not None:
+        from upgd_migrate.report import envelope
+
+        body = {"error": message, "summary": {"files": 0, "errors": 1}}
+        click.echo(json.dumps(envelope(command, body, code), indent=2))
+    return code

@@ -13,7 +13,8 @@ from typing import Sequence
 import click
 
 from upgd_migrate import __version__
-from upgd_migrate.errors import Interrupted, UpgdMigrateError, interrupted_by, signals_interrupt
+from upgd_migrate.errors import (Interrupted, UpgdMigrateError, interrupted_by, late_signal,
+                                 signals_interrupt)
 
 # name -> "module:attribute" of a click.Command
 COMMANDS: dict[str, str] = {
@@ -63,10 +64,18 @@ def cli() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI and return its exit code instead of exiting (testable, embeddable)."""
+    """Run the CLI and return its exit code instead of exiting (testable, embeddable).
+
+    Without ``argv`` it runs this process's command line: SIGINT and SIGTERM are then ignored
+    after it returns, so the exit status is the run's, not a signal that came during shutdown.
+    """
     try:
-        with signals_interrupt():
-            return _main(argv)
+        with signals_interrupt(until_exit=argv is None):
+            code = _main(argv)
+            if (signum := late_signal()) is not None:  # the results were written: they stand
+                click.echo(f"{_name(signum)} arrived after the results were written: "
+                           "not interrupted", err=True)
+            return code
     except Interrupted as e:
         return _interrupted(e.signum)
     except BaseException:
@@ -78,10 +87,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _interrupted(signum)
 
 
+def _name(signum: int) -> str:
+    return "SIGINT" if signum == 2 else "SIGTERM" if signum == 15 else f"signal {signum}"
+
+
 def _interrupted(signum: int) -> int:
-    name = "SIGINT" if signum == 2 else "SIGTERM" if signum == 15 else f"signal {signum}"
-    click.echo(f"interrupted ({name}): no temp file, partial output or unused backup left",
-               err=True)
+    click.echo(f"interrupted ({_name(signum)}): no temp file, partial output or unused backup "
+               "left", err=True)
     return 128 + signum
 
 

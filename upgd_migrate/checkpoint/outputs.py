@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-from upgd_migrate.errors import UpgdMigrateError, deferred_signals
+from upgd_migrate.errors import UpgdMigrateError, deferred_signals, note_commit
 from upgd_migrate.fileio import clone_file
 
 
@@ -51,6 +51,7 @@ def copy_counterpart(src: Path, dst: Path) -> str:
     try:
         os.unlink(tmp)
         clone_file(src, Path(tmp))
+        note_commit()
         os.replace(tmp, dst)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -69,6 +70,7 @@ def _copy_folder(src: Path, dst: Path) -> str:
     try:
         shutil.copytree(src, tmp, dirs_exist_ok=True,
                         copy_function=lambda a, b: clone_file(Path(a), Path(b)))
+        note_commit()
         os.replace(tmp, dst)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -13,7 +13,7 @@ from upgd_migrate.checkpoint import outputs
 from upgd_migrate.checkpoint import pipeline as P
 from upgd_migrate.checkpoint import render
 from upgd_migrate.checkpoint.migrate import Context
-from upgd_migrate.errors import UpgdMigrateError
+from upgd_migrate.errors import UpgdMigrateError, resume_interrupts
 from upgd_migrate.report import envelope
 
 
@@ -24,6 +24,7 @@ def _err(line: str) -> None:
 def _process(files, opts: P.Options, many: bool) -> list[P.FileResult]:
     results = []
     for path, rel in files:
+        resume_interrupts()  # a signal since the last file's write interrupts here, not there
         size = path.stat().st_size if path.is_file() else 0
         if size <= P.PROGRESS_BYTES:
             results.append(P.process(path, rel, opts, many))
@@ -67,6 +68,8 @@ def run_migrate(paths: Sequence[Path], output: Optional[Path], in_place: bool,
     verified, verify_lines = [], []
     if run_verify:
         from upgd_migrate.verify.run import verify_migrated  # the optimizers: only when asked
+
+        resume_interrupts()
 
         verified, verify_lines = verify_migrated(results)
     if any(not s["ok"] for f in verified for s in f["states"]):

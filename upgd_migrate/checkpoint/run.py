@@ -102,11 +102,16 @@ def run_inspect(paths: Sequence[Path], fmt: str, allow_globals: Sequence[str]) -
         except (UpgdMigrateError, KeyError, TypeError, ValueError) as e:
             docs.append({"path": str(path), "error": P.message(path, e)})
             code = 2
+    ours = sum(st["class"] is not None for d in docs for st in d.get("states", ()))
+    # As checkpoint and verify: a run that found no UPGD/VGS state at all is not a clean pass.
+    none_found = None if ours or code else (f"{', '.join(str(p) for p in paths)}: no UPGD/VGS "
+                                            "state found: nothing to migrate or verify")
+    code = 2 if none_found else code
     if fmt == "json":
         errors = sum("error" in d for d in docs)
         summary = {"files": len(docs), "errors": errors,
-                   "states": sum(len(d.get("states", ())) for d in docs)}
-        body = {"files": docs, "summary": summary}
+                   "states": sum(len(d.get("states", ())) for d in docs), "upgd_vgs_states": ours}
+        body = {"files": docs, "summary": summary, **({"error": none_found} if none_found else {})}
         click.echo(json.dumps(envelope("checkpoint inspect", body, code, warnings), indent=2))
         return code
     for line in warnings:
@@ -117,4 +122,6 @@ def run_inspect(paths: Sequence[Path], fmt: str, allow_globals: Sequence[str]) -
         else:
             for line in insp.inspect_text(doc):
                 click.echo(line)
+    if none_found:
+        _err(none_found)
     return code

@@ -4,10 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from upgd_migrate.checkpoint.containers import open_checkpoint
+from upgd_migrate.checkpoint.formats import open_checkpoint
 from upgd_migrate.checkpoint.detect import FORMAT_KEY
 from upgd_migrate.checkpoint.pipeline import migrate_checkpoint
-from upgd_migrate.checkpoint.migrate import Context
+from upgd_migrate.checkpoint.steps import Context
 from upgd_migrate.report import plural
 
 _NOISE_KEYS = ("sigma", "adaptive_noise", "instant_noise_scale")

@@ -9,10 +9,10 @@ from typing import Optional, Sequence
 import click
 
 from upgd_migrate.checkpoint import inspect as insp
-from upgd_migrate.checkpoint import outputs
+from upgd_migrate.checkpoint import runfolder
 from upgd_migrate.checkpoint import pipeline as P
 from upgd_migrate.checkpoint import render
-from upgd_migrate.checkpoint.migrate import Context
+from upgd_migrate.checkpoint.steps import Context
 from upgd_migrate.errors import UpgdMigrateError, resume_interrupts
 from upgd_migrate.report import envelope
 
@@ -59,10 +59,10 @@ def run_migrate(paths: Sequence[Path], output: Optional[Path], in_place: bool,
                 run_verify: bool, fmt: str, allow_globals: Sequence[str]) -> int:
     mode = _mode(check, dry_run)
     opts = P.Options(mode, ctx, output, in_place, backup, tuple(allow_globals))
-    many = P.several(paths)
-    files, warnings = P.discover_checked(paths)
+    many = runfolder.several(paths)
+    files, warnings = runfolder.discover_checked(paths)
     if output is not None:
-        outputs.refuse_self_overwrite(files, output, many)
+        runfolder.refuse_self_overwrite(files, output, many)
     results = _process(files, opts, many)
     code = render.migrate_exit_code(results)
     verified, verify_lines = [], []
@@ -95,7 +95,7 @@ def run_migrate(paths: Sequence[Path], output: Optional[Path], in_place: bool,
 
 def run_inspect(paths: Sequence[Path], fmt: str, allow_globals: Sequence[str]) -> int:
     docs, code = [], 0
-    files, warnings = P.discover_checked(paths)
+    files, warnings = runfolder.discover_checked(paths)
     for path, _ in files:
         try:
             docs.append(insp.inspect_file(path, allow_globals))

@@ -116,7 +116,7 @@ def migrate(paths, output, in_place, backup, check, dry_run, sigma_ratio, instan
     _validate(paths, output, in_place, backup, check, dry_run)
     need_torch("upgd-migrate checkpoint")
     from upgd_migrate.checkpoint import run as _checkpoint_run
-    from upgd_migrate.checkpoint.migrate import Context
+    from upgd_migrate.checkpoint.steps import Context
 
     return _checkpoint_run.run_migrate(paths, output, in_place, backup, check, dry_run,
                                        Context(sigma_ratio, instant_noise=instant_noise),

@@ -8,7 +8,8 @@ from typing import Optional, Sequence
 import click
 
 from upgd_migrate.checkpoint import pipeline as P
-from upgd_migrate.checkpoint.containers import loaded, open_checkpoint
+from upgd_migrate.checkpoint import runfolder
+from upgd_migrate.checkpoint.formats import loaded, open_checkpoint
 from upgd_migrate.errors import UpgdMigrateError
 from upgd_migrate.report import envelope, plural
 from upgd_migrate.verify import render
@@ -78,7 +79,7 @@ def run_verify(paths: Sequence[Path], config: Optional[Path], steps: int, seed: 
     if plot is not None and (why := plotting.problem(plot)):
         raise UpgdMigrateError(why)  # before the runs: they take a while
     cfg = read_config(config) if config else None
-    found, warnings = P.discover_checked(paths)
+    found, warnings = runfolder.discover_checked(paths)
     files, errors = _verify_all(found, cfg, steps, seed, allow_globals)
     plot_error = None
     if plot is not None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from upgd_migrate.checkpoint import io
-from upgd_migrate.checkpoint.containers import Checkpoint, Slot
+from upgd_migrate.checkpoint.formats.base import Checkpoint, Slot
 from upgd_migrate.checkpoint.detect import FORMAT_KEY, is_optimizer_state, is_vgs_state
 
 CONTAINER = "stable-baselines3 zip"
@@ -49,7 +49,7 @@ def _read_members(path: Path) -> list[tuple[zipfile.ZipInfo, bytes]]:
 
 
 def open_zip(path: Path, allow_globals=()) -> Checkpoint:
-    from upgd_migrate.checkpoint.zipcheck import check_zip
+    from upgd_migrate.checkpoint.formats.zipcheck import check_zip
 
     members = _read_members(path)
     # Refuse a broken data member or sidecar now, before a backup or an output exists.

@@ -20,8 +20,8 @@ from typing import Any, Iterator, Mapping, Sequence
 import torch
 
 from upgd_migrate.checkpoint import io
-from upgd_migrate.checkpoint.containers import DCP_CONTAINER
-from upgd_migrate.checkpoint.dcp_meta import Entry, Index, is_dcp_folder, read_index
+from upgd_migrate.checkpoint.formats.base import DCP_CONTAINER
+from upgd_migrate.checkpoint.formats.dcp_meta import Entry, Index, is_dcp_folder, read_index
 
 CONTAINER = DCP_CONTAINER
 EAGER_BYTES = 64 << 20  # larger torch.save'd values are read only if their key names a state
@@ -248,7 +248,7 @@ def _load_small(state: Any) -> Any:
 
 
 def open_dcp(path: Path, allow_globals: Sequence[str] = ()):
-    from upgd_migrate.checkpoint.containers import Checkpoint, Slot, _get, _label, find_states
+    from upgd_migrate.checkpoint.formats.base import Checkpoint, Slot, _get, _label, find_states
 
     index = read_index(path)
     raw, values = build_tree(index, allow_globals)

@@ -1,4 +1,8 @@
-"""Where ``-o OUT`` puts each input, and the counterparts of inputs that need no change.
+"""A run folder: walk it, and mirror it to ``-o OUT``.
+
+Walking a folder finds every checkpoint in it (files, and DCP folders as one checkpoint).
+``-o OUT`` puts each input where the run expects it, and gives inputs that need no change their
+counterparts.
 
 ``-o OUTDIR`` over a folder must give a training run pointed at OUTDIR every checkpoint, not
 only the migrated ones: an input that needs no change gets a copy there (a reflink where the
@@ -12,10 +16,56 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
+from upgd_migrate.checkpoint.formats.base import is_dcp_folder
 from upgd_migrate.errors import UpgdMigrateError, deferred_signals, note_commit
 from upgd_migrate.fileio import clone_file
+
+EXTENSIONS = (".pt", ".pth", ".ckpt", ".zip")
+
+
+def several(paths: Sequence[Path]) -> bool:
+    """Several inputs (so ``-o`` names a folder): more than one, or a folder of checkpoints."""
+    return len(paths) > 1 or any(Path(p).is_dir() and not is_dcp_folder(p) for p in paths)
+
+
+def _walk(folder: Path) -> list[Path]:
+    """Checkpoint files and DCP folders under ``folder``; a DCP folder is one checkpoint."""
+    found = []
+    for here, dirs, files in os.walk(folder):
+        base = Path(here)
+        for d in list(dirs):
+            if is_dcp_folder(base / d):
+                found.append(base / d)
+                dirs.remove(d)
+        found += [base / f for f in files if Path(f).suffix in EXTENSIONS
+                  and not f.startswith(".") and (base / f).is_file()]
+    return sorted(found)
+
+
+def discover(paths: Sequence[Path]) -> list[tuple[Path, Path]]:
+    """(checkpoint, path relative to the argument it came from), folders searched recursively."""
+    found: list[tuple[Path, Path]] = []
+    for arg in paths:
+        arg = Path(arg)
+        if arg.is_dir() and not is_dcp_folder(arg):
+            found += [(p, p.relative_to(arg)) for p in _walk(arg)]
+        else:
+            found.append((arg, Path(arg.name)))
+    return found
+
+
+def discover_checked(paths: Sequence[Path]) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """``discover``, plus a warning per folder that holds no checkpoint; nothing at all found
+    is an error (exit 2): a run over an empty or mistyped folder must not look like a pass."""
+    found = discover(paths)
+    kinds = ", ".join(f"*{e}" for e in EXTENSIONS)
+    empty = [p for p in paths if Path(p).is_dir() and not discover([p])]
+    if not found:
+        where = ", ".join(str(p) for p in paths)
+        raise UpgdMigrateError(f"{where}: no checkpoints found ({kinds})")
+    return found, [f"warning: {p}: no checkpoints found ({kinds})" for p in empty]
 
 
 def target_path(path: Path, rel: Path, output: Optional[Path], many: bool) -> Path:

@@ -1,0 +1,61 @@
+"""Torch files: raw states, training-loop dicts, Lightning ``.ckpt``, population-based training.
+
+The states are searched by shape (:func:`~.base.find_states`); the container's name comes from
+its marker keys. Loading is weights-only, through :mod:`upgd_migrate.checkpoint.io`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+from upgd_migrate.checkpoint import io
+from upgd_migrate.checkpoint.detect import is_optimizer_state, is_vgs_state
+from upgd_migrate.checkpoint.formats.base import Checkpoint, Slot, _get, _label, find_states
+
+TRAINING_LOOP_KEYS = ("optimizer", "optimizer_state_dict", "optimizer_state")
+PBT_FORMATS = ("v2_full_parameters", "v1_policy_only")
+
+
+def container_name(root: Any) -> str:
+    if is_optimizer_state(root):
+        return "optimizer state"
+    if is_vgs_state(root):
+        return "VGS state"
+    if not isinstance(root, Mapping):
+        return "torch file"
+    if isinstance(root.get("optimizer_states"), list):
+        return "Lightning checkpoint"
+    if root.get("format_version") in PBT_FORMATS and isinstance(root.get("data"), Mapping):
+        return "population-based-training file"
+    if any(k in root for k in TRAINING_LOOP_KEYS):
+        return "training-loop dict"
+    return "torch file"
+
+
+
+def _replace(obj: Any, path: tuple, value: Any) -> Any:
+    """A copy of ``obj`` with the value at ``path`` replaced; only the spine is copied."""
+    if not path:
+        return value
+    head, rest = path[0], path[1:]
+    if isinstance(obj, Mapping):
+        new = type(obj)(obj) if isinstance(obj, dict) else dict(obj)  # keeps OrderedDict
+        new[head] = _replace(obj[head], rest, value)
+        return new
+    items = list(obj)
+    items[head] = _replace(items[head], rest, value)
+    return type(obj)(items) if isinstance(obj, tuple) else items
+
+
+def open(path: Path, allow_globals=()) -> Checkpoint:  # noqa: A001 - the interface's name
+    root = io.load(path, allow_globals)
+    slots = [Slot(_label(p), kind, _get(root, p), p) for p, kind in find_states(root)]
+    return Checkpoint(path, container_name(root), slots, root)
+
+
+def write(ckpt: Checkpoint, states: list[dict], out: Path) -> None:
+    root = ckpt.root
+    for slot, state in zip(ckpt.slots, states):
+        if state is not slot.state:
+            root = _replace(root, slot.key, state)
+    io.save(root, out)

@@ -70,7 +70,6 @@ def run_migrate(paths: Sequence[Path], output: Optional[Path], in_place: bool,
         from upgd_migrate.verify.run import verify_migrated  # the optimizers: only when asked
 
         resume_interrupts()
-
         verified, verify_lines = verify_migrated(results)
     if any(not s["ok"] for f in verified for s in f["states"]):
         code = max(code, 1)
@@ -103,9 +102,7 @@ def run_inspect(paths: Sequence[Path], fmt: str, allow_globals: Sequence[str]) -
             docs.append({"path": str(path), "error": P.message(path, e)})
             code = 2
     ours = sum(st["class"] is not None for d in docs for st in d.get("states", ()))
-    # As checkpoint and verify: a run that found no UPGD/VGS state at all is not a clean pass.
-    none_found = None if ours or code else (f"{', '.join(str(p) for p in paths)}: no UPGD/VGS "
-                                            "state found: nothing to migrate or verify")
+    none_found = _none_found(paths) if not ours and not code else None
     code = 2 if none_found else code
     if fmt == "json":
         errors = sum("error" in d for d in docs)
@@ -125,3 +122,9 @@ def run_inspect(paths: Sequence[Path], fmt: str, allow_globals: Sequence[str]) -
     if none_found:
         _err(none_found)
     return code
+
+
+def _none_found(paths: Sequence[Path]) -> str:
+    """As checkpoint and verify: a run that found no UPGD/VGS state at all is not a pass."""
+    return f"{', '.join(str(p) for p in paths)}: no UPGD/VGS state found: nothing to migrate " \
+           "or verify"

@@ -39,7 +39,7 @@ def test_python_dash_m_and_no_torch_on_import():
     (["checkpoint", "{tmp}/a.pt", "--format", "json"], "checkpoint",
      "say where to write: -o OUT or --in-place (or --check / --diff to only report)"),
     (["checkpoint", "inspect", "{tmp}", "--format", "json"], "checkpoint inspect",
-     "{tmp}: no checkpoints found (*.pt, *.pth, *.ckpt, *.zip)"),
+     "{tmp}: no checkpoints found (no torch file, stable-baselines3 zip or DCP folder)"),
     (["verify", "--format", "json", "--steps", "0", "{tmp}/a.pt"], "verify",
      "Invalid value for '--steps': 0 is not in the range 1<=x<=10000."),
 ])

@@ -52,7 +52,8 @@ def test_inspect_of_an_adam_state_shows_it_and_exits_2(adam, capsys):
     assert out.err == f"{adam}: no UPGD/VGS state found: nothing to migrate or verify\n"
     assert main(["checkpoint", "inspect", str(adam), "--format", "json"]) == 2
     doc = json.loads(capsys.readouterr().out)
-    assert doc["summary"] == {"files": 1, "errors": 0, "states": 1, "upgd_vgs_states": 0}
+    assert doc["summary"] == {"files": 1, "errors": 0, "carried": 0, "states": 1,
+                              "upgd_vgs_states": 0}
     assert (doc["error"], doc["exit_code"]) == (
         f"{adam}: no UPGD/VGS state found: nothing to migrate or verify", 2)
 
@@ -88,8 +89,8 @@ def test_adam_beside_a_upgd_state_is_skipped_but_the_run_counts(adam, tmp_path, 
 def test_a_folder_without_checkpoints_is_an_error(tmp_path, command, capsys):
     (tmp_path / "notes.txt").write_text("no checkpoints here")
     assert main([*command, str(tmp_path)]) == 2
-    assert capsys.readouterr().err == (f"error: {tmp_path}: no checkpoints found "
-                                       "(*.pt, *.pth, *.ckpt, *.zip)\n")
+    assert capsys.readouterr().err == (f"error: {tmp_path}: no checkpoints found (no torch "
+                                       "file, stable-baselines3 zip or DCP folder)\n")
 
 
 def test_writing_into_an_empty_folder_is_an_error_and_creates_nothing(tmp_path, capsys):

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from upgd_migrate.checkpoint.formats import open_checkpoint
+from upgd_migrate.checkpoint import runfolder
 from upgd_migrate.checkpoint.detect import FORMAT_KEY
 from upgd_migrate.checkpoint.pipeline import migrate_checkpoint
 from upgd_migrate.checkpoint.steps import Context
@@ -39,8 +39,12 @@ def _vgs_facts(sd: Mapping[str, Any]) -> dict:
     return {k: sd[k] for k in keys if k in sd}
 
 
-def inspect_file(path: Path, allow_globals: Sequence[str] = ()) -> dict:
-    ckpt = open_checkpoint(path, allow_globals)
+def inspect_file(path: Path, allow_globals: Sequence[str] = (),
+                 found: runfolder.Found | None = None) -> dict:
+    """``found``: what a walk said ``path`` is; None: named (strict). Raises
+    :class:`~upgd_migrate.checkpoint.runfolder.NotAState` for a walked file with no state."""
+    ckpt = runfolder.open_found(found or runfolder.Found(path, Path(path.name), "torch", False),
+                                allow_globals)
     results = migrate_checkpoint(ckpt, Context())
     states = []
     for slot, res in zip(ckpt.slots, results):

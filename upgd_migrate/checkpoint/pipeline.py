@@ -40,14 +40,14 @@ class StateResult:
 class FileResult:
     path: Path
     status: str  # migrated | would migrate | already current | skipped | no states | error
-    #              | sidecar repaired | would repair sidecar
+    #              | sidecar repaired | would repair sidecar | carried | not checked
     container: str | None = None
     states: list[StateResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     output: Path | None = None
     error: str | None = None
     checkpoint: Checkpoint | None = None
-    mirrored: str | None = None  # "copied": the -o counterpart of an unchanged file
+    mirrored: str | None = None  # "copied" | "linked": the -o counterpart of an unchanged file
 
     @property
     def changed(self) -> bool:
@@ -113,16 +113,25 @@ class Options:
     in_place: bool = False
     backup_suffix: Optional[str] = None
     allow_globals: Sequence[str] = ()
+    link: bool = False  # --link: -o counterparts of unchanged files are hard links
 
 
 def process(path: Path, rel: Path, opts: Options, many: bool = False,
-            progress: Optional[Progress] = None) -> FileResult:
+            progress: Optional[Progress] = None,
+            found: Optional[runfolder.Found] = None) -> FileResult:
+    """``found``: what the walk said ``path`` is (None: named by the user, the strict rule)."""
     tick = progress or (lambda stage: None)
+    found = found or runfolder.Found(path, rel, "torch", walked=False)
     try:
         tick("load")
-        ckpt = open_checkpoint(path, opts.allow_globals)
+        ckpt = runfolder.open_found(found, opts.allow_globals)
         tick("migrate")
         states = migrate_checkpoint(ckpt, opts.ctx)
+    except runfolder.NotAState as e:  # carried: neither error nor success
+        return _mirror_only(FileResult(path, "carried", str(e)), rel, opts, many)
+    except runfolder.NotChecked as e:  # exit 2, but -o OUT still gets the file as it is
+        return _mirror_only(FileResult(path, "not checked", error=message(path, e)), rel,
+                            opts, many)
     except (UpgdMigrateError, KeyError, TypeError, ValueError) as e:
         return FileResult(path, "error", error=message(path, e))
     res = FileResult(path, "", ckpt.container, states, checkpoint=ckpt)
@@ -149,6 +158,22 @@ def _sidecar_fix(res: FileResult) -> dict | None:
     return sb3zip.stale_sidecar(res.path)
 
 
+def _mirror_only(res: FileResult, rel: Path, opts: Options, many: bool) -> FileResult:
+    """A file that is not migrated: its -o counterpart, byte for byte (the run resumes from
+    OUT as from the input)."""
+    if opts.mode is not WriteBack.WRITE or opts.output is None:
+        return res
+    target = runfolder.target_path(res.path, rel, opts.output, many)
+    try:
+        res.mirrored = runfolder.copy_counterpart(res.path, target, opts.link)
+        res.output = target
+    except OSError as e:
+        raise_if_interrupted()
+        return FileResult(res.path, "error", res.container,
+                          error=f"{res.path}: cannot write {target}: {e.strerror or e}")
+    return res
+
+
 def _keep(res: FileResult, rel: Path, opts: Options, many: bool) -> FileResult:
     """A file needing no migration: repair a stale sb3 sidecar, give -o OUT its counterpart."""
     fix = _sidecar_fix(res)
@@ -156,10 +181,11 @@ def _keep(res: FileResult, rel: Path, opts: Options, many: bool) -> FileResult:
     try:
         # A lone file of someone else's optimizer is an error run: nothing is written.
         if opts.output is not None and (many or res.relevant):
-            res.mirrored = runfolder.copy_counterpart(res.path, target)
+            res.mirrored = runfolder.copy_counterpart(res.path, target, opts.link)
             res.output = target
             if sb3zip.sidecar_path(res.path).is_file() and fix is None:
-                runfolder.copy_counterpart(sb3zip.sidecar_path(res.path), sb3zip.sidecar_path(target))
+                runfolder.copy_counterpart(sb3zip.sidecar_path(res.path),
+                                           sb3zip.sidecar_path(target), opts.link)
         if fix is not None:
             sb3zip.write_sidecar(target, fix)
             res.status = "sidecar repaired"

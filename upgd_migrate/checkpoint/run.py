@@ -21,13 +21,15 @@ def _err(line: str) -> None:
     click.echo(line, err=True)
 
 
-def _process(files, opts: P.Options, many: bool) -> list[P.FileResult]:
+def _process(files: Sequence[runfolder.Found], opts: P.Options,
+             many: bool) -> list[P.FileResult]:
     results = []
-    for path, rel in files:
+    for found in files:
         resume_interrupts()  # a signal since the last file's write interrupts here, not there
+        path, rel = found.path, found.rel
         size = path.stat().st_size if path.is_file() else 0
-        if size <= P.PROGRESS_BYTES:
-            results.append(P.process(path, rel, opts, many))
+        if size <= P.PROGRESS_BYTES or found.carried:
+            results.append(P.process(path, rel, opts, many, found=found))
             continue
         # Big files take seconds to minutes: show the stage on stderr. A stage moves the bar
         # when it ends, so the write (and its fsync) is inside the bar, not after 100%.
@@ -40,7 +42,7 @@ def _process(files, opts: P.Options, many: bool) -> list[P.FileResult]:
                 started.append(stage)
 
             try:
-                results.append(P.process(path, rel, opts, many, tick))
+                results.append(P.process(path, rel, opts, many, tick, found))
             except BaseException:  # an interrupt: its line must not follow the bar's
                 click.echo("", err=True)
                 raise
@@ -56,13 +58,14 @@ def _mode(check: bool, dry_run: bool) -> P.WriteBack:
 
 def run_migrate(paths: Sequence[Path], output: Optional[Path], in_place: bool,
                 backup: Optional[str], check: bool, dry_run: bool, ctx: Context,
-                run_verify: bool, fmt: str, allow_globals: Sequence[str]) -> int:
+                run_verify: bool, fmt: str, allow_globals: Sequence[str],
+                link: bool = False) -> int:
     mode = _mode(check, dry_run)
-    opts = P.Options(mode, ctx, output, in_place, backup, tuple(allow_globals))
+    opts = P.Options(mode, ctx, output, in_place, backup, tuple(allow_globals), link)
     many = runfolder.several(paths)
     files, warnings = runfolder.discover_checked(paths)
     if output is not None:
-        runfolder.refuse_self_overwrite(files, output, many)
+        runfolder.check_output(files, paths, output, many)
     results = _process(files, opts, many)
     code = render.migrate_exit_code(results)
     verified, verify_lines = [], []
@@ -95,11 +98,13 @@ def run_migrate(paths: Sequence[Path], output: Optional[Path], in_place: bool,
 def run_inspect(paths: Sequence[Path], fmt: str, allow_globals: Sequence[str]) -> int:
     docs, code = [], 0
     files, warnings = runfolder.discover_checked(paths)
-    for path, _ in files:
+    for found in files:
         try:
-            docs.append(insp.inspect_file(path, allow_globals))
+            docs.append(insp.inspect_file(found.path, allow_globals, found))
+        except runfolder.NotAState as e:
+            docs.append({"path": str(found.path), "carried": str(e)})
         except (UpgdMigrateError, KeyError, TypeError, ValueError) as e:
-            docs.append({"path": str(path), "error": P.message(path, e)})
+            docs.append({"path": str(found.path), "error": P.message(found.path, e)})
             code = 2
     ours = sum(st["class"] is not None for d in docs for st in d.get("states", ()))
     none_found = _none_found(paths) if not ours and not code else None
@@ -107,6 +112,7 @@ def run_inspect(paths: Sequence[Path], fmt: str, allow_globals: Sequence[str]) -
     if fmt == "json":
         errors = sum("error" in d for d in docs)
         summary = {"files": len(docs), "errors": errors,
+                   "carried": sum("carried" in d for d in docs),
                    "states": sum(len(d.get("states", ())) for d in docs), "upgd_vgs_states": ours}
         body = {"files": docs, "summary": summary, **({"error": none_found} if none_found else {})}
         click.echo(json.dumps(envelope("checkpoint inspect", body, code, warnings), indent=2))
@@ -116,6 +122,8 @@ def run_inspect(paths: Sequence[Path], fmt: str, allow_globals: Sequence[str]) -
     for doc in docs:
         if "error" in doc:
             _err(doc["error"])
+        elif "carried" in doc:
+            click.echo(f"{doc['path']}: {runfolder.NOT_A_STATE} ({doc['carried']})")
         else:
             for line in insp.inspect_text(doc):
                 click.echo(line)

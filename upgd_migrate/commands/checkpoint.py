@@ -60,8 +60,13 @@ def checkpoint() -> None:
       upgd-migrate checkpoint run/ --check             exit 1 if any file would change
 
     \b
+    A folder is a run: every file in it is decided by content. Files that hold no
+    optimizer or VGS state (RNG states, schedulers, weights, JSON, pickles) are
+    carried; a torch file that could hold one but is refused is "not checked".
+
+    \b
     Exit codes: 0 nothing to change, 1 files changed (or would, with --check/--diff),
-    2 usage error, unreadable input, or no UPGD/VGS state found at all.
+    2 usage error, unreadable or not-checked input, or no UPGD/VGS state at all.
     Interrupted (Ctrl-C / SIGTERM): 130 / 143, nothing half-written left behind.
     """
 
@@ -87,7 +92,13 @@ def _validate(paths, output, in_place, backup, check, dry_run) -> None:
 @checkpoint.command("migrate")
 @paths_argument
 @click.option("-o", "--output", type=click.Path(path_type=Path),
-              help="Write here (a folder when several inputs are given).")
+              help="Write here (a folder when several inputs are given): every file of an "
+                   "input folder at its relative path, migrated or copied. Inputs that would "
+                   "land on the same path are refused before anything is written (give their "
+                   "common folder instead); OUT inside an input folder is refused.")
+@click.option("--link", is_flag=True, help="With -o: hard-link unchanged files instead of "
+              "copying them. Only if nothing rewrites OUT: a trainer that saves into a linked "
+              "file in place writes through to the input.")
 @click.option("--in-place", is_flag=True, help="Rewrite the input files atomically.")
 @click.option("--backup", metavar="SUFFIX", help="With --in-place: keep the original as "
               "FILE+SUFFIX (an existing backup is never overwritten).")
@@ -103,7 +114,7 @@ def _validate(paths, output, in_place, backup, check, dry_run) -> None:
               help="Also run verify on the migrated states.")
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
 @allow_global_option
-def migrate(paths, output, in_place, backup, check, dry_run, sigma_ratio, instant_noise,
+def migrate(paths, output, link, in_place, backup, check, dry_run, sigma_ratio, instant_noise,
             run_verify, fmt, allow_globals) -> int:
     """Migrate every optimizer and VGS state found in PATHS (files or folders).
 
@@ -114,13 +125,15 @@ def migrate(paths, output, in_place, backup, check, dry_run, sigma_ratio, instan
       upgd-migrate checkpoint migrate ppo.zip --diff --sigma-ratio 0.05
     """
     _validate(paths, output, in_place, backup, check, dry_run)
+    if link and not output:
+        raise click.UsageError("--link needs -o OUT")
     need_torch("upgd-migrate checkpoint")
     from upgd_migrate.checkpoint import run as _checkpoint_run
     from upgd_migrate.checkpoint.steps import Context
 
     return _checkpoint_run.run_migrate(paths, output, in_place, backup, check, dry_run,
                                        Context(sigma_ratio, instant_noise=instant_noise),
-                                       run_verify, fmt, allow_globals)
+                                       run_verify, fmt, allow_globals, link)
 
 
 @checkpoint.command("inspect")

@@ -9,7 +9,7 @@ import click
 
 from upgd_migrate.checkpoint import pipeline as P
 from upgd_migrate.checkpoint import runfolder
-from upgd_migrate.checkpoint.formats import loaded, open_checkpoint
+from upgd_migrate.checkpoint.formats import loaded
 from upgd_migrate.errors import UpgdMigrateError
 from upgd_migrate.report import envelope, plural
 from upgd_migrate.verify import render
@@ -42,8 +42,10 @@ def _config_check(reports, slots, kwargs: dict) -> None:
                                    "values win on resume)" if diff else "config agrees"))
 
 
-def _verify_file(path: Path, cfg, steps: int, seed: int, allow_globals) -> dict:
-    ckpt = open_checkpoint(path, allow_globals)
+def _verify_file(path: Path, cfg, steps: int, seed: int, allow_globals,
+                 found: Optional[runfolder.Found] = None) -> dict:
+    found = found or runfolder.Found(Path(path), Path(Path(path).name), "torch", False)
+    ckpt = runfolder.open_found(found, allow_globals)
     slots = [(s.where, s.kind, loaded(ckpt, s.state)) for s in ckpt.slots]
     kwargs, vgs_cfg = cfg if cfg else ({}, None)
     reports = verify_states(slots, steps, seed, vgs_cfg)
@@ -60,9 +62,12 @@ def _split(reports) -> tuple[list, list[str]]:
 
 def _verify_all(files_found, cfg, steps, seed, allow_globals) -> tuple[list[dict], list[str]]:
     files, errors = [], []
-    for path, _ in files_found:
+    for found in files_found:
+        path = found.path
         try:
-            f = _verify_file(path, cfg, steps, seed, allow_globals)
+            f = _verify_file(path, cfg, steps, seed, allow_globals, found)
+        except runfolder.NotAState:  # carried: nothing to verify, nothing wrong
+            continue
         except (UpgdMigrateError, KeyError, TypeError, ValueError) as e:
             errors.append(P.message(path, e))
             continue

@@ -32,6 +32,11 @@ def is_sb3_zip(path: Path) -> bool:
             names = zf.namelist()
     except (zipfile.BadZipFile, OSError):
         return False
+    return is_sb3_names(names)
+
+
+def is_sb3_names(names: list[str]) -> bool:
+    """A stable-baselines3 zip's members: a JSON ``data`` and no torch pickle."""
     return "data" in names and not any(n.endswith("/data.pkl") for n in names)
 
 

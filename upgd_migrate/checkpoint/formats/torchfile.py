@@ -12,6 +12,9 @@ from upgd_migrate.checkpoint import io
 from upgd_migrate.checkpoint.detect import is_optimizer_state, is_vgs_state
 from upgd_migrate.checkpoint.formats.base import Checkpoint, Slot, _get, _label, find_states
 
+# torch.save's legacy (non-zip) format opens with a protocol-2 pickle of this number
+_LEGACY_HEAD = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+ZIP_HEAD = b"PK\x03\x04"
 TRAINING_LOOP_KEYS = ("optimizer", "optimizer_state_dict", "optimizer_state")
 PBT_FORMATS = ("v2_full_parameters", "v1_policy_only")
 
@@ -45,6 +48,47 @@ def _replace(obj: Any, path: tuple, value: Any) -> Any:
     items = list(obj)
     items[head] = _replace(items[head], rest, value)
     return type(obj)(items) if isinstance(obj, tuple) else items
+
+
+def is_legacy_head(head: bytes) -> bool:
+    return head.startswith(_LEGACY_HEAD)
+
+
+def is_zip_names(names: list[str]) -> bool:
+    """A torch zip: its pickle is ``<folder>/data.pkl`` (``data.pkl`` in very old writers)."""
+    return any(n == "data.pkl" or n.endswith("/data.pkl") for n in names)
+
+
+def first_member(head: bytes) -> str:
+    """The name of a zip's first member, from its local header (readable when the end of the
+    file is lost: a truncated torch zip is still known as one)."""
+    if not head.startswith(ZIP_HEAD) or len(head) < 30:
+        return ""
+    n = int.from_bytes(head[26:28], "little")
+    return head[30:30 + n].decode("utf-8", "replace")
+
+
+def state_keys_named(pickled: bytes) -> bool:
+    """Whether a pickle (read by opcodes, never run) names the keys of an optimizer or VGS
+    state: a file that does not cannot hold one. A pickle that cannot be read says yes."""
+    import io as _io
+    import pickletools
+
+    from upgd_migrate.checkpoint.detect import VGS_KEYS
+
+    strings: set[str] = set()
+    buf = _io.BytesIO(pickled)
+    try:
+        for _ in range(4):  # the legacy format is four pickles in a row; a zip's is one
+            if buf.tell() >= len(pickled):
+                break
+            for _op, arg, _pos in pickletools.genops(buf):
+                if isinstance(arg, str):
+                    strings.add(arg)
+    except Exception:  # not readable as opcodes (legacy storages follow the pickles)
+        if not strings:
+            return True
+    return "param_groups" in strings or VGS_KEYS <= strings
 
 
 def open(path: Path, allow_globals=()) -> Checkpoint:  # noqa: A001 - the interface's name

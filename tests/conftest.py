@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import shutil
 import sys
 import textwrap
 
@@ -44,3 +45,31 @@ def pytest_collection_modifyitems(config, items):
     skip = pytest.mark.skip(reason="needs a CUDA device: torch sees none here")
     for item in marked:
         item.add_marker(skip)
+
+@pytest.fixture(scope="session")
+def sb3_default_log_folder(tmp_path_factory):
+    """stable-baselines3 gives a model without a logger of its own a fresh ``SB3-<time>``
+    folder in the system temp folder (``logger.configure``'s default), left there for good.
+    ``SB3_LOGDIR`` overrides that default: pointed here for the session (subprocesses inherit
+    it), so such a folder lands in pytest's own temp folder and is seen by the check below."""
+    folder = tmp_path_factory.getbasetemp() / "sb3-default-log-folder"
+    before = os.environ.get("SB3_LOGDIR")
+    os.environ["SB3_LOGDIR"] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop("SB3_LOGDIR", None)
+    else:
+        os.environ["SB3_LOGDIR"] = before
+
+
+@pytest.fixture(autouse=True)
+def _no_sb3_default_log_folder(sb3_default_log_folder):
+    """Fail the test that let stable-baselines3 pick its default log folder (outside the
+    suite, an ``SB3-<time>`` folder left in the system temp folder)."""
+    yield
+    if sb3_default_log_folder.exists():
+        shutil.rmtree(sb3_default_log_folder)  # the next test starts clean: one culprit named
+        pytest.fail("stable-baselines3 created its default log folder (outside the tests, an "
+                    "SB3-<time> folder left in the system temp folder): give the model a logger "
+                    "under tmp_path, model.set_logger(configure(str(tmp_path), []))",
+                    pytrace=False)

@@ -6,12 +6,15 @@ torch, and `--help` stays instant. Add a command by adding one line to ``COMMAND
 from __future__ import annotations
 
 import importlib
+import json
+import sys
 from typing import Sequence
 
 import click
 
 from upgd_migrate import __version__
-from upgd_migrate.errors import Interrupted, UpgdMigrateError, interrupted_by, signals_interrupt
+from upgd_migrate.errors import (Interrupted, UpgdMigrateError, interrupted_by, late_signal,
+                                 signals_interrupt)
 
 # name -> "module:attribute" of a click.Command
 COMMANDS: dict[str, str] = {
@@ -61,10 +64,18 @@ def cli() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI and return its exit code instead of exiting (testable, embeddable)."""
+    """Run the CLI and return its exit code instead of exiting (testable, embeddable).
+
+    Without ``argv`` it runs this process's command line: SIGINT and SIGTERM are then ignored
+    after it returns, so the exit status is the run's, not a signal that came during shutdown.
+    """
     try:
-        with signals_interrupt():
-            return _main(argv)
+        with signals_interrupt(until_exit=argv is None):
+            code = _main(argv)
+            if (signum := late_signal()) is not None:  # the results were written: they stand
+                click.echo(f"{_name(signum)} arrived after the results were written: "
+                           "not interrupted", err=True)
+            return code
     except Interrupted as e:
         return _interrupted(e.signum)
     except BaseException:
@@ -76,10 +87,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _interrupted(signum)
 
 
+def _name(signum: int) -> str:
+    return "SIGINT" if signum == 2 else "SIGTERM" if signum == 15 else f"signal {signum}"
+
+
 def _interrupted(signum: int) -> int:
-    name = "SIGINT" if signum == 2 else "SIGTERM" if signum == 15 else f"signal {signum}"
-    click.echo(f"interrupted ({name}): no temp file, partial output or unused backup left",
-               err=True)
+    click.echo(f"interrupted ({_name(signum)}): no temp file, partial output or unused backup "
+               "left", err=True)
     return 128 + signum
 
 
@@ -91,12 +105,42 @@ def _main(argv: Sequence[str] | None) -> int:
         return e.exit_code
     except click.ClickException as e:
         e.show()
-        return e.exit_code
+        return _json_error(argv, e.format_message(), e.exit_code)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         return 130
     except UpgdMigrateError as e:
         click.echo(f"error: {e}", err=True)
-        return e.exit_code
+        return _json_error(argv, str(e), e.exit_code)
     # Commands return their exit code (see the contract in the group's help).
     return rv if isinstance(rv, int) else 0
+
+
+def json_command(args: Sequence[str]) -> str | None:
+    """The envelope's ``command`` when ``args`` ask a command for ``--format json``, else None.
+
+    Read from the words themselves: a usage error can stop click before it parses --format.
+    """
+    args = list(args)
+    if not any(a == "--format=json" or (a == "--format" and b == "json")
+               for a, b in zip(args, args[1:] + [""])):
+        return None
+    words = [a for a in args if not a.startswith("-")]
+    if not words or words[0] not in COMMANDS:
+        return None
+    rest = args[args.index(words[0]) + 1:]
+    if words[0] == "checkpoint" and rest[:1] == ["inspect"]:
+        return "checkpoint inspect"
+    return words[0]
+
+
+def _json_error(argv: Sequence[str] | None, message: str, code: int) -> int:
+    """A JSON caller reads stdout: the error comes there too, in the envelope every
+    ``--format json`` prints (the plain line stays on stderr, for the person at the terminal)."""
+    command = json_command(sys.argv[1:] if argv is None else argv)
+    if command is not None:
+        from upgd_migrate.report import envelope
+
+        body = {"error": message, "summary": {"files": 0, "errors": 1}}
+        click.echo(json.dumps(envelope(command, body, code), indent=2))
+    return code

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterator
 
-from upgd_migrate.errors import deferred_signals
+from upgd_migrate.errors import deferred_signals, note_commit
 
 # Real configs are a few KiB; anything this big is not a hand-written config and parsing it
 # in pure Python would stall a pre-commit hook.
@@ -138,6 +138,7 @@ def atomic_writer(path: str | os.PathLike) -> Iterator[IO[bytes]]:
             fh.flush()
             fsync(fh.fileno())
         os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask())
+        note_commit()  # a signal after the replace must not report this write as interrupted
         os.replace(tmp, path)
     except OSError as e:  # a full disk, say: name the file the user asked for, not the temp
         _discard(tmp)

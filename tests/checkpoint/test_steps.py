@@ -197,9 +197,26 @@ def test_compatible_statistics_are_kept_bit_identical():
     assert state["statistics_step_count"] == 900 and "legacy_statistics" not in state
 
 
-def test_v1_without_a_parameter_list_is_left_as_is():
-    result = migrate_vgs(vgs_state("vgs_v1.pt"))
-    assert not result.applied
+def test_v1_alone_is_written_as_3_2_with_no_statistics_yet():
+    """No optimizer beside it to size zeros from: None statistics ("none yet") say what v1
+    had, and the scaler sizes them from its own parameters; the global statistics stay."""
+    sd = vgs_state("vgs_v1.pt")
+    result = migrate_vgs(sd)
+    assert result.applied == ["vgs.upgrade-3.2"]
+    assert [n.level for n in result.notes] == ["warning", "info"]
+    assert result.notes[0].text == ("VGS v1 had no per-parameter statistics: written as none "
+                                    "yet, sized by the scaler's parameters at its next step; "
+                                    "global statistics kept")
+    state = result.state
+    assert [state[k] for k in ("param_grad_mean_ema", "param_grad_sq_ema", "param_numel")] == \
+        [None, None, None]
+    assert (state["vgs_version"], state["statistics_step_count"]) == ("3.2", 0)
+    assert all(state[k] == sd[k] for k in sd)  # nothing v1 held is changed or dropped
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # loads as current: no legacy warning
+        VarianceGradientScaler([torch.nn.Parameter(torch.zeros(n)) for n in NUMELS]
+                               ).load_state_dict(state)
+    assert not migrate_vgs(state).applied  # stable
 
 
 def test_float64_states_are_not_mutated_by_calibration():

@@ -182,7 +182,10 @@ def test_malformed_state_is_an_error_not_a_traceback(tmp_path, capsys):
     path = tmp_path / "odd.pt"
     torch.save({"state": {0: {"step": 3}}, "param_groups": [{"lr": 1e-3, "sigma": 0.1,
                                                              "params": [0]}]}, path)
-    assert main(["checkpoint", "inspect", str(path)]) == 0  # an unknown class: shown, untouched
+    # An unknown class: shown, untouched, and no UPGD/VGS state found, so no pass (exit 2).
+    assert main(["checkpoint", "inspect", str(path)]) == 2
+    assert "  (whole file): other optimizer -> not a UPGD/VGS state: skipped" in \
+        capsys.readouterr().out
     assert main(["verify", str(path)]) == 2  # skipped: nothing verified is not a pass
     bad = tmp_path / "bad.pt"
     torch.save({"state": {}, "param_groups": [{"sigma": 0.1, "lr": 1e-3,

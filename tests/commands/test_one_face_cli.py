@@ -116,3 +116,23 @@ def test_config_help_exit_codes_match_the_readme_table(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "0 nothing to change, 1 files changed (or would, with --check/--diff)" in text
     assert "2 usage error or a file that could not be read, parsed, written or backed up" in text
+
+
+def test_a_lone_v1_vgs_state_gets_one_verdict_from_every_command(tmp_path, capsys):
+    """It needs migrating (its 3.2 layout has no statistics yet): check, diff and inspect say
+    so, verify fails it until it is migrated, and after migration all of them pass."""
+    v1, out = FIX / "vgs" / "vgs_v1.pt", tmp_path / "v.pt"
+    assert main(["checkpoint", str(v1), "--check"]) == 1
+    assert capsys.readouterr().out == f"{v1}: would migrate (VGS state)\n"
+    assert main(["checkpoint", str(v1), "--diff"]) == 1
+    assert "  (whole file): VarianceGradientScaler v1: vgs.upgrade-3.2\n" in capsys.readouterr().out
+    assert main(["checkpoint", "inspect", str(v1)]) == 0
+    assert "  (whole file): VarianceGradientScaler v1 -> vgs.upgrade-3.2\n" in \
+        capsys.readouterr().out
+    assert main(["verify", str(v1)]) == 1
+    assert ("  (whole file): loads: a v1 state, without per-parameter statistics: migrate it "
+            "first (upgd-migrate checkpoint)\n") in capsys.readouterr().out
+    assert main(["checkpoint", str(v1), "-o", str(out)]) == 1
+    capsys.readouterr()
+    assert main(["verify", str(out)]) == 0
+    assert main(["checkpoint", str(out), "--check"]) == 0

@@ -45,6 +45,31 @@ def test_checkpoint_skips_an_adam_state_and_writes_nothing(adam, tmp_path, capsy
     assert not out_file.exists()
 
 
+def test_inspect_of_an_adam_state_shows_it_and_exits_2(adam, capsys):
+    assert main(["checkpoint", "inspect", str(adam)]) == 2
+    out = capsys.readouterr()
+    assert out.out.splitlines()[1] == f"  (whole file): other optimizer -> {SKIPPED}"
+    assert out.err == f"{adam}: no UPGD/VGS state found: nothing to migrate or verify\n"
+    assert main(["checkpoint", "inspect", str(adam), "--format", "json"]) == 2
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["summary"] == {"files": 1, "errors": 0, "carried": 0, "states": 1,
+                              "upgd_vgs_states": 0}
+    assert (doc["error"], doc["exit_code"]) == (
+        f"{adam}: no UPGD/VGS state found: nothing to migrate or verify", 2)
+
+
+def test_inspect_of_a_folder_exits_2_only_when_nothing_in_it_is_ours(adam, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    shutil.copy(adam, runs / "adam.pt")
+    assert main(["checkpoint", "inspect", str(runs)]) == 2
+    assert capsys.readouterr().err == (f"{runs}: no UPGD/VGS state found: nothing to migrate "
+                                       "or verify\n")
+    shutil.copy(G1, runs / "g1.pt")
+    assert main(["checkpoint", "inspect", str(runs)]) == 0
+    assert capsys.readouterr().err == ""
+
+
 def test_adam_beside_a_upgd_state_is_skipped_but_the_run_counts(adam, tmp_path, capsys):
     runs = tmp_path / "runs"
     runs.mkdir()

@@ -73,10 +73,13 @@ def test_every_logged_row_has_the_ratio_at_sigma_and_the_vgs_factor(tmp_path, ca
         assert values == pytest.approx([float(r[RATIO]) for r in rows], rel=1e-5)
 
 
-def test_a_model_without_upgd_gets_a_clear_error():
+def test_a_model_without_upgd_gets_a_clear_error(tmp_path):
+    from stable_baselines3.common.logger import configure
+
     from upgd_migrate.integrations.sb3 import NoiseMonitorCallback
 
     model = _ppo(with_upgd=False)
+    model.set_logger(configure(str(tmp_path), []))  # not SB3's default folder in the temp folder
     with pytest.raises(TypeError, match="ScaledPPO trains with Adam, not a UPGD-family "
                                         "optimizer"):
         model.learn(64, callback=NoiseMonitorCallback())

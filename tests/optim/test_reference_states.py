@@ -221,7 +221,7 @@ def test_v1_with_or_without_the_default_label_warns_as_the_reference(label):
     params = [torch.nn.Parameter(torch.zeros(s)) for s in SHAPES]
     vgs = VarianceGradientScaler(params)
     (message,) = _load(vgs, sd)
-    assert message.startswith("VGS v1 state has no per-parameter statistics")
+    assert message.startswith("VGS v3.1 CRITICAL FIX: a v1 state has no per-parameter statistics")
     assert vgs.state_dict()["grad_norm_ema"] == 0.8
     assert all(math.isfinite(c) for c in _step(vgs, params))
 

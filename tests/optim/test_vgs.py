@@ -312,7 +312,8 @@ def test_resumed_run_matches_the_uninterrupted_one():
 def test_incompatible_statistics_are_kept_reset_and_reported(version):
     sd = _legacy_state(version)
     vgs = VarianceGradientScaler(_params())
-    message = (rf"VGS state version {version} holds incompatible per-parameter statistics \(.+\): "
+    message = (rf"^VGS v3\.1 CRITICAL FIX: state version {version} holds incompatible "
+               r"per-parameter statistics \(.+\): "
                r"live statistics restart at the next step and the old ones are kept under "
                rf"'legacy_statistics'; step_count {STEP_COUNT} was preserved, so warmup is not "
                "re-applied")
@@ -338,13 +339,25 @@ def test_incompatible_statistics_are_kept_reset_and_reported(version):
 
 def test_v1_state_keeps_its_global_statistics():
     vgs = VarianceGradientScaler(_params())
-    with pytest.warns(LegacyVGSStateWarning, match=rf"^VGS v1 state has no per-parameter "
-                      rf"statistics: .*; step_count {STEP_COUNT} was preserved"):
+    with pytest.warns(LegacyVGSStateWarning, match=rf"^VGS v3\.1 CRITICAL FIX: a v1 state has no "
+                      rf"per-parameter statistics: .*; step_count {STEP_COUNT} was preserved"):
         vgs.load_state_dict(_legacy_state(None))
     out = vgs.state_dict()
     assert {k: out[k] for k in V1_GLOBALS} == V1_GLOBALS and LEGACY_KEY not in out
     assert out["step_count"] == STEP_COUNT and out["statistics_step_count"] == 0
     assert out["param_numel"] is None  # no statistics yet: they start at the next step
+
+
+def test_the_reference_tests_match_our_v1_warning():
+    """The reference's own test, on its words: a "1.0" state warns a UserWarning that matches
+    "VGS v3.1 CRITICAL FIX", and leaves no per-parameter statistics."""
+    vgs = VarianceGradientScaler(_params())
+    old_state = {"enabled": True, "beta": 0.99, "alpha": 0.1, "eps": 1e-8, "warmup_steps": 100,
+                 "step_count": 50, "vgs_version": "1.0"}
+    with pytest.warns(UserWarning, match="VGS v3.1 CRITICAL FIX") as caught:
+        vgs.load_state_dict(old_state)
+    assert [str(w.message)[:29] for w in caught] == ["VGS v3.1 CRITICAL FIX: a v1 s"]
+    assert vgs._param_grad_mean_ema is None and vgs._param_grad_sq_ema is None
 
 
 @pytest.mark.parametrize("version", [None, "2.0", "3.0", "3.1", "3.2"])

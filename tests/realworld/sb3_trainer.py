@@ -97,9 +97,13 @@ class VGSPPO(PPO):
         super().set_parameters(params, exact_match=exact_match, device=device)
 
     @classmethod
-    def load(cls, path, env=None, device="auto", **kwargs):
+    def load(cls, path, env=None, device="auto", log_dir: Path | None = None, **kwargs):
+        """``log_dir``: where a later learn() logs (nothing is written there); without it SB3
+        would make a folder of its own in the system temp folder."""
         model = super().load(path, env=env, device=device, **kwargs)
         model._setup_dependent_components()  # the reference trainer's load() does this last
+        if log_dir is not None:
+            model.set_logger(configure(str(log_dir), []))
         return model
 
 

@@ -61,7 +61,7 @@ def test_checkpoint_migrates_the_zip_trainer_saved(trained):
         assert after[name] == before[name], name
 
 
-def test_ppo_load_resumes_with_adaptive_noise_at_the_intended_level(trained):
+def test_ppo_load_resumes_with_adaptive_noise_at_the_intended_level(trained, tmp_path):
     from sb3_trainer import OPTIMIZER_KWARGS, SIGMA_ABS, VGSPPO
 
     from upgd_migrate.optim import AdaptiveUPGD, NoiseRecorder
@@ -70,7 +70,8 @@ def test_ppo_load_resumes_with_adaptive_noise_at_the_intended_level(trained):
 
     model, saved, migrated, _ = trained
     want = expected_ratio(_load(_members(saved)["policy.optimizer.pth"]), SIGMA_ABS)
-    loaded = VGSPPO.load(migrated, env=gymnasium.make("CartPole-v1"), device="cpu")
+    loaded = VGSPPO.load(migrated, env=gymnasium.make("CartPole-v1"), device="cpu",
+                         log_dir=tmp_path)
     optimizer = loaded.policy.optimizer
     group = optimizer.param_groups[0]
     assert type(optimizer) is AdaptiveUPGD
@@ -170,7 +171,8 @@ def test_a_reference_layout_zip_resumes_with_our_classes_swapped_in(tmp_path):
 
     path = tmp_path / "reference.zip"
     with installed(ReferenceLayoutVGS, ReferenceLayoutAdaptiveUPGD):
-        model = train(path, trainer=ReferenceLayoutPPO, optimizer_class=ReferenceLayoutAdaptiveUPGD)
+        model = train(path, trainer=ReferenceLayoutPPO, optimizer_class=ReferenceLayoutAdaptiveUPGD,
+                      log_dir=tmp_path / "log")
     steps = getattr(model, VGS_ATTR)._step_count
     blob = base64.b64decode(_data(path)[VGS_ATTR][":serialized:"])
     assert b"variance_gradient_scaler" in blob and b"_param_grad_mean_ema" in blob
@@ -179,7 +181,8 @@ def test_a_reference_layout_zip_resumes_with_our_classes_swapped_in(tmp_path):
     assert code == 1, out
     for zip_path in (path, tmp_path / "migrated.zip"):
         with installed(VarianceGradientScaler, AdaptiveUPGD):  # the user's import swap
-            loaded = VGSPPO.load(zip_path, env=gymnasium.make("CartPole-v1"), device="cpu")
+            loaded = VGSPPO.load(zip_path, env=gymnasium.make("CartPole-v1"), device="cpu",
+                                 log_dir=tmp_path)
         vgs = getattr(loaded, VGS_ATTR)
         assert type(vgs) is VarianceGradientScaler and type(loaded.policy.optimizer) is AdaptiveUPGD
         assert vgs._step_count == steps and vgs._grad_norm_ema is not None
@@ -201,7 +204,7 @@ def test_a_zip_saved_right_after_a_load_has_no_statistics_yet_and_round_trips(tr
     result = cli("checkpoint", tmp_path / "reloaded.zip", "-o", tmp_path / "migrated.zip")
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"  {VGS_MEMBER}: VarianceGradientScaler v3.2: current" in result.stdout.splitlines()
-    loaded = VGSPPO.load(tmp_path / "migrated.zip", env=env, device="cpu")
+    loaded = VGSPPO.load(tmp_path / "migrated.zip", env=env, device="cpu", log_dir=tmp_path)
     before = loaded.vgs.step_count
     loaded.learn(64, reset_num_timesteps=False)
     assert loaded.vgs.step_count > before and loaded.vgs.statistics_step_count > 0

@@ -137,3 +137,66 @@ def test_signal_during_verify_and_config(tmp_path, sig):
             assert not backup.exists(), p  # the interrupted file's backup is removed
         else:
             assert backup.read_text() == originals[p.name]
+
+
+# A real signal at an exact point: the CLI runs under a hook that sends it to its own process
+# right after a given file is committed (os.replace onto it), or right after main() returned.
+_HOOK = """
+import os, signal, sys
+from upgd_migrate.cli import main
+when, target, sig = sys.argv.pop(1), sys.argv.pop(1), getattr(signal, sys.argv.pop(1))
+real = os.replace
+def replace(src, dst, *args, **kwargs):
+    real(src, dst, *args, **kwargs)
+    if when == "commit" and os.path.basename(dst) == target:
+        os.kill(os.getpid(), sig)
+os.replace = replace
+code = main()
+if when == "exit":
+    os.kill(os.getpid(), sig)
+sys.exit(code)
+"""
+
+
+def _hooked(when: str, target: str, sig: signal.Signals, args: list[str],
+            cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", _HOOK, when, target, sig.name, *args],
+                          cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=120)
+
+
+def _legacy_copies(folder: Path, *names: str) -> bytes:
+    original = (Path(__file__).resolve().parents[2] / "fixtures" / "optim" /
+                "adaptive_upgd_g1.pt").read_bytes()
+    for name in names:
+        (folder / name).write_bytes(original)
+    return original
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("when", ["commit", "exit"])
+def test_a_signal_after_the_last_commit_leaves_the_run_s_exit_code(tmp_path, sig, when):
+    """Migrated, backed up and summarised: a signal after the write (or during the shutdown
+    that follows the summary) must not make the exit status say "interrupted"."""
+    original = _legacy_copies(tmp_path, "a.pt")
+    run = _hooked(when, "a.pt", sig, ["checkpoint", "a.pt", "--in-place", "--backup", ".orig"],
+                  tmp_path)
+    assert run.returncode == 1, (run.returncode, run.stderr)
+    lines = run.stderr.splitlines()
+    late = [f"{sig.name} arrived after the results were written: not interrupted"]
+    assert lines == ["1 file: 1 migrated"] + (late if when == "commit" else []), run.stderr
+    assert run.stdout.startswith("a.pt: migrated (in place)")
+    assert (tmp_path / "a.pt.orig").read_bytes() == original
+    assert (tmp_path / "a.pt").read_bytes() != original
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pt", "a.pt.orig"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_after_one_commit_still_interrupts_the_next_file(tmp_path, sig):
+    original = _legacy_copies(tmp_path, "a.pt", "b.pt")
+    run = _hooked("commit", "a.pt", sig, ["checkpoint", ".", "--in-place", "--backup", ".orig"],
+                  tmp_path)
+    assert run.returncode == EXIT[sig], run.stderr
+    assert run.stderr.splitlines()[-1].startswith(f"interrupted ({sig.name})")
+    assert (tmp_path / "a.pt.orig").read_bytes() == original  # a: done, and kept
+    assert (tmp_path / "b.pt").read_bytes() == original  # b: never begun
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pt", "a.pt.orig", "b.pt"]

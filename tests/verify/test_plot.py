@@ -96,7 +96,7 @@ def test_a_state_without_noise_leaves_an_empty_figure_with_a_note(tmp_path, draw
 def test_a_wrong_suffix_is_a_usage_error_before_any_run(tmp_path, capsys, drawn, name, message):
     out = tmp_path / name
     assert main(["verify", str(PPO), "--plot", str(out)]) == 2
-    assert capsys.readouterr().err.strip() == message.format(out=out)
+    assert capsys.readouterr().err == "error: " + message.format(out=out) + "\n"
     assert not out.exists() and not drawn
 
 
@@ -104,12 +104,33 @@ def test_without_matplotlib_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
     out = tmp_path / "v.png"
     assert main(["verify", str(PPO), "--plot", str(out)]) == 2
-    assert capsys.readouterr().err == f"{out}: needs matplotlib: pip install 'upgd-migrate[plot]'\n"
+    assert capsys.readouterr().err == (f"error: {out}: needs matplotlib: "
+                                       "pip install 'upgd-migrate[plot]'\n")
     assert not out.exists()
 
 
-def test_an_unwritable_plot_is_reported_and_exits_2(tmp_path, capsys):
+def test_a_missing_plot_folder_is_a_usage_error_before_any_run(tmp_path, capsys, drawn):
     out = tmp_path / "missing" / "v.png"
+    assert main(["verify", str(PPO), "--plot", str(out)]) == 2
+    folder = tmp_path / "missing"
+    assert capsys.readouterr().err == (f"error: {out}: cannot write the plot: folder {folder} "
+                                       "does not exist\n")
+    assert not folder.exists() and not drawn  # not created, and no run was made
+
+
+def test_a_plot_that_cannot_be_written_blames_the_plot_not_the_input(tmp_path, capsys,
+                                                                      monkeypatch):
+    """The folder goes away while verify runs: the input was read, only the plot failed."""
+    folder = tmp_path / "plots"
+    folder.mkdir()
+    out = folder / "v.png"
+    real = plot.write
+
+    def folder_removed_first(files, path):
+        folder.rmdir()
+        return real(files, path)
+    monkeypatch.setattr(plot, "write", folder_removed_first)
     assert main(["verify", str(PPO), "--steps", "2", "--plot", str(out)]) == 2
-    err = capsys.readouterr().err
-    assert f"{out}: cannot write the plot: No such file or directory" in err
+    err = capsys.readouterr().err.splitlines()
+    assert err[-2:] == [f"{out}: cannot write the plot: No such file or directory",
+                        "2 states verified in 1 file: 1 failed; plot not written"]

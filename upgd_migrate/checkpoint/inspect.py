@@ -65,9 +65,11 @@ def inspect_text(doc: Mapping[str, Any]) -> list[str]:
     lines = [f"{doc['path']}: {doc['container']}, {plural(doc['size'], 'byte')}, "
              f"{plural(len(doc['states']), 'state')}"]
     for st in doc["states"]:
-        todo = ", ".join(st["would_apply"]) or "current, nothing to do"
-        lines.append(f"  {st['where']}: {st['class'] or 'other optimizer'} {st['generation']}"
-                     f" -> {todo}")
+        if st["class"] is None:  # torch.optim.Adam and friends: not ours, not "current"
+            lines.append(f"  {st['where']}: other optimizer -> not a UPGD/VGS state: skipped")
+        else:
+            todo = ", ".join(st["would_apply"]) or "current, nothing to do"
+            lines.append(f"  {st['where']}: {st['class']} {st['generation']} -> {todo}")
         for key, value in st.items():
             if key in ("where", "kind", "class", "generation", "would_apply"):
                 continue

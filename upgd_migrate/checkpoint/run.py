@@ -14,7 +14,7 @@ from upgd_migrate.checkpoint import pipeline as P
 from upgd_migrate.checkpoint import render
 from upgd_migrate.checkpoint.steps import Context
 from upgd_migrate import fileio
-from upgd_migrate.errors import UpgdMigrateError
+from upgd_migrate.errors import UpgdMigrateError, resume_interrupts
 from upgd_migrate.report import envelope
 
 
@@ -26,6 +26,7 @@ def _process(files: Sequence[runfolder.Found], opts: P.Options,
              many: bool) -> list[P.FileResult]:
     results = []
     for found in files:
+        resume_interrupts()  # a signal since the last file's write interrupts here, not there
         path, rel = found.path, found.rel
         size = path.stat().st_size if path.is_file() else 0
         if size <= P.PROGRESS_BYTES or found.carried:
@@ -97,6 +98,7 @@ def run_migrate(paths: Sequence[Path], output: Optional[Path], in_place: bool,
     if run_verify:
         from upgd_migrate.verify.run import verify_migrated  # the optimizers: only when asked
 
+        resume_interrupts()
         verified, verify_lines = verify_migrated(results)
     if any(not s["ok"] for f in verified for s in f["states"]):
         code = max(code, 1)
@@ -130,12 +132,15 @@ def run_inspect(paths: Sequence[Path], fmt: str, allow_globals: Sequence[str]) -
         except (UpgdMigrateError, KeyError, TypeError, ValueError) as e:
             docs.append({"path": str(found.path), "error": P.message(found.path, e)})
             code = 2
+    ours = sum(st["class"] is not None for d in docs for st in d.get("states", ()))
+    none_found = _none_found(paths) if not ours and not code else None
+    code = 2 if none_found else code
     if fmt == "json":
         errors = sum("error" in d for d in docs)
         summary = {"files": len(docs), "errors": errors,
                    "carried": sum("carried" in d for d in docs),
-                   "states": sum(len(d.get("states", ())) for d in docs)}
-        body = {"files": docs, "summary": summary}
+                   "states": sum(len(d.get("states", ())) for d in docs), "upgd_vgs_states": ours}
+        body = {"files": docs, "summary": summary, **({"error": none_found} if none_found else {})}
         click.echo(json.dumps(envelope("checkpoint inspect", body, code, warnings), indent=2))
         return code
     for line in warnings:
@@ -148,4 +153,12 @@ def run_inspect(paths: Sequence[Path], fmt: str, allow_globals: Sequence[str]) -
         else:
             for line in insp.inspect_text(doc):
                 click.echo(line)
+    if none_found:
+        _err(none_found)
     return code
+
+
+def _none_found(paths: Sequence[Path]) -> str:
+    """As checkpoint and verify: a run that found no UPGD/VGS state at all is not a pass."""
+    return f"{', '.join(str(p) for p in paths)}: no UPGD/VGS state found: nothing to migrate " \
+           "or verify"

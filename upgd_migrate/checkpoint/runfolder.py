@@ -27,7 +27,7 @@ from upgd_migrate.checkpoint.formats import (CARRIED, STATE_FORMATS, open_checkp
                                              torchfile)
 from upgd_migrate.checkpoint.formats.base import Checkpoint, is_dcp_folder
 from upgd_migrate.checkpoint.formats.sb3zip import sidecar_path
-from upgd_migrate.errors import UpgdMigrateError, deferred_signals
+from upgd_migrate.errors import UpgdMigrateError, deferred_signals, note_commit
 from upgd_migrate.fileio import clone_file
 
 NOT_A_STATE = "not an optimizer state: carried"
@@ -221,6 +221,7 @@ def copy_counterpart(src: Path, dst: Path, link: bool = False) -> str:
     try:
         os.unlink(tmp)
         _one(src, Path(tmp), link)
+        note_commit()
         os.replace(tmp, dst)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -246,6 +247,7 @@ def _copy_folder(src: Path, dst: Path, link: bool = False) -> str:
     try:
         shutil.copytree(src, tmp, dirs_exist_ok=True,
                         copy_function=lambda a, b: _one(Path(a), Path(b), link))
+        note_commit()
         os.replace(tmp, dst)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

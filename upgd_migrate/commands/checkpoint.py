@@ -148,7 +148,8 @@ def inspect(paths, fmt, allow_globals) -> int:
     Examples:
       upgd-migrate checkpoint inspect ckpt.pt
       upgd-migrate checkpoint inspect run/ --format json
-    Exit codes: 0 read, 2 unreadable input or no checkpoint found.
+    Exit codes: 0 read, 2 unreadable input, no checkpoint found, or no UPGD/VGS state in
+    any of them (a torch.optim.Adam state alone, say).
     """
     need_torch("upgd-migrate checkpoint inspect")
     from upgd_migrate.checkpoint import run as _checkpoint_run

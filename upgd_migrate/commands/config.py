@@ -7,6 +7,7 @@ import sys
 import click
 
 from upgd_migrate.commands.options import sigma_ratio_option
+from upgd_migrate.errors import resume_interrupts
 from upgd_migrate.legacy import DEFAULT_SIGMA_RATIO, MIGRATIONS, relative_sigma_excess
 from upgd_migrate.config.lint import iter_files
 from upgd_migrate.config.migrate import FileJob, Mode, migrate_file
@@ -93,6 +94,7 @@ def config(paths: tuple[str, ...], sigma_ratio: float | None, calibrate_from: st
         return _run_json(paths, policy, mode, backup, unsafe_fixes)
     job = FileJob(policy, mode, sys.stdout, sys.stderr, backup, unsafe_fixes)
     for path in iter_files(paths):
+        resume_interrupts()  # a signal since the last file's write interrupts here
         migrate_file(path, job)
     summary = job.report.summary()
     if summary:
@@ -116,6 +118,7 @@ def _run_json(paths: tuple[str, ...], policy: SigmaPolicy, mode: Mode,
     files = []
     job = FileJob(policy, mode, io.StringIO(), io.StringIO(), backup, unsafe_fixes)
     for path in iter_files(paths):
+        resume_interrupts()
         before = {k: getattr(job.report, k) for k in _COUNTERS}
         job.out, job.err = io.StringIO(), io.StringIO()
         migrate_file(path, job)

@@ -32,6 +32,9 @@ LEGACY_MEANINGS = {
     "2.0": "EMA of E|g| / EMA of Var(g)",
     "3.0": "EMA of mean(g) / EMA of mean(g)^2",
 }
+# Every legacy-load warning starts with the reference's words: code (and tests) written against
+# the reference match them (``pytest.warns(UserWarning, match="VGS v3.1 CRITICAL FIX")``).
+REFERENCE_WARNING = "VGS v3.1 CRITICAL FIX"
 HYPER_KEYS = ("enabled", "beta", "alpha", "eps", "warmup_steps")
 _V32_KEYS = ("min_scaling_factor", "variance_cap")
 _KNOWN_KEYS = frozenset(HYPER_KEYS + _V32_KEYS + GLOBAL_KEYS + TENSOR_KEYS + (
@@ -230,15 +233,16 @@ def read_state(state_dict: dict[str, Any], vgs: VarianceGradientScaler) -> Loade
     if saved is None and version != "1":
         return Loaded(attrs, globals_, None)  # no statistics yet: nothing to convert or lose
     if saved is None:
-        message = ("VGS v1 state has no per-parameter statistics: they start at the next "
-                   f"step; its global statistics {list(GLOBAL_KEYS)} are kept as loaded")
+        message = (f"{REFERENCE_WARNING}: a v1 state has no per-parameter statistics: they "
+                   f"start at the next step; its global statistics {list(GLOBAL_KEYS)} are "
+                   "kept as loaded")
     else:
         meaning = LEGACY_MEANINGS[version]
         attrs[LEGACY_KEY] = {"vgs_version": version, "meaning": meaning,
                              **{k: torch.as_tensor(sd[k]).detach().clone() for k in TENSOR_KEYS}}
-        message = (f"VGS state version {version} holds incompatible per-parameter statistics "
-                   f"({meaning}): live statistics restart at the next step and the old ones "
-                   f"are kept under {LEGACY_KEY!r}")
+        message = (f"{REFERENCE_WARNING}: state version {version} holds incompatible "
+                   f"per-parameter statistics ({meaning}): live statistics restart at the next "
+                   f"step and the old ones are kept under {LEGACY_KEY!r}")
     return Loaded(attrs, globals_, f"{message}; step_count {step} was preserved, so warmup is "
                   "not re-applied, and the new statistics are bias-corrected from their own start")
 

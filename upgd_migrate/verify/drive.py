@@ -182,8 +182,9 @@ def verify_vgs(sd: Mapping[str, Any], where: str,
     # load (update_parameters resets them); in any version this means "none yet".
     none_yet = version != "1" and not has_statistics(sd)
     if not isinstance(numel, torch.Tensor) and not none_yet:
-        report.checks.append(Check("loads", False, "no param_numel: cannot size the scaler "
-                                                   "(a v1 state; migrate it with its optimizer)"))
+        report.checks.append(Check("loads", False, "a v1 state, without per-parameter "
+                                                   "statistics: migrate it first (upgd-migrate "
+                                                   "checkpoint)"))
         return report
     params = None if not isinstance(numel, torch.Tensor) else [
         torch.nn.Parameter(torch.zeros(max(int(n), 1))) for n in numel.tolist()]

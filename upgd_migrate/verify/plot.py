@@ -31,6 +31,12 @@ def problem(path: Path) -> str | None:
         import matplotlib  # noqa: F401
     except ImportError:
         return f"{path}: {NEEDS}"
+    # Checked before the runs, which take a while. A missing folder is not created (as
+    # savefig does not): a mistyped folder name must not become a new folder.
+    folder = path.parent
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        return f"{path}: cannot write the plot: folder {folder} {what}"
     return None
 
 

@@ -89,27 +89,29 @@ def run_verify(paths: Sequence[Path], config: Optional[Path], steps: int, seed: 
         click.echo(why, err=True)
         return 2
     if plot is not None and (why := plotting.problem(plot)):
-        click.echo(why, err=True)  # before the runs: they take a while
-        return 2
+        raise UpgdMigrateError(why)  # before the runs: they take a while
     cfg = read_config(config) if config else None
     found, warnings = runfolder.discover_checked(paths)
     files, errors, carried = _verify_all(found, cfg, steps, seed, allow_globals, device)
+    plot_error = None
     if plot is not None:
         try:
             plotting.write(files, plot)
-        except OSError as e:
-            errors.append(f"{plot}: cannot write the plot: {e.strerror or e}")
+        except OSError as e:  # the inputs were read: only the plot is missing
+            plot_error = f"{plot}: cannot write the plot: {e.strerror or e}"
     reports = [r for f in files for r in f["reports"]]
     skipped = sum(len(f["skipped"]) for f in files)
     failed = sum(not r.ok for r in reports)
     # Nothing verified is not a pass: an Adam checkpoint, or a folder of model weights.
-    code = 2 if errors or not reports else (1 if failed else 0)
+    code = 2 if errors or plot_error or not reports else (1 if failed else 0)
     if fmt == "json":
         body = {"files": [{"path": f["path"], "container": f["container"],
                            "states": [render.report_json(r) for r in f["reports"]],
                            "skipped": f["skipped"]} for f in files],
                 "errors": errors,
                 "summary": {"states": len(reports), "failed": failed, "skipped": skipped}}
+        if plot is not None:
+            body["plot"] = {"path": str(plot), "error": plot_error}
         click.echo(json.dumps(envelope("verify", body, code, warnings), indent=2))
         return code
     for line in warnings:
@@ -122,9 +124,10 @@ def run_verify(paths: Sequence[Path], config: Optional[Path], steps: int, seed: 
             click.echo(f"{f['path']}: {where}: not a UPGD/VGS state: skipped")
     for line in carried:
         click.echo(line)
-    for e in errors:
+    for e in errors + [plot_error] * bool(plot_error):
         click.echo(e, err=True)
-    click.echo(_summary(len(reports), len(files), failed, skipped, len(errors)), err=True)
+    line = _summary(len(reports), len(files), failed, skipped, len(errors))
+    click.echo(line + ("; plot not written" if plot_error else ""), err=True)
     return code
 
 

@@ -64,9 +64,18 @@ def add_statistics(sd: dict, ctx: Context) -> Outcome | None:
 
 @register("vgs.upgrade-3.2", "vgs", "write the 3.2 layout: version, new options, format stamp")
 def upgrade_32(sd: dict, ctx: Context) -> Outcome | None:
-    if not all(k in sd for k in V.TENSOR_KEYS):
-        return None  # a v1 state we could not size: loads (with a warning) as it is
     missing = {**{k: v for k, v in _V32_DEFAULTS.items() if k not in sd}}
+    notes = []
+    if _version(sd) == "1" and not any(k in sd for k in V.TENSOR_KEYS):
+        # A v1 state on its own (no optimizer beside it to size zeros from): it has no
+        # per-parameter statistics, and 3.2 says so with None ("none yet"), which the scaler
+        # sizes from its own parameters at the next step. Nothing is lost.
+        missing.update(dict.fromkeys(V.TENSOR_KEYS))
+        notes.append(Note("warning", "VGS v1 had no per-parameter statistics: written as none "
+                                     "yet, sized by the scaler's parameters at its next step; "
+                                     "global statistics kept"))
+    elif not all(k in sd for k in V.TENSOR_KEYS):
+        return None  # a partial layout: not ours to guess at
     if V.STATISTICS_COUNT_KEY not in sd:  # older states counted their statistics by steps
         missing[V.STATISTICS_COUNT_KEY] = int(sd["step_count"]) if V.has_statistics(sd) else 0
     if sd.get("upgd_migrate_format") != V.STATE_FORMAT:
@@ -76,5 +85,6 @@ def upgrade_32(sd: dict, ctx: Context) -> Outcome | None:
     new = _ordered({**sd, **missing, "vgs_version": V.VGS_VERSION})
     added = ", ".join(k for k in missing if k not in sd)
     none_yet = "" if V.has_statistics(sd) else "; no statistics yet, they start at the next step"
-    return Outcome(new, [Note("info", f"VGS {_version(sd)} -> {V.VGS_VERSION}"
-                                      + (f" (added {added})" if added else "") + none_yet)])
+    return Outcome(new, notes + [Note("info", f"VGS {_version(sd)} -> {V.VGS_VERSION}"
+                                              + (f" (added {added})" if added else "")
+                                              + none_yet)])

@@ -51,6 +51,17 @@ def inspect_file(path: Path, allow_globals: Sequence[str] = ()) -> dict:
     return {"path": str(path), "container": ckpt.container, "size": ckpt.size, "states": states}
 
 
+def inspect_path(path, allow_globals: Sequence[str] = ()) -> dict:
+    """``inspect_file``, or ``{"path", "error"}`` for a file that cannot be read."""
+    from upgd_migrate.checkpoint.pipeline import message
+    from upgd_migrate.errors import UpgdMigrateError
+
+    try:
+        return inspect_file(path, allow_globals)
+    except (UpgdMigrateError, KeyError, TypeError, ValueError) as e:
+        return {"path": str(path), "error": message(path, e)}
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(_fmt(v) for v in value) + "]"

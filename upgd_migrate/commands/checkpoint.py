@@ -12,7 +12,8 @@ import click
 
 from upgd_migrate.commands.options import need_torch, sigma_ratio_option
 
-FORMATS = click.Choice(["text", "json"])
+# jsonl: one JSON object per file as it finishes, then the envelope with the summary
+FORMATS = click.Choice(["text", "json", "jsonl"])
 
 
 class DefaultToMigrate(click.Group):
@@ -38,6 +39,12 @@ def allow_global_option(fn):
     return click.option("--allow-global", "allow_globals", multiple=True, metavar="MODULE.NAME",
                         help="Admit this global when unpickling (only for files you trust). "
                              "Repeatable.")(fn)
+
+
+def jobs_option(fn):
+    return click.option("-j", "--jobs", type=click.IntRange(min=0), default=0,
+                        show_default=True, help="Worker processes for many files; 0: one per "
+                                                "CPU.")(fn)
 
 
 def paths_argument(fn):
@@ -102,9 +109,10 @@ def _validate(paths, output, in_place, backup, check, dry_run) -> None:
 @click.option("--verify", "run_verify", is_flag=True,
               help="Also run verify on the migrated states.")
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
+@jobs_option
 @allow_global_option
 def migrate(paths, output, in_place, backup, check, dry_run, sigma_ratio, instant_noise,
-            run_verify, fmt, allow_globals) -> int:
+            run_verify, fmt, jobs, allow_globals) -> int:
     """Migrate every optimizer and VGS state found in PATHS (files or folders).
 
     \b
@@ -120,14 +128,15 @@ def migrate(paths, output, in_place, backup, check, dry_run, sigma_ratio, instan
 
     return _checkpoint_run.run_migrate(paths, output, in_place, backup, check, dry_run,
                                        Context(sigma_ratio, instant_noise=instant_noise),
-                                       run_verify, fmt, allow_globals)
+                                       run_verify, fmt, allow_globals, jobs)
 
 
 @checkpoint.command("inspect")
 @paths_argument
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
+@jobs_option
 @allow_global_option
-def inspect(paths, fmt, allow_globals) -> int:
+def inspect(paths, fmt, jobs, allow_globals) -> int:
     """Show the container, optimizer class and generation of every state in PATHS.
 
     \b
@@ -139,7 +148,7 @@ def inspect(paths, fmt, allow_globals) -> int:
     need_torch("upgd-migrate checkpoint inspect")
     from upgd_migrate.checkpoint import run as _checkpoint_run
 
-    return _checkpoint_run.run_inspect(paths, fmt, allow_globals)
+    return _checkpoint_run.run_inspect(paths, fmt, allow_globals, jobs)
 
 
 def echo_err(line: str) -> None:

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import click
 
-from upgd_migrate.commands.checkpoint import FORMATS, allow_global_option, paths_argument
+from upgd_migrate.commands.checkpoint import (FORMATS, allow_global_option, jobs_option,
+                                              paths_argument)
 from upgd_migrate.commands.options import need_torch
 
 
@@ -17,12 +18,16 @@ from upgd_migrate.commands.options import need_torch
 @click.option("--steps", type=click.IntRange(1, 10_000), default=32, show_default=True,
               help="Optimizer steps per scenario.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--sample", type=click.IntRange(min=0), default=4096, show_default=True,
+              metavar="N", help="Drive at most N elements of each tensor (a uniform sample, "
+                                "weighted by the tensor's size); 0: every element.")
+@jobs_option
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
 @click.option("--plot", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE",
               help="Also draw, per state, the ratio and the noise level of each step into "
                    "FILE (.png or .svg; needs the 'plot' extra: matplotlib).")
 @allow_global_option
-def verify(paths, config, steps, seed, fmt, allow_globals, plot) -> int:
+def verify(paths, config, steps, seed, sample, jobs, fmt, allow_globals, plot) -> int:
     """Load every optimizer state in PATHS into the packaged optimizer and check its noise.
 
     \b
@@ -44,4 +49,4 @@ def verify(paths, config, steps, seed, fmt, allow_globals, plot) -> int:
     need_torch("upgd-migrate verify")
     from upgd_migrate.verify.run import run_verify
 
-    return run_verify(paths, config, steps, seed, fmt, allow_globals, plot)
+    return run_verify(paths, config, steps, seed, fmt, allow_globals, plot, sample, jobs)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any, Callable, Iterator, Sequence
 
 from upgd_migrate import errors
@@ -70,6 +69,11 @@ def _context():
     return multiprocessing.get_context("fork" if "fork" in methods else None)
 
 
+def _indexed(job: tuple[Callable[[Any], Any], int, Any]) -> tuple[int, Any]:
+    fn, index, item = job
+    return index, _call(fn, item)
+
+
 def imap(fn: Callable[[Any], Any], items: Sequence[Any], jobs: int) -> Iterator[tuple[int, Any]]:
     """``(index, fn(item))`` for every item, as they finish; ``jobs`` 0: one per CPU."""
     jobs = min(jobs or default_jobs(), len(items))
@@ -78,30 +82,12 @@ def imap(fn: Callable[[Any], Any], items: Sequence[Any], jobs: int) -> Iterator[
             yield i, fn(item)
         return
     threads = max(1, default_jobs() // jobs)
-    pool = ProcessPoolExecutor(jobs, mp_context=_context(), initializer=_init_worker,
-                               initargs=(threads,))
-    pending: dict[Future, int] = {}
+    pool = _context().Pool(jobs, initializer=_init_worker, initargs=(threads,))
     try:
-        pending = {pool.submit(_call, fn, item): i for i, item in enumerate(items)}
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in sorted(done, key=pending.__getitem__):
-                yield pending.pop(fut), fut.result()
+        yield from pool.imap_unordered(_indexed, [(fn, i, x) for i, x in enumerate(items)])
+        pool.close()
     except BaseException:
-        _stop(pool, pending)
+        pool.terminate()  # SIGTERM to each worker: see the module's docstring
         raise
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _stop(pool: ProcessPoolExecutor, pending: dict[Future, int]) -> None:
-    for fut in pending:
-        fut.cancel()
-    for proc in list((getattr(pool, "_processes", None) or {}).values()):
-        if proc.is_alive():
-            try:
-                os.kill(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-    for proc in list((getattr(pool, "_processes", None) or {}).values()):
-        proc.join(timeout=30)
+        pool.join()

@@ -41,6 +41,7 @@ def verify(paths, config, steps, seed, sample, jobs, fmt, allow_globals, plot) -
       upgd-migrate verify migrated/
       upgd-migrate verify ckpt.pt --config train.yaml --steps 64
       upgd-migrate verify ppo.zip --format json
+      upgd-migrate verify population/ --jobs 4 --format jsonl
 
     \b
     Exit codes: 0 all pass; 1 a check failed; 2 a file could not be read, or no UPGD/VGS

@@ -265,9 +265,10 @@ def verify_states(slots: Sequence[tuple[str, str, Mapping[str, Any]]], steps: in
     numels = next((_numels(st) for _, kind, st in slots
                    if kind == "optimizer" and optimizer_class(st)), None)
     reports = []
-    for where, kind, state in slots:
-        if kind == "optimizer":
-            reports.append(verify_optimizer(state, where, vgs_state, steps, seed, sample))
-        else:
-            reports.append(verify_vgs(state, where, numels))
+    with S.one_thread(sample):
+        for where, kind, state in slots:
+            if kind == "optimizer":
+                reports.append(verify_optimizer(state, where, vgs_state, steps, seed, sample))
+            else:
+                reports.append(verify_vgs(state, where, numels))
     return reports

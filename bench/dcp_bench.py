@@ -24,7 +24,7 @@ import warnings
 from pathlib import Path
 
 TENSOR_ELEMENTS = 4 * 1024 * 1024  # 16 MiB float32
-STARTUP = "import upgd_migrate.checkpoint.pipeline, upgd_migrate.checkpoint.dcp_write"
+STARTUP = "import upgd_migrate.checkpoint.pipeline, upgd_migrate.checkpoint.formats.dcp_write"
 
 
 def generate(folder: Path, size_gb: float) -> tuple[int, int]:

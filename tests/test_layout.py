@@ -106,3 +106,53 @@ def test_importing_the_integrations_imports_no_framework():
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          check=True, timeout=120)
     assert json.loads(out.stdout) == []
+
+
+def _package_graph(prefix: str) -> dict[str, set[str]]:
+    """Each module under ``prefix`` -> the modules under ``prefix`` it names in an import."""
+    names = {_name(m): m for m in MODULES if _name(m).startswith(prefix)}
+    return {name: {i for i in _imports(path) if i in names and i != name}
+            for name, path in names.items()}
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One import circle in ``graph`` (depth-first, colouring), or [] when there is none."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: finished
+    path: list[str] = []
+
+    def visit(node: str) -> list[str]:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        state[node] = 2
+        path.pop()
+        return []
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return []
+
+
+def test_the_cycle_finder_finds_a_circle():
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) == []
+
+
+def test_no_import_circle_in_checkpoint():
+    graph = _package_graph("upgd_migrate.checkpoint")
+    assert "upgd_migrate.checkpoint.formats.base" in graph  # the walk saw the subpackages
+    assert _cycle(graph) == []
+
+
+def test_format_modules_import_base_never_the_dispatcher():
+    graph = _package_graph("upgd_migrate.checkpoint")
+    for name, deps in graph.items():
+        if name.startswith("upgd_migrate.checkpoint.formats."):
+            assert "upgd_migrate.checkpoint.formats" not in deps, name
+    assert not {d for d in graph["upgd_migrate.checkpoint.steps.registry"]
+                if d.startswith("upgd_migrate.checkpoint.steps.")}

@@ -14,10 +14,11 @@ from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 from ckpt_helpers import FIXTURES, assert_same, optim_state, vgs_state
 from dcp_helpers import Net, metadata, resume, save_legacy
 from upgd_migrate.checkpoint import io
-from upgd_migrate.checkpoint.containers import open_checkpoint
+from upgd_migrate.checkpoint.formats import open_checkpoint
 from upgd_migrate.checkpoint.inspect import inspect_file
-from upgd_migrate.checkpoint.migrate import migrate_optimizer, migrate_vgs
-from upgd_migrate.checkpoint.pipeline import discover, migrate_checkpoint
+from upgd_migrate.checkpoint.steps import migrate_optimizer, migrate_vgs
+from upgd_migrate.checkpoint.pipeline import migrate_checkpoint
+from upgd_migrate.checkpoint.runfolder import discover
 from upgd_migrate.cli import main
 
 G1 = FIXTURES / "optim" / "adaptive_upgd_g1.pt"
@@ -48,7 +49,7 @@ def test_inspect_finds_the_optimizer_by_its_keys(tmp_path, top, flat):
 def test_same_migration_as_a_single_file(tmp_path, flat):
     save_legacy(tmp_path / "ck", flat=flat)
     ckpt = open_checkpoint(tmp_path / "ck")
-    (res,) = migrate_checkpoint(ckpt, __import__("upgd_migrate.checkpoint.migrate",
+    (res,) = migrate_checkpoint(ckpt, __import__("upgd_migrate.checkpoint.steps",
                                                  fromlist=["Context"]).Context())
     single = migrate_optimizer(optim_state("adaptive_upgd_g1.pt"))
     assert res.result.applied == single.applied
@@ -127,7 +128,7 @@ def test_plain_state_dict_layout_integer_ids(tmp_path):
     dcp.save({"model": Net().state_dict(), "optimizer": sd}, checkpoint_id=str(tmp_path / "ck"))
     assert "optimizer.state.0.first_moment" in metadata(tmp_path / "ck").state_dict_metadata
     (res,) = migrate_checkpoint(open_checkpoint(tmp_path / "ck"),
-                                __import__("upgd_migrate.checkpoint.migrate",
+                                __import__("upgd_migrate.checkpoint.steps",
                                            fromlist=["Context"]).Context())
     assert {k: v for k, v in res.result.state["param_groups"][0].items()
             if k != "params"} == _single_file_group()
@@ -236,7 +237,7 @@ def test_verify_and_calibrate_from_accept_a_folder(tmp_path, capsys):
 
 
 def test_a_failure_before_the_metadata_replace_leaves_the_old_checkpoint(tmp_path, monkeypatch):
-    from upgd_migrate.checkpoint import dcp_write
+    from upgd_migrate.checkpoint.formats import dcp_write
 
     folder = tmp_path / "ck"
     save_legacy(folder)
@@ -259,7 +260,7 @@ def test_a_failure_before_the_metadata_replace_leaves_the_old_checkpoint(tmp_pat
 
 
 def test_lazy_entries_copy_handles_and_read_on_access(tmp_path):
-    from upgd_migrate.checkpoint.dcp import LazyEntry, TensorRef
+    from upgd_migrate.checkpoint.formats.dcp import LazyEntry, TensorRef
 
     save_legacy(tmp_path / "ck")
     state = open_checkpoint(tmp_path / "ck").slots[0].state

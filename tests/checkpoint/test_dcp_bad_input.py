@@ -10,7 +10,7 @@ import torch
 from torch.distributed.checkpoint.metadata import ChunkStorageMetadata, MetadataIndex
 
 from dcp_helpers import metadata, save_legacy, write_metadata
-from upgd_migrate.checkpoint.pipeline import discover
+from upgd_migrate.checkpoint.runfolder import discover
 from upgd_migrate.cli import main
 
 KEY = "model.body.weight"  # 16 x 6

@@ -11,7 +11,7 @@ import pytest
 
 from ckpt_helpers import assert_same, optim_state
 from dcp_helpers import metadata, resume
-from upgd_migrate.checkpoint.migrate import migrate_optimizer
+from upgd_migrate.checkpoint.steps import migrate_optimizer
 from upgd_migrate.cli import main
 
 pytestmark = pytest.mark.slow  # two gloo processes: deselect with -m "not slow"

@@ -10,7 +10,7 @@ import torch
 from ckpt_helpers import make_containers, optim_state, vgs_state, zip_members
 
 from upgd_migrate.checkpoint import io
-from upgd_migrate.checkpoint.migrate import Context, migrate_vgs
+from upgd_migrate.checkpoint.steps import Context, migrate_vgs
 from upgd_migrate.checkpoint.pipeline import Options, WriteBack, process
 from upgd_migrate.optim import VarianceGradientScaler
 

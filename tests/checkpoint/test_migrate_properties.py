@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from upgd_migrate.checkpoint.detect import FORMAT_KEY
-from upgd_migrate.checkpoint.migrate import Context, migrate_optimizer
+from upgd_migrate.checkpoint.steps import Context, migrate_optimizer
 from upgd_migrate.optim import AdaptiveUPGD
 
 BASE = optim_state("adaptive_upgd_g0.pt")

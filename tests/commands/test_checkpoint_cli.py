@@ -93,13 +93,15 @@ def test_directory_continues_past_bad_files(tmp_path, capsys):
     shutil.copy(G1, src / "sub" / "g1.pt")
     shutil.copy(FIX / "containers" / "ppo.zip", src / "ppo.zip")
     (src / "broken.ckpt").write_bytes(b"garbage")
-    (src / "notes.txt").write_text("not a checkpoint and not searched")
+    (src / "notes.txt").write_text("not a checkpoint: carried")
     assert main(["checkpoint", str(src), "-o", str(tmp_path / "out")]) == 2
     out = capsys.readouterr()
     assert (tmp_path / "out" / "sub" / "g1.pt").is_file()
     assert (tmp_path / "out" / "ppo.zip").is_file()
     assert f"{src / 'broken.ckpt'}: not a readable torch checkpoint" in out.err
-    assert out.err.splitlines()[-1] == "3 files: 2 migrated, 1 error"
+    assert (tmp_path / "out" / "notes.txt").read_text() == "not a checkpoint: carried"
+    assert out.err.splitlines()[-1] == ("4 files: 2 migrated, 1 carried, 1 error; unchanged "
+                                        "inputs copied (1) into the output")
 
 
 def test_malicious_file_via_cli_creates_nothing(tmp_path, capsys):

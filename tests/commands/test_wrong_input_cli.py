@@ -64,8 +64,8 @@ def test_adam_beside_a_upgd_state_is_skipped_but_the_run_counts(adam, tmp_path, 
 def test_a_folder_without_checkpoints_is_an_error(tmp_path, command, capsys):
     (tmp_path / "notes.txt").write_text("no checkpoints here")
     assert main([*command, str(tmp_path)]) == 2
-    assert capsys.readouterr().err == (f"error: {tmp_path}: no checkpoints found "
-                                       "(*.pt, *.pth, *.ckpt, *.zip)\n")
+    assert capsys.readouterr().err == (f"error: {tmp_path}: no checkpoints found (no torch "
+                                       "file, stable-baselines3 zip or DCP folder)\n")
 
 
 def test_writing_into_an_empty_folder_is_an_error_and_creates_nothing(tmp_path, capsys):

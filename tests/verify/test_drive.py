@@ -7,7 +7,7 @@ import torch
 from ckpt_helpers import optim_state, vgs_state
 
 from upgd_migrate.verify import levels
-from upgd_migrate.checkpoint.migrate import Context, migrate_optimizer, migrate_vgs
+from upgd_migrate.checkpoint.steps import Context, migrate_optimizer, migrate_vgs
 from upgd_migrate.verify.drive import verify_optimizer, verify_states, verify_vgs
 
 NUMELS = [96, 16, 32, 2, 16, 1]

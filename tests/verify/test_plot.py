@@ -32,7 +32,7 @@ def drawn(monkeypatch) -> list:
 
 def _states(path: Path) -> dict:
     """The optimizer states of ``path`` and verify's reports of them, computed anew."""
-    from upgd_migrate.checkpoint.containers import open_checkpoint
+    from upgd_migrate.checkpoint.formats import open_checkpoint
     from upgd_migrate.verify.drive import verify_states
 
     slots = [(s.where, s.kind, s.state) for s in open_checkpoint(path, ()).slots]

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from upgd_migrate.checkpoint.migrate import migrate_optimizer
+from upgd_migrate.checkpoint.steps import migrate_optimizer
 from upgd_migrate.verify import sample as S
 from upgd_migrate.verify.drive import verify_optimizer
 

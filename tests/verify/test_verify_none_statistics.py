@@ -9,7 +9,7 @@ import json
 import pytest
 from ckpt_helpers import make_containers, optim_state, vgs_state
 
-from upgd_migrate.checkpoint.migrate import migrate_optimizer
+from upgd_migrate.checkpoint.steps import migrate_optimizer
 from upgd_migrate.cli import main
 from upgd_migrate.verify.drive import verify_states, verify_vgs
 

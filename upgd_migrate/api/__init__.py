@@ -55,7 +55,8 @@ def migrate(path: str | os.PathLike, *, output: Optional[str | os.PathLike] = No
     ``check`` or ``dry_run`` write nothing (``checkpoint``'s entry: ``status``, ``output``,
     ``states`` with what ran, and ``verify`` when ``verify`` is true)."""
     from upgd_migrate.checkpoint import pipeline as P
-    from upgd_migrate.checkpoint.migrate import Context
+    from upgd_migrate.checkpoint.runfolder import Found
+    from upgd_migrate.checkpoint.steps import Context
     from upgd_migrate.checkpoint.run import file_json, migrate_file
 
     if not (check or dry_run) and (output is None) == (not in_place):
@@ -67,4 +68,5 @@ def migrate(path: str | os.PathLike, *, output: Optional[str | os.PathLike] = No
                      Path(output) if output is not None else None, in_place, backup,
                      tuple(allow_globals))
     path = Path(path)
-    return file_json(migrate_file((path, Path(path.name)), opts, False, verify), verify)
+    found = Found(path, Path(path.name), "torch", walked=False)  # named: the strict rule
+    return file_json(migrate_file(found, opts, False, verify), verify)

@@ -4,10 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from upgd_migrate.checkpoint.containers import open_checkpoint
+from upgd_migrate.checkpoint import runfolder
 from upgd_migrate.checkpoint.detect import FORMAT_KEY
 from upgd_migrate.checkpoint.pipeline import migrate_checkpoint
-from upgd_migrate.checkpoint.migrate import Context
+from upgd_migrate.checkpoint.steps import Context
 from upgd_migrate.report import plural
 
 _NOISE_KEYS = ("sigma", "adaptive_noise", "instant_noise_scale")
@@ -39,8 +39,12 @@ def _vgs_facts(sd: Mapping[str, Any]) -> dict:
     return {k: sd[k] for k in keys if k in sd}
 
 
-def inspect_file(path: Path, allow_globals: Sequence[str] = ()) -> dict:
-    ckpt = open_checkpoint(path, allow_globals)
+def inspect_file(path: Path, allow_globals: Sequence[str] = (),
+                 found: runfolder.Found | None = None) -> dict:
+    """``found``: what a walk said ``path`` is; None: named (strict). Raises
+    :class:`~upgd_migrate.checkpoint.runfolder.NotAState` for a walked file with no state."""
+    ckpt = runfolder.open_found(found or runfolder.Found(path, Path(path.name), "torch", False),
+                                allow_globals)
     results = migrate_checkpoint(ckpt, Context())
     states = []
     for slot, res in zip(ckpt.slots, results):
@@ -52,12 +56,18 @@ def inspect_file(path: Path, allow_globals: Sequence[str] = ()) -> dict:
 
 
 def inspect_path(path, allow_globals: Sequence[str] = ()) -> dict:
-    """``inspect_file``, or ``{"path", "error"}`` for a file that cannot be read."""
+    """``inspect_file``, ``{"path", "error"}`` for a file that cannot be read, or
+    ``{"path", "carried"}`` for a walked file with no state. ``path``: a path, or what a walk
+    found (a ``runfolder.Found``)."""
     from upgd_migrate.checkpoint.pipeline import message
     from upgd_migrate.errors import UpgdMigrateError
 
+    found = path if isinstance(path, runfolder.Found) else None
+    path = Path(found.path if found else path)
     try:
-        return inspect_file(path, allow_globals)
+        return inspect_file(path, allow_globals, found)
+    except runfolder.NotAState as e:
+        return {"path": str(path), "carried": str(e)}
     except (UpgdMigrateError, KeyError, TypeError, ValueError) as e:
         return {"path": str(path), "error": message(path, e)}
 

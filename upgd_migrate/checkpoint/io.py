@@ -24,6 +24,10 @@ from upgd_migrate.errors import UpgdMigrateError, raise_if_interrupted
 from upgd_migrate.fileio import atomic_writer  # the one atomic writer, shared with configs
 
 _GLOBAL_IN_MESSAGE = re.compile(r"GLOBAL ([\w.]+)")
+_BUILD_IN_MESSAGE = re.compile(r"but got <class '([\w.]+)'>")
+# numpy classes that hold or build data only (never code): object and structured (void)
+# dtypes are left out, their elements can be arbitrary objects.
+_NOT_DATA_DTYPES = ("ObjectDType", "VoidDType")
 
 
 class CheckpointError(UpgdMigrateError):
@@ -53,6 +57,30 @@ def resolve_globals(names: Sequence[str]) -> list[Any]:
     return out
 
 
+def numpy_data_globals() -> list[Any]:
+    """numpy's data-only globals, admitted by default: array and dtype reconstruction, as
+    transformers admits them to load its ``rng_state.pth`` weights-only. Both spellings of
+    ``_reconstruct`` (numpy 1 wrote ``numpy.core``, numpy 2 writes ``numpy._core``)."""
+    try:
+        import numpy as np
+    except ImportError:  # no numpy: a file that needs it is refused by name as any other
+        return []
+    core = getattr(np, "_core", None) or np.core
+    rebuild = core.multiarray._reconstruct
+    out: list[Any] = [(rebuild, "numpy.core.multiarray._reconstruct"),
+                      (rebuild, "numpy._core.multiarray._reconstruct"), np.ndarray, np.dtype]
+    dtypes = getattr(np, "dtypes", None)
+    for name in sorted(vars(dtypes) if dtypes is not None else ()):
+        if name.endswith("DType") and name not in _NOT_DATA_DTYPES:
+            out.append(getattr(dtypes, name))
+    return out
+
+
+def _admitted_names() -> set[str]:
+    return {g[1] if isinstance(g, tuple) else f"{g.__module__}.{g.__qualname__}"
+            for g in numpy_data_globals()}
+
+
 def _pickle_globals(head: bytes) -> list[str]:
     """Globals a plain (non-zip) pickle imports, read by pickletools: nothing is executed."""
     names, strings = [], []
@@ -75,10 +103,20 @@ def _pickle_globals(head: bytes) -> list[str]:
 
 
 def _unsafe_names(source: Any, error: Exception) -> list[str]:
+    """Every name the hint must give, so that following it works the first time: the file's
+    globals outside the allowlists, and the class the refusal names when an admitted global
+    builds an instance of another class (a numpy dtype builds ``numpy.dtypes.UInt32DType``)."""
+    built = _BUILD_IN_MESSAGE.findall(str(error))
+    admitted = _admitted_names()
+    return list(dict.fromkeys(n for n in _file_globals(source, error) + built
+                              if n not in admitted))
+
+
+def _file_globals(source: Any, error: Exception) -> list[str]:
     if hasattr(source, "seek"):
         source.seek(0)
     try:
-        return list(torch.serialization.get_unsafe_globals_in_checkpoint(source))
+        return sorted(torch.serialization.get_unsafe_globals_in_checkpoint(source))
     except Exception:  # not a zip checkpoint
         pass
     if hasattr(source, "read"):
@@ -106,7 +144,8 @@ def _is_torch_zip(path: Path) -> bool:
 
 def _load(source: Any, label: str, allow: Sequence[str], mmap: bool) -> Any:
     try:
-        with torch.serialization.safe_globals(resolve_globals(allow)), warnings.catch_warnings():
+        admitted = [*numpy_data_globals(), *resolve_globals(allow)]
+        with torch.serialization.safe_globals(admitted), warnings.catch_warnings():
             warnings.filterwarnings("ignore", "Detected pickle protocol")  # we refuse it anyway
             return torch.load(source, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:

@@ -13,14 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
 
-from upgd_migrate.checkpoint import outputs
-from upgd_migrate.checkpoint.containers import (DCP_METADATA, Checkpoint, is_dcp_folder,
-                                                open_checkpoint, write_checkpoint)
+from upgd_migrate.checkpoint import runfolder
+from upgd_migrate.checkpoint.formats import open_checkpoint, sb3zip, write_checkpoint
+from upgd_migrate.checkpoint.formats.base import DCP_METADATA, Checkpoint, is_dcp_folder
 from upgd_migrate.checkpoint.detect import optimizer_class
-from upgd_migrate.checkpoint.migrate import Context, Result, migrate_optimizer, migrate_vgs
+from upgd_migrate.checkpoint.steps import Context, Result, migrate_optimizer, migrate_vgs
 from upgd_migrate.errors import UpgdMigrateError, deferred_signals, raise_if_interrupted
 
-EXTENSIONS = (".pt", ".pth", ".ckpt", ".zip")
 PROGRESS_BYTES = 100 * 1024 * 1024
 Progress = Callable[[str], None]
 
@@ -41,14 +40,14 @@ class StateResult:
 class FileResult:
     path: Path
     status: str  # migrated | would migrate | already current | skipped | no states | error
-    #              | sidecar repaired | would repair sidecar
+    #              | sidecar repaired | would repair sidecar | carried | not checked
     container: str | None = None
     states: list[StateResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     output: Path | None = None
     error: str | None = None
     checkpoint: Checkpoint | None = None
-    mirrored: str | None = None  # "copied": the -o counterpart of an unchanged file
+    mirrored: str | None = None  # "copied" | "linked": the -o counterpart of an unchanged file
 
     @property
     def changed(self) -> bool:
@@ -59,37 +58,6 @@ class FileResult:
     def relevant(self) -> bool:
         """Holds a UPGD-family optimizer or VGS state (not only torch.optim ones)."""
         return any(s.result.cls is not None for s in self.states)
-
-
-def several(paths: Sequence[Path]) -> bool:
-    """Several inputs (so ``-o`` names a folder): more than one, or a folder of checkpoints."""
-    return len(paths) > 1 or any(Path(p).is_dir() and not is_dcp_folder(p) for p in paths)
-
-
-def _walk(folder: Path) -> list[Path]:
-    """Checkpoint files and DCP folders under ``folder``; a DCP folder is one checkpoint."""
-    found = []
-    for here, dirs, files in os.walk(folder):
-        base = Path(here)
-        for d in list(dirs):
-            if is_dcp_folder(base / d):
-                found.append(base / d)
-                dirs.remove(d)
-        found += [base / f for f in files if Path(f).suffix in EXTENSIONS
-                  and not f.startswith(".") and (base / f).is_file()]
-    return sorted(found)
-
-
-def discover(paths: Sequence[Path]) -> list[tuple[Path, Path]]:
-    """(checkpoint, path relative to the argument it came from), folders searched recursively."""
-    found: list[tuple[Path, Path]] = []
-    for arg in paths:
-        arg = Path(arg)
-        if arg.is_dir() and not is_dcp_folder(arg):
-            found += [(p, p.relative_to(arg)) for p in _walk(arg)]
-        else:
-            found.append((arg, Path(arg.name)))
-    return found
 
 
 def param_numels(ckpt: Checkpoint) -> list[int] | None:
@@ -145,16 +113,25 @@ class Options:
     in_place: bool = False
     backup_suffix: Optional[str] = None
     allow_globals: Sequence[str] = ()
+    link: bool = False  # --link: -o counterparts of unchanged files are hard links
 
 
 def process(path: Path, rel: Path, opts: Options, many: bool = False,
-            progress: Optional[Progress] = None) -> FileResult:
+            progress: Optional[Progress] = None,
+            found: Optional[runfolder.Found] = None) -> FileResult:
+    """``found``: what the walk said ``path`` is (None: named by the user, the strict rule)."""
     tick = progress or (lambda stage: None)
+    found = found or runfolder.Found(path, rel, "torch", walked=False)
     try:
         tick("load")
-        ckpt = open_checkpoint(path, opts.allow_globals)
+        ckpt = runfolder.open_found(found, opts.allow_globals)
         tick("migrate")
         states = migrate_checkpoint(ckpt, opts.ctx)
+    except runfolder.NotAState as e:  # carried: neither error nor success
+        return _mirror_only(FileResult(path, "carried", str(e)), rel, opts, many)
+    except runfolder.NotChecked as e:  # exit 2, but -o OUT still gets the file as it is
+        return _mirror_only(FileResult(path, "not checked", error=message(path, e)), rel,
+                            opts, many)
     except (UpgdMigrateError, KeyError, TypeError, ValueError) as e:
         return FileResult(path, "error", error=message(path, e))
     res = FileResult(path, "", ckpt.container, states, checkpoint=ckpt)
@@ -176,30 +153,43 @@ def process(path: Path, rel: Path, opts: Options, many: bool = False,
 
 
 def _sidecar_fix(res: FileResult) -> dict | None:
-    from upgd_migrate.checkpoint import sb3
-
-    if res.container != sb3.CONTAINER or res.status != "already current":
+    if res.container != sb3zip.CONTAINER or res.status != "already current":
         return None
-    return sb3.stale_sidecar(res.path)
+    return sb3zip.stale_sidecar(res.path)
+
+
+def _mirror_only(res: FileResult, rel: Path, opts: Options, many: bool) -> FileResult:
+    """A file that is not migrated: its -o counterpart, byte for byte (the run resumes from
+    OUT as from the input)."""
+    if opts.mode is not WriteBack.WRITE or opts.output is None:
+        return res
+    target = runfolder.target_path(res.path, rel, opts.output, many)
+    try:
+        res.mirrored = runfolder.copy_counterpart(res.path, target, opts.link)
+        res.output = target
+    except OSError as e:
+        raise_if_interrupted()
+        return FileResult(res.path, "error", res.container,
+                          error=f"{res.path}: cannot write {target}: {e.strerror or e}")
+    return res
 
 
 def _keep(res: FileResult, rel: Path, opts: Options, many: bool) -> FileResult:
     """A file needing no migration: repair a stale sb3 sidecar, give -o OUT its counterpart."""
-    from upgd_migrate.checkpoint import sb3
-
     fix = _sidecar_fix(res)
-    target = outputs.target_path(res.path, rel, opts.output, many)
+    target = runfolder.target_path(res.path, rel, opts.output, many)
     try:
         # A lone file of someone else's optimizer is an error run: nothing is written.
         if opts.output is not None and (many or res.relevant):
-            res.mirrored = outputs.copy_counterpart(res.path, target)
+            res.mirrored = runfolder.copy_counterpart(res.path, target, opts.link)
             res.output = target
-            if sb3.sidecar_path(res.path).is_file() and fix is None:
-                outputs.copy_counterpart(sb3.sidecar_path(res.path), sb3.sidecar_path(target))
+            if sb3zip.sidecar_path(res.path).is_file() and fix is None:
+                runfolder.copy_counterpart(sb3zip.sidecar_path(res.path),
+                                           sb3zip.sidecar_path(target), opts.link)
         if fix is not None:
-            sb3.write_sidecar(target, fix)
+            sb3zip.write_sidecar(target, fix)
             res.status = "sidecar repaired"
-            res.notes.append(f"{sb3.sidecar_path(target).name}: sha256 and size repaired "
+            res.notes.append(f"{sb3zip.sidecar_path(target).name}: sha256 and size repaired "
                              "(left stale by an interrupted run)")
     except OSError as e:
         raise_if_interrupted()
@@ -209,7 +199,7 @@ def _keep(res: FileResult, rel: Path, opts: Options, many: bool) -> FileResult:
 
 
 def _write(res: FileResult, rel: Path, opts: Options, many: bool, tick: Progress) -> FileResult:
-    target = outputs.target_path(res.path, rel, opts.output, many)
+    target = runfolder.target_path(res.path, rel, opts.output, many)
     kept: Path | None = None
     before = _identity(res.path)
     try:
@@ -260,15 +250,3 @@ def process_all(files: Iterable[tuple[Path, Path]], opts: Options, many: bool = 
     files = list(files)
     many = many or len(files) > 1
     return [process(p, rel, opts, many, progress_for(p)) for p, rel in files]
-
-
-def discover_checked(paths: Sequence[Path]) -> tuple[list[tuple[Path, Path]], list[str]]:
-    """``discover``, plus a warning per folder that holds no checkpoint; nothing at all found
-    is an error (exit 2): a run over an empty or mistyped folder must not look like a pass."""
-    found = discover(paths)
-    kinds = ", ".join(f"*{e}" for e in EXTENSIONS)
-    empty = [p for p in paths if Path(p).is_dir() and not discover([p])]
-    if not found:
-        where = ", ".join(str(p) for p in paths)
-        raise UpgdMigrateError(f"{where}: no checkpoints found ({kinds})")
-    return found, [f"warning: {p}: no checkpoints found ({kinds})" for p in empty]

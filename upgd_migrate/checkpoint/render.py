@@ -1,8 +1,10 @@
 """Text and JSON output of ``checkpoint``, and the exit code it implies.
 
 Exit codes: 0 clean (nothing changed, every check passed), 1 files changed or would change or a
-check failed, 2 a file could not be read (refused, corrupt, missing), a write failed, or no
-input held a UPGD-family or VGS state at all (a run that migrated nothing is not a pass).
+check failed, 2 a file could not be read (refused, corrupt, missing) or was not checked (a walked
+file that could hold a state, refused for its globals), a write failed, or no input held a
+UPGD-family or VGS state at all (a run that migrated nothing is not a pass). Carried files (no
+state in them) count as neither.
 """
 from __future__ import annotations
 
@@ -12,16 +14,18 @@ from collections import Counter
 from typing import Any, Sequence
 
 from upgd_migrate.checkpoint.pipeline import FileResult
+from upgd_migrate.checkpoint.runfolder import NOT_A_STATE
 from upgd_migrate.report import envelope, plural
 
 
 ORDER = ("migrated", "would migrate", "sidecar repaired", "would repair sidecar",
-         "already current", "skipped", "no states", "error")
+         "already current", "skipped", "no states", "carried", "not checked", "error")
+UNREAD = ("error", "not checked")  # their lines (with the hint) go to stderr
 SKIPPED = "not a UPGD/VGS state: skipped"
 
 
 def migrate_exit_code(results: Sequence[FileResult]) -> int:
-    if any(r.status == "error" for r in results) or not any(r.relevant for r in results):
+    if any(r.status in UNREAD for r in results) or not any(r.relevant for r in results):
         return 2
     return 1 if any(r.changed for r in results) else 0
 
@@ -53,6 +57,8 @@ def _status(r: FileResult) -> str:
         return f"{r.path}: no optimizer or VGS state found ({r.container})"
     if r.status == "skipped":
         return f"{r.path}: {SKIPPED} ({r.container}: {_others(r)})"
+    if r.status == "carried":
+        return f"{r.path}: {NOT_A_STATE} ({r.container})"
     return f"{r.path}: {r.status} ({r.container})"
 
 
@@ -63,7 +69,7 @@ def _others(r: FileResult) -> str:
 def migrate_text(results: Sequence[FileResult], detail: bool) -> list[str]:
     lines = []
     for r in results:
-        if r.status == "error":
+        if r.status in UNREAD:
             continue  # errors go to stderr
         lines.append(_status(r))
         if not detail or not r.changed:

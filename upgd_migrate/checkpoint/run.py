@@ -11,15 +11,19 @@ from typing import Optional, Sequence
 import click
 
 from upgd_migrate.checkpoint import inspect as insp
-from upgd_migrate.checkpoint import outputs
+from upgd_migrate.checkpoint import runfolder
 from upgd_migrate.checkpoint import pipeline as P
 from upgd_migrate.checkpoint import render
-from upgd_migrate.checkpoint.migrate import Context
+from upgd_migrate.checkpoint.steps import Context
 from upgd_migrate.report import envelope
 
 
 def _err(line: str) -> None:
     click.echo(line, err=True)
+
+
+def _run_one(found: runfolder.Found, opts: P.Options, many: bool, tick) -> P.FileResult:
+    return P.process(found.path, found.rel, opts, many, tick, found)
 
 
 def _with_progress(path: Path, run) -> P.FileResult:
@@ -45,13 +49,13 @@ def _with_progress(path: Path, run) -> P.FileResult:
     return result
 
 
-def migrate_file(item: tuple[Path, Path], opts: P.Options, many: bool, run_verify: bool,
+def migrate_file(found: runfolder.Found, opts: P.Options, many: bool, run_verify: bool,
                  progress: bool = False) -> dict:
     """One file migrated (and verified): ``{"result": FileResult, "verify": [...], "lines"}``,
     picklable (a worker's result: the checkpoint and its tensors are dropped)."""
-    path, rel = item
-    run = functools.partial(P.process, path, rel, opts, many)
-    r = _with_progress(path, run) if progress else run(None)
+    path, rel = found.path, found.rel
+    run = functools.partial(_run_one, found, opts, many)
+    r = _with_progress(path, run) if progress and not found.carried else run(None)
     verified, lines = [], []
     if run_verify:
         from upgd_migrate.verify.run import verify_migrated  # the optimizers: only when asked
@@ -94,13 +98,14 @@ def _mode(check: bool, dry_run: bool) -> P.WriteBack:
 
 def run_migrate(paths: Sequence[Path], output: Optional[Path], in_place: bool,
                 backup: Optional[str], check: bool, dry_run: bool, ctx: Context,
-                run_verify: bool, fmt: str, allow_globals: Sequence[str], jobs: int = 1) -> int:
+                run_verify: bool, fmt: str, allow_globals: Sequence[str],
+                link: bool = False, jobs: int = 1) -> int:
     mode = _mode(check, dry_run)
-    opts = P.Options(mode, ctx, output, in_place, backup, tuple(allow_globals))
-    many = P.several(paths)
-    files, warnings = P.discover_checked(paths)
+    opts = P.Options(mode, ctx, output, in_place, backup, tuple(allow_globals), link)
+    many = runfolder.several(paths)
+    files, warnings = runfolder.discover_checked(paths)
     if output is not None:
-        outputs.refuse_self_overwrite(files, output, many)
+        runfolder.check_output(files, paths, output, many)
     outs = _process(files, opts, many, run_verify, jobs, fmt == "jsonl")
     results = [o["result"] for o in outs]
     code = render.migrate_exit_code(results)
@@ -135,10 +140,10 @@ def run_inspect(paths: Sequence[Path], fmt: str, allow_globals: Sequence[str],
                 jobs: int = 1) -> int:
     from upgd_migrate.api.pool import imap
 
-    files, warnings = P.discover_checked(paths)
+    files, warnings = runfolder.discover_checked(paths)
     per_file = functools.partial(insp.inspect_path, allow_globals=tuple(allow_globals))
     done = {}
-    for i, doc in imap(per_file, [path for path, _ in files], jobs):
+    for i, doc in imap(per_file, files, jobs):
         done[i] = doc
         if fmt == "jsonl":
             click.echo(json.dumps(doc))
@@ -147,6 +152,7 @@ def run_inspect(paths: Sequence[Path], fmt: str, allow_globals: Sequence[str],
     if fmt in ("json", "jsonl"):
         errors = sum("error" in d for d in docs)
         summary = {"files": len(docs), "errors": errors,
+                   "carried": sum("carried" in d for d in docs),
                    "states": sum(len(d.get("states", ())) for d in docs)}
         body = {"summary": summary} if fmt == "jsonl" else {"files": docs, "summary": summary}
         click.echo(json.dumps(envelope("checkpoint inspect", body, code, warnings),
@@ -157,6 +163,8 @@ def run_inspect(paths: Sequence[Path], fmt: str, allow_globals: Sequence[str],
     for doc in docs:
         if "error" in doc:
             _err(doc["error"])
+        elif "carried" in doc:
+            click.echo(f"{doc['path']}: {runfolder.NOT_A_STATE} ({doc['carried']})")
         else:
             for line in insp.inspect_text(doc):
                 click.echo(line)

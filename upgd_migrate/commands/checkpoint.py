@@ -5,6 +5,7 @@ Torch is imported inside the callbacks, so ``upgd-migrate --help`` stays instant
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -47,9 +48,37 @@ def jobs_option(fn):
                                                 "CPU.")(fn)
 
 
+class PathOrURL(click.ParamType):
+    """A local path (a ``Path``), or an fsspec URL kept as the string it is (``s3://b/run``)."""
+
+    name = "path"
+
+    def convert(self, value, param, ctx):
+        from upgd_migrate.storage import is_url
+
+        return value if isinstance(value, str) and is_url(value) else Path(value)
+
+
 def paths_argument(fn):
-    return click.argument("paths", nargs=-1, required=True,
-                          type=click.Path(path_type=Path))(fn)
+    return click.argument("paths", nargs=-1, required=True, type=PathOrURL())(fn)
+
+
+def storage_option(fn):
+    return click.option("--storage-option", "storage_options", multiple=True,
+                        metavar="KEY=VALUE",
+                        help="For URLs (s3://, gs://, hf://, memory://): a file system option, "
+                             "e.g. endpoint_url=http://127.0.0.1:9000 (a JSON scalar when it "
+                             "parses as one). Repeatable.")(fn)
+
+
+def staged_paths(paths, storage_options):
+    """The commands' view of PATHS: URLs fetched into a private temp folder (see storage)."""
+    from upgd_migrate.storage import parse_options, shown_as_urls, staged
+
+    stack = contextlib.ExitStack()
+    local, names = stack.enter_context(staged(paths, parse_options(storage_options)))
+    stack.enter_context(shown_as_urls(names))
+    return stack, local
 
 
 @click.group(cls=DefaultToMigrate, context_settings={"help_option_names": ["-h", "--help"]})
@@ -67,8 +96,13 @@ def checkpoint() -> None:
       upgd-migrate checkpoint run/ --check             exit 1 if any file would change
 
     \b
+    A folder is a run: every file in it is decided by content. Files that hold no
+    optimizer or VGS state (RNG states, schedulers, weights, JSON, pickles) are
+    carried; a torch file that could hold one but is refused is "not checked".
+
+    \b
     Exit codes: 0 nothing to change, 1 files changed (or would, with --check/--diff),
-    2 usage error, unreadable input, or no UPGD/VGS state found at all.
+    2 usage error, unreadable or not-checked input, or no UPGD/VGS state at all.
     Interrupted (Ctrl-C / SIGTERM): 130 / 143, nothing half-written left behind.
     """
 
@@ -94,7 +128,13 @@ def _validate(paths, output, in_place, backup, check, dry_run) -> None:
 @checkpoint.command("migrate")
 @paths_argument
 @click.option("-o", "--output", type=click.Path(path_type=Path),
-              help="Write here (a folder when several inputs are given).")
+              help="Write here (a folder when several inputs are given): every file of an "
+                   "input folder at its relative path, migrated or copied. Inputs that would "
+                   "land on the same path are refused before anything is written (give their "
+                   "common folder instead); OUT inside an input folder is refused.")
+@click.option("--link", is_flag=True, help="With -o: hard-link unchanged files instead of "
+              "copying them. Only if nothing rewrites OUT: a trainer that saves into a linked "
+              "file in place writes through to the input.")
 @click.option("--in-place", is_flag=True, help="Rewrite the input files atomically.")
 @click.option("--backup", metavar="SUFFIX", help="With --in-place: keep the original as "
               "FILE+SUFFIX (an existing backup is never overwritten).")
@@ -111,7 +151,7 @@ def _validate(paths, output, in_place, backup, check, dry_run) -> None:
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
 @jobs_option
 @allow_global_option
-def migrate(paths, output, in_place, backup, check, dry_run, sigma_ratio, instant_noise,
+def migrate(paths, output, link, in_place, backup, check, dry_run, sigma_ratio, instant_noise,
             run_verify, fmt, jobs, allow_globals) -> int:
     """Migrate every optimizer and VGS state found in PATHS (files or folders).
 
@@ -122,21 +162,24 @@ def migrate(paths, output, in_place, backup, check, dry_run, sigma_ratio, instan
       upgd-migrate checkpoint migrate ppo.zip --diff --sigma-ratio 0.05
     """
     _validate(paths, output, in_place, backup, check, dry_run)
+    if link and not output:
+        raise click.UsageError("--link needs -o OUT")
     need_torch("upgd-migrate checkpoint")
     from upgd_migrate.checkpoint import run as _checkpoint_run
-    from upgd_migrate.checkpoint.migrate import Context
+    from upgd_migrate.checkpoint.steps import Context
 
     return _checkpoint_run.run_migrate(paths, output, in_place, backup, check, dry_run,
                                        Context(sigma_ratio, instant_noise=instant_noise),
-                                       run_verify, fmt, allow_globals, jobs)
+                                       run_verify, fmt, allow_globals, link, jobs)
 
 
 @checkpoint.command("inspect")
 @paths_argument
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
 @jobs_option
+@storage_option
 @allow_global_option
-def inspect(paths, fmt, jobs, allow_globals) -> int:
+def inspect(paths, fmt, jobs, storage_options, allow_globals) -> int:
     """Show the container, optimizer class and generation of every state in PATHS.
 
     \b
@@ -148,7 +191,9 @@ def inspect(paths, fmt, jobs, allow_globals) -> int:
     need_torch("upgd-migrate checkpoint inspect")
     from upgd_migrate.checkpoint import run as _checkpoint_run
 
-    return _checkpoint_run.run_inspect(paths, fmt, allow_globals, jobs)
+    stack, local = staged_paths(paths, storage_options)
+    with stack:
+        return _checkpoint_run.run_inspect(local, fmt, allow_globals, jobs)
 
 
 def echo_err(line: str) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 
 from upgd_migrate.commands.checkpoint import (FORMATS, allow_global_option, jobs_option,
-                                              paths_argument)
+                                              paths_argument, staged_paths, storage_option)
 from upgd_migrate.commands.options import need_torch
 
 
@@ -22,12 +22,14 @@ from upgd_migrate.commands.options import need_torch
               metavar="N", help="Drive at most N elements of each tensor (a uniform sample, "
                                 "weighted by the tensor's size); 0: every element.")
 @jobs_option
+@storage_option
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
 @click.option("--plot", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE",
               help="Also draw, per state, the ratio and the noise level of each step into "
                    "FILE (.png or .svg; needs the 'plot' extra: matplotlib).")
 @allow_global_option
-def verify(paths, config, steps, seed, sample, jobs, fmt, allow_globals, plot) -> int:
+def verify(paths, config, steps, seed, sample, jobs, storage_options, fmt, allow_globals,
+           plot) -> int:
     """Load every optimizer state in PATHS into the packaged optimizer and check its noise.
 
     \b
@@ -38,10 +40,9 @@ def verify(paths, config, steps, seed, sample, jobs, fmt, allow_globals, plot) -
 
     \b
     Examples:
-      upgd-migrate verify migrated/
+      upgd-migrate verify migrated/ --format json
       upgd-migrate verify ckpt.pt --config train.yaml --steps 64
-      upgd-migrate verify ppo.zip --format json
-      upgd-migrate verify population/ --jobs 4 --format jsonl
+      upgd-migrate verify s3://bucket/pbt/ --jobs 4 --format jsonl
 
     \b
     Exit codes: 0 all pass; 1 a check failed; 2 a file could not be read, or no UPGD/VGS
@@ -50,4 +51,6 @@ def verify(paths, config, steps, seed, sample, jobs, fmt, allow_globals, plot) -
     need_torch("upgd-migrate verify")
     from upgd_migrate.verify.run import run_verify
 
-    return run_verify(paths, config, steps, seed, fmt, allow_globals, plot, sample, jobs)
+    stack, local = staged_paths(paths, storage_options)
+    with stack:
+        return run_verify(local, config, steps, seed, fmt, allow_globals, plot, sample, jobs)

@@ -21,7 +21,7 @@ def load_optimizer_state(path: str) -> dict:
     try:
         with warnings.catch_warnings():  # torch's NumPy notice says nothing about the file
             warnings.filterwarnings("ignore", "Failed to initialize NumPy")
-            from upgd_migrate.checkpoint.containers import open_checkpoint
+            from upgd_migrate.checkpoint.formats import open_checkpoint
     except ImportError:
         raise UpgdMigrateError("--calibrate-from needs torch: pip install "
                                "'upgd-migrate[torch]'") from None

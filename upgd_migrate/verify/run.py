@@ -9,7 +9,8 @@ from typing import Optional, Sequence
 import click
 
 from upgd_migrate.checkpoint import pipeline as P
-from upgd_migrate.checkpoint.containers import loaded, open_checkpoint
+from upgd_migrate.checkpoint import runfolder
+from upgd_migrate.checkpoint.formats import loaded
 from upgd_migrate.errors import UpgdMigrateError
 from upgd_migrate.report import envelope, plural
 from upgd_migrate.verify import render
@@ -43,8 +44,10 @@ def _config_check(reports, slots, kwargs: dict) -> None:
                                    "values win on resume)" if diff else "config agrees"))
 
 
-def _verify_file(path: Path, cfg, steps: int, seed: int, allow_globals, sample: int) -> dict:
-    ckpt = open_checkpoint(path, allow_globals)
+def _verify_file(path: Path, cfg, steps: int, seed: int, allow_globals, sample: int,
+                 found: Optional[runfolder.Found] = None) -> dict:
+    found = found or runfolder.Found(Path(path), Path(Path(path).name), "torch", False)
+    ckpt = runfolder.open_found(found, allow_globals)
     slots = [(s.where, s.kind, loaded(ckpt, s.state)) for s in ckpt.slots]
     kwargs, vgs_cfg = cfg if cfg else ({}, None)
     reports = verify_states(slots, steps, seed, vgs_cfg, sample)
@@ -61,9 +64,15 @@ def _split(reports) -> tuple[list, list[str]]:
 
 def verify_file(path, cfg=None, steps: int = DEFAULT_STEPS, seed: int = 0,
                 allow_globals: Sequence[str] = (), sample: int = DEFAULT_SAMPLE) -> dict:
-    """One file's reports (picklable: a worker's result), or ``{"path", "error"}``."""
+    """One file's reports (picklable: a worker's result), ``{"path", "error"}``, or
+    ``{"path", "carried"}`` for a walked file that holds no state. ``path``: a path, or what
+    a walk found (a ``runfolder.Found``)."""
+    found = path if isinstance(path, runfolder.Found) else None
+    path = found.path if found else path
     try:
-        f = _verify_file(path, cfg, steps, seed, allow_globals, sample)
+        f = _verify_file(path, cfg, steps, seed, allow_globals, sample, found)
+    except runfolder.NotAState as e:  # carried: nothing to verify, nothing wrong
+        return {"path": str(path), "carried": str(e)}
     except (UpgdMigrateError, KeyError, TypeError, ValueError) as e:
         return {"path": str(path), "error": P.message(path, e)}
     f["reports"], f["skipped"] = _split(f["reports"])
@@ -72,8 +81,8 @@ def verify_file(path, cfg=None, steps: int = DEFAULT_STEPS, seed: int = 0,
 
 def file_json(f: dict) -> dict:
     """A file's entry of the JSON envelope (and of ``--format jsonl``, and of the API)."""
-    if "error" in f:
-        return {"path": f["path"], "error": f["error"]}
+    if "error" in f or "carried" in f:
+        return dict(f)
     return {"path": f["path"], "container": f["container"],
             "states": [render.report_json(r) for r in f["reports"]], "skipped": f["skipped"]}
 
@@ -84,11 +93,11 @@ def _verify_all(found, per_file, jobs: int, stream: bool) -> tuple[list[dict], l
     from upgd_migrate.api.pool import imap
 
     done: dict[int, dict] = {}
-    for i, f in imap(per_file, [path for path, _ in found], jobs):
+    for i, f in imap(per_file, list(found), jobs):
         done[i] = f
-        if stream:
+        if stream and "carried" not in f:
             click.echo(json.dumps(file_json(f)))
-    ordered = [done[i] for i in sorted(done)]
+    ordered = [done[i] for i in sorted(done) if "carried" not in done[i]]
     return ([f for f in ordered if "error" not in f], [f["error"] for f in ordered
                                                         if "error" in f])
 
@@ -103,7 +112,7 @@ def run_verify(paths: Sequence[Path], config: Optional[Path], steps: int, seed: 
         click.echo(why, err=True)  # before the runs: they take a while
         return 2
     cfg = read_config(config) if config else None
-    found, warnings = P.discover_checked(paths)
+    found, warnings = runfolder.discover_checked(paths)
     per_file = functools.partial(verify_file, cfg=cfg, steps=steps, seed=seed,
                                  allow_globals=tuple(allow_globals), sample=sample)
     files, errors = _verify_all(found, per_file, jobs, fmt == "jsonl")

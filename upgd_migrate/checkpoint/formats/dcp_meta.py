@@ -23,8 +23,8 @@ import torch
 from torch.distributed.checkpoint import filesystem as dcp_fs
 from torch.distributed.checkpoint import metadata as dcp_md
 
-from upgd_migrate.checkpoint.containers import DCP_METADATA as METADATA
-from upgd_migrate.checkpoint.containers import is_dcp_folder
+from upgd_migrate.checkpoint.formats.base import DCP_METADATA as METADATA
+from upgd_migrate.checkpoint.formats.base import is_dcp_folder
 from upgd_migrate.checkpoint.io import CheckpointError
 
 __all__ = ["METADATA", "Entry", "Index", "Piece", "is_dcp_folder", "read_index"]

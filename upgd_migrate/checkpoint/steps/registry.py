@@ -1,4 +1,6 @@
-"""Migrations: small pure functions in one ordered registry, each with a stable id.
+"""The migration registry: small pure functions in one ordered list, each with a stable id.
+
+Imports no step module (they import it); :mod:`upgd_migrate.checkpoint.steps` imports both.
 
 A step takes a state dict and returns a new one (sharing every untouched tensor and value with
 its input, never mutating it) plus notes, or ``None`` when it has nothing to do. The runner
@@ -122,7 +124,3 @@ def migrate_vgs(sd: dict, ctx: Context = Context()) -> Result:
         state = {**state, AUDIT_KEY: _audit(sd.get(AUDIT_KEY), f"v{original}", applied)}
     return Result("vgs", "VarianceGradientScaler", f"v{original}", state, applied, notes)
 
-
-# The steps register themselves in file order (optimizer steps, then VGS steps); imported last
-# because they import the names above.
-from upgd_migrate.checkpoint import optim_steps, vgs_steps  # noqa: E402,F401

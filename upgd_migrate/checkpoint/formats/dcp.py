@@ -9,7 +9,10 @@ registry then sees the same shapes as for a single file.
 
 Nothing is read that the migration does not use: model weights stay :class:`TensorRef` handles,
 optimizer tensors are read one at a time when a step looks at them (and dropped after), and only
-small ``torch.save``d values (steps, group options) and VGS statistics are loaded up front.
+the ``torch.save``d values a state can be made of (under a ``state`` or ``param_groups`` key, or
+a VGS option) are deserialized up front. Every other bytes entry (torchtitan's ``train_state``,
+a dataloader's state) is a :class:`BytesRef`: carried as it is, never deserialized, so it needs
+no ``--allow-global``.
 """
 from __future__ import annotations
 
@@ -20,12 +23,11 @@ from typing import Any, Iterator, Mapping, Sequence
 import torch
 
 from upgd_migrate.checkpoint import io
-from upgd_migrate.checkpoint.containers import DCP_CONTAINER
-from upgd_migrate.checkpoint.dcp_meta import Entry, Index, is_dcp_folder, read_index
+from upgd_migrate.checkpoint.formats.base import DCP_CONTAINER
+from upgd_migrate.checkpoint.formats.dcp_meta import Entry, Index, is_dcp_folder, read_index
 
 CONTAINER = DCP_CONTAINER
-EAGER_BYTES = 64 << 20  # larger torch.save'd values are read only if their key names a state
-_STATE_HINTS = ("optim", "vgs", "scaler")
+_STATE_PARTS = ("state", "param_groups")
 
 __all__ = ["CONTAINER", "TensorRef", "LazyEntry", "DcpRoot", "is_dcp_folder", "open_dcp",
            "materialize"]
@@ -75,7 +77,7 @@ class TensorRef:
 
 
 class BytesRef:
-    """A large ``torch.save``d value that is not a state: carried, never read."""
+    """A ``torch.save``d value that is no part of a state: carried, never read."""
 
     def __init__(self, entry: Entry) -> None:
         self.entry = entry
@@ -136,9 +138,27 @@ def _set(root: dict, path: tuple, value: Any) -> None:
     node[last] = value
 
 
-def _bytes_value(index: Index, e: Entry, allow_globals: Sequence[str]) -> Any:
-    hinted = any(h in e.key.lower() for h in _STATE_HINTS)
-    if e.piece.length > EAGER_BYTES and not hinted:
+def vgs_parents(paths: Iterator[tuple]) -> set[tuple]:
+    """The paths whose children include every VGS option: VGS states."""
+    from upgd_migrate.checkpoint.detect import VGS_KEYS
+
+    children: dict[tuple, set] = {}
+    for path in paths:
+        children.setdefault(path[:-1], set()).add(path[-1])
+    return {parent for parent, names in children.items() if VGS_KEYS <= names}
+
+
+def may_hold_state(path: tuple, vgs: set[tuple]) -> bool:
+    """Whether an entry at ``path`` can be part of an optimizer or VGS state: under a ``state``
+    or ``param_groups`` key (nested, or flattened as ``state.<fqn>.<key>``), or in a VGS state
+    (``vgs``: from :func:`vgs_parents`)."""
+    prefixes = tuple(f"{s}." for s in _STATE_PARTS)
+    return (any(isinstance(p, str) and (p in _STATE_PARTS or p.startswith(prefixes))
+                for p in path) or any(path[:i] in vgs for i in range(len(path))))
+
+
+def _bytes_value(index: Index, e: Entry, allow_globals: Sequence[str], vgs: set[tuple]) -> Any:
+    if not may_hold_state(e.path, vgs):
         return BytesRef(e)
     label = f"{index.folder}/{e.piece.file}: entry {e.key}"
     return io.load_slice(index.folder / e.piece.file, e.piece.offset, e.piece.length, label,
@@ -148,9 +168,10 @@ def _bytes_value(index: Index, e: Entry, allow_globals: Sequence[str]) -> Any:
 def build_tree(index: Index, allow_globals: Sequence[str] = ()) -> tuple[dict, dict]:
     tree: dict = {}
     values: dict = {}
+    vgs = vgs_parents(e.path for e in index.entries.values())
     for e in index.entries.values():
         value = (TensorRef(index, e, allow_globals) if e.kind == "tensor"
-                 else _bytes_value(index, e, allow_globals))
+                 else _bytes_value(index, e, allow_globals, vgs))
         try:
             _set(tree, e.path, value)
         except (TypeError, IndexError, AttributeError):
@@ -248,7 +269,7 @@ def _load_small(state: Any) -> Any:
 
 
 def open_dcp(path: Path, allow_globals: Sequence[str] = ()):
-    from upgd_migrate.checkpoint.containers import Checkpoint, Slot, _get, _label, find_states
+    from upgd_migrate.checkpoint.formats.base import Checkpoint, Slot, _get, _label, find_states
 
     index = read_index(path)
     raw, values = build_tree(index, allow_globals)

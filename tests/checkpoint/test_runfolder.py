@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from upgd_migrate import fileio
-from upgd_migrate.checkpoint.outputs import copy_counterpart
+from upgd_migrate.checkpoint.runfolder import copy_counterpart
 from upgd_migrate.cli import main
 from upgd_migrate.fileio import clone_file
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from upgd_migrate.checkpoint.migrate import Context, Note, Outcome, register
+from upgd_migrate.checkpoint.steps.registry import Context, Note, Outcome, register
 from upgd_migrate.optim import vgs as V
 
 _V32_DEFAULTS = {"min_scaling_factor": 0.1, "variance_cap": 50.0}

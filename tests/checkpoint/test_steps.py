@@ -10,7 +10,7 @@ import torch
 from ckpt_helpers import OPTIM, VGS, assert_same, assert_state_tensors_kept, optim_state, vgs_state
 
 from upgd_migrate.checkpoint.detect import AUDIT_KEY, FORMAT_KEY
-from upgd_migrate.checkpoint.migrate import REGISTRY, Context, migrate_optimizer, migrate_vgs
+from upgd_migrate.checkpoint.steps import REGISTRY, Context, migrate_optimizer, migrate_vgs
 from upgd_migrate.optim import UPGD, UPGDW, AdaptiveUPGD, VarianceGradientScaler
 from upgd_migrate.optim.calibrate import direction
 

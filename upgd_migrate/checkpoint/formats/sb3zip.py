@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from upgd_migrate.checkpoint import io
-from upgd_migrate.checkpoint.containers import Checkpoint, Slot
+from upgd_migrate.checkpoint.formats.base import Checkpoint, Slot
 from upgd_migrate.checkpoint.detect import FORMAT_KEY, is_optimizer_state, is_vgs_state
 
 CONTAINER = "stable-baselines3 zip"
@@ -32,6 +32,11 @@ def is_sb3_zip(path: Path) -> bool:
             names = zf.namelist()
     except (zipfile.BadZipFile, OSError):
         return False
+    return is_sb3_names(names)
+
+
+def is_sb3_names(names: list[str]) -> bool:
+    """A stable-baselines3 zip's members: a JSON ``data`` and no torch pickle."""
     return "data" in names and not any(n.endswith("/data.pkl") for n in names)
 
 
@@ -49,7 +54,7 @@ def _read_members(path: Path) -> list[tuple[zipfile.ZipInfo, bytes]]:
 
 
 def open_zip(path: Path, allow_globals=()) -> Checkpoint:
-    from upgd_migrate.checkpoint.zipcheck import check_zip
+    from upgd_migrate.checkpoint.formats.zipcheck import check_zip
 
     members = _read_members(path)
     # Refuse a broken data member or sidecar now, before a backup or an output exists.

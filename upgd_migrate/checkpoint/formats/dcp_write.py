@@ -27,8 +27,9 @@ from torch.distributed.checkpoint import filesystem as dcp_fs
 from torch.distributed.checkpoint import metadata as dcp_md
 
 from upgd_migrate.checkpoint import io
-from upgd_migrate.checkpoint.dcp import BytesRef, DcpRoot, TensorRef, flatten_optimizer, materialize
-from upgd_migrate.checkpoint.dcp_meta import METADATA, Entry
+from upgd_migrate.checkpoint.formats.dcp import (BytesRef, DcpRoot, TensorRef, flatten_optimizer,
+                                                 materialize)
+from upgd_migrate.checkpoint.formats.dcp_meta import METADATA, Entry
 from upgd_migrate.fileio import _fsync_dir, atomic_writer, clone_file
 
 DATA_NAME = "__upgd_migrate_{}.distcp"

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from upgd_migrate.checkpoint.detect import AUDIT_KEY, FORMAT_KEY, optimizer_class
-from upgd_migrate.checkpoint.migrate import Context, Note, Outcome, register
+from upgd_migrate.checkpoint.steps.registry import Context, Note, Outcome, register
 from upgd_migrate.optim.calibrate import CalibrationError, calibrate_group, direction_energy
 from upgd_migrate.optim.upgd import FORMAT_VERSION, LATE_OPTIONS
 

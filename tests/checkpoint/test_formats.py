@@ -9,10 +9,11 @@ import torch
 from ckpt_helpers import (FIXTURES, OPTIM, VGS, assert_same, assert_state_tensors_kept, load,
                           make_containers, optim_state, vgs_state, zip_members)
 
-from upgd_migrate.checkpoint import io, sb3
-from upgd_migrate.checkpoint.containers import open_checkpoint
+from upgd_migrate.checkpoint import io
+from upgd_migrate.checkpoint.formats import sb3zip as sb3
+from upgd_migrate.checkpoint.formats import open_checkpoint
 from upgd_migrate.checkpoint.detect import FORMAT_KEY
-from upgd_migrate.checkpoint.migrate import Context
+from upgd_migrate.checkpoint.steps import Context
 from upgd_migrate.checkpoint.pipeline import Options, WriteBack, process
 from upgd_migrate.optim import VarianceGradientScaler
 
@@ -190,7 +191,7 @@ def test_every_generation_and_vgs_version_in_every_container_verifies(tmp_path, 
 
 def test_sb3_zip_with_only_its_vgs_state_to_migrate(tmp_path):
     current = optim_state("adaptive_upgd_g1.pt")
-    from upgd_migrate.checkpoint.migrate import migrate_optimizer
+    from upgd_migrate.checkpoint.steps import migrate_optimizer
 
     members = make_containers.sb3_members(
         {"policy.optimizer.pth": migrate_optimizer(current).state}, vgs_state("vgs_v3_1.pt"),

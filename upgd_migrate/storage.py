@@ -1,0 +1,188 @@
+"""Where paths and URLs meet the file system: the one place that knows about object stores.
+
+A local path never comes here: the commands test :func:`is_url` first and keep their own code
+path (and speed). A URL (``s3://``, ``gs://``, ``hf://``, ``memory://``, ``file://``) goes
+through fsspec: the checkpoint is staged into a private local folder, the usual pipeline runs on
+it, and what changed goes back whole or not at all (see :func:`upload`).
+
+Guarantees per backend (an object store has no rename):
+
+- S3 (s3fs): a file up to ``PART`` bytes is one PUT; a bigger one is a multipart upload this
+  module drives itself, completed only after every part is in and aborted on any error, SIGINT
+  or SIGTERM. Either way the object appears only when complete. ``--backup`` is a PUT with
+  ``IfNoneMatch: "*"``: an existing backup object is never overwritten.
+- GCS (gcsfs): uploads are resumable sessions that finalise at the end (whole or absent);
+  the backup is checked for existence first (a race with another writer is possible).
+- Hugging Face Hub (``hf://``): each upload is a commit (whole or absent).
+- ``memory://`` and ``file://``: fsspec's own writes (``file://`` is not atomic: prefer the
+  plain local path, which the commands write atomically).
+"""
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+from upgd_migrate.errors import UpgdMigrateError, deferred_signals
+
+# scheme -> (module that implements it, the extra that installs it)
+BACKENDS = {"s3": ("s3fs", "s3"), "s3a": ("s3fs", "s3"), "gs": ("gcsfs", "gcs"),
+            "gcs": ("gcsfs", "gcs"), "hf": ("huggingface_hub", "hf"),
+            "memory": ("fsspec", "fsspec"), "file": ("fsspec", "fsspec")}
+PART = 64 * 1024 * 1024  # bytes per multipart part; a smaller file is one PUT
+
+
+def is_url(path: Any) -> bool:
+    """``scheme://...`` (a pathlib.Path never is one: it folds ``//`` into ``/``)."""
+    if not isinstance(path, str):
+        return False
+    scheme, sep, _ = path.partition("://")
+    return bool(sep) and len(scheme) > 1 and scheme.replace("+", "").isalnum()
+
+
+def scheme_of(url: str) -> str:
+    return str(url).partition("://")[0].lower()
+
+
+def parse_options(values: Sequence[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs; a value is a JSON scalar when it parses as one (``true``, ``3``)."""
+    options: dict[str, Any] = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise UpgdMigrateError(f"--storage-option {item!r}: expected KEY=VALUE")
+        try:
+            value = json.loads(raw)
+            options[key] = value if not isinstance(value, (dict, list)) else raw
+        except json.JSONDecodeError:
+            options[key] = raw
+    return options
+
+
+def filesystem(url: str, options: Mapping[str, Any] | None = None):
+    """The fsspec file system for ``url``, or one line naming the extra that brings it."""
+    scheme = scheme_of(url)
+    module, extra = BACKENDS.get(scheme, (None, None))
+    if module is None:
+        raise UpgdMigrateError(f"{url}: unknown URL scheme {scheme}:// (known: "
+                               f"{', '.join(s + '://' for s in BACKENDS)})")
+    try:
+        __import__("fsspec")
+        __import__(module)
+    except ImportError:
+        raise UpgdMigrateError(f"{url}: {scheme}:// needs {module}: pip install "
+                               f"'upgd-migrate[{extra}]'") from None
+    import fsspec
+
+    kwargs = dict(options or {})
+    if scheme in ("s3", "s3a"):
+        kwargs = _s3_defaults(kwargs)
+    fs = fsspec.filesystem(scheme, **kwargs)
+    if scheme in ("s3", "s3a"):
+        fs.retries = 2  # s3fs's own retry loop, on top of botocore's (a class attribute)
+    return fs
+
+
+def _s3_defaults(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Bounded retries (a throttled or dead endpoint fails in seconds, not minutes), and
+    ``endpoint_url`` where s3fs wants it."""
+    if "endpoint_url" in kwargs:
+        kwargs.setdefault("client_kwargs", {})["endpoint_url"] = kwargs.pop("endpoint_url")
+    config = kwargs.setdefault("config_kwargs", {})
+    config.setdefault("retries", {"max_attempts": 2, "mode": "standard"})
+    config.setdefault("connect_timeout", 5)
+    config.setdefault("read_timeout", 30)
+    kwargs.setdefault("skip_instance_cache", True)
+    return kwargs
+
+
+def describe(url: str, e: BaseException) -> str:
+    """One line for a failed object-store call: what went wrong, without a traceback."""
+    code = getattr(e, "response", {}).get("Error", {}).get("Code") if hasattr(
+        e, "response") else None
+    if isinstance(e, FileNotFoundError):
+        text = "no such object or bucket"
+    elif isinstance(e, PermissionError) or code in ("InvalidAccessKeyId", "AccessDenied",
+                                                   "SignatureDoesNotMatch"):
+        text = f"access denied ({code or e}): check the credentials"
+    elif code:
+        text = f"{code}: {getattr(e, 'response', {}).get('Error', {}).get('Message', e)}"
+    else:
+        text = " ".join(str(e).split()) or type(e).__name__
+        if len(text) > 200:
+            text = text[:200] + "..."
+    return f"{url}: {text}"
+
+
+def _fetch(url: str, local: Path, options: Mapping[str, Any] | None) -> None:
+    fs = filesystem(url, options)
+    try:
+        if fs.isdir(url):
+            fs.get(url.rstrip("/") + "/", str(local) + "/", recursive=True)
+        else:
+            local.parent.mkdir(parents=True, exist_ok=True)
+            fs.get_file(url, str(local))
+    except UpgdMigrateError:
+        raise
+    except Exception as e:  # botocore, aiohttp, OSError: one line, whatever the backend
+        raise UpgdMigrateError(describe(url, e)) from None
+    if not local.exists():
+        raise UpgdMigrateError(f"{url}: no such object or prefix")
+
+
+@contextmanager
+def staged(paths: Sequence[Any], options: Mapping[str, Any] | None = None,
+           ) -> Iterator[tuple[list[Any], dict[str, str]]]:
+    """Local stand-ins for the URLs among ``paths`` (fetched into a private temp folder that is
+    removed at the end; local paths pass through), and local path -> URL for the output."""
+    if not any(is_url(p) for p in paths):
+        yield list(paths), {}
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="upgd-migrate-"))
+    try:
+        out, names = [], {}
+        for i, p in enumerate(paths):
+            if not is_url(p):
+                out.append(p)
+                continue
+            local = tmp / str(i) / (p.rstrip("/").rsplit("/", 1)[-1] or "root")
+            _fetch(p, local, options)
+            out.append(local)
+            names[str(local)] = p.rstrip("/")
+        yield out, names
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class _Shown(io.TextIOBase):
+    """A text stream that shows each staged file under its URL, not its temp path."""
+
+    def __init__(self, stream, names: Mapping[str, str]) -> None:
+        self._stream, self._names = stream, sorted(names.items(), key=lambda kv: -len(kv[0]))
+
+    def write(self, text: str) -> int:
+        for local, url in self._names:
+            text = text.replace(local, url)
+        return self._stream.write(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+
+@contextmanager
+def shown_as_urls(names: Mapping[str, str]) -> Iterator[None]:
+    """stdout and stderr name URLs where the commands print staged paths."""
+    if not names:
+        yield
+        return
+    out, err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _Shown(out, names), _Shown(err, names)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = out, err

@@ -127,7 +127,7 @@ def _validate(paths, output, in_place, backup, check, dry_run) -> None:
 
 @checkpoint.command("migrate")
 @paths_argument
-@click.option("-o", "--output", type=click.Path(path_type=Path),
+@click.option("-o", "--output", type=PathOrURL(),
               help="Write here (a folder when several inputs are given): every file of an "
                    "input folder at its relative path, migrated or copied. Inputs that would "
                    "land on the same path are refused before anything is written (give their "
@@ -150,9 +150,10 @@ def _validate(paths, output, in_place, backup, check, dry_run) -> None:
               help="Also run verify on the migrated states.")
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
 @jobs_option
+@storage_option
 @allow_global_option
 def migrate(paths, output, link, in_place, backup, check, dry_run, sigma_ratio, instant_noise,
-            run_verify, fmt, jobs, allow_globals) -> int:
+            run_verify, fmt, jobs, storage_options, allow_globals) -> int:
     """Migrate every optimizer and VGS state found in PATHS (files or folders).
 
     \b
@@ -168,9 +169,18 @@ def migrate(paths, output, link, in_place, backup, check, dry_run, sigma_ratio, 
     from upgd_migrate.checkpoint import run as _checkpoint_run
     from upgd_migrate.checkpoint.steps import Context
 
-    return _checkpoint_run.run_migrate(paths, output, in_place, backup, check, dry_run,
-                                       Context(sigma_ratio, instant_noise=instant_noise),
-                                       run_verify, fmt, allow_globals, link, jobs)
+    def run(paths, output) -> int:
+        return _checkpoint_run.run_migrate(paths, output, in_place, backup, check, dry_run,
+                                           Context(sigma_ratio, instant_noise=instant_noise),
+                                           run_verify, fmt, allow_globals, link, jobs)
+
+    from upgd_migrate.storage import is_url
+
+    if not (any(is_url(p) for p in paths) or is_url(output)):
+        return run(paths, output)
+    from upgd_migrate.storage import migrate_urls
+
+    return migrate_urls(run, paths, output, in_place and backup, storage_options)
 
 
 @checkpoint.command("inspect")

@@ -105,15 +105,15 @@ def _s3_defaults(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 def describe(url: str, e: BaseException) -> str:
     """One line for a failed object-store call: what went wrong, without a traceback."""
-    code = getattr(e, "response", {}).get("Error", {}).get("Code") if hasattr(
-        e, "response") else None
+    error = (getattr(e, "response", None) or {}).get("Error", {})
+    code = error.get("Code")
     if isinstance(e, FileNotFoundError):
         text = "no such object or bucket"
     elif isinstance(e, PermissionError) or code in ("InvalidAccessKeyId", "AccessDenied",
                                                    "SignatureDoesNotMatch"):
         text = f"access denied ({code or e}): check the credentials"
     elif code:
-        text = f"{code}: {getattr(e, 'response', {}).get('Error', {}).get('Message', e)}"
+        text = f"{code}: {error.get('Message', e)}"
     else:
         text = " ".join(str(e).split()) or type(e).__name__
         if len(text) > 200:
@@ -224,8 +224,8 @@ def _s3_upload(fs, local: Path, url: str, create_only: bool) -> None:
             return
         _multipart(fs, local, bucket, key, part, cond)
     except Exception as e:
-        if getattr(e, "response", {}).get("Error", {}).get("Code") == "PreconditionFailed" or (
-                create_only and "PreconditionFailed" in str(e)):
+        code = (getattr(e, "response", None) or {}).get("Error", {}).get("Code")
+        if create_only and (code == "PreconditionFailed" or "PreconditionFailed" in str(e)):
             raise FileExistsError(url) from None
         raise
 

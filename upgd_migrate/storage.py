@@ -286,10 +286,10 @@ def _root_url(local: Path, url: str) -> str:
 
 
 def migrate_urls(run, paths: Sequence[Any], output: Any, backup_suffix: str | None,
-                 storage_options: Sequence[str]) -> int:
+                 options: Mapping[str, Any] | None, shown: dict | None = None) -> int:
     """``checkpoint`` with URLs among the inputs or as ``-o``: stage, ``run(paths, output)``
-    on the local stand-ins, then push what it wrote (``-o URL``) or changed (in place)."""
-    options = parse_options(storage_options)
+    on the local stand-ins, then push what it wrote (``-o URL``) or changed (in place).
+    ``shown``, when given, receives local path -> URL (to rename paths in results)."""
     with staged(paths, options) as (local, names):
         out_local, before = output, {}
         with tempfile.TemporaryDirectory(prefix="upgd-migrate-out-") as tmp:
@@ -299,6 +299,8 @@ def migrate_urls(run, paths: Sequence[Any], output: Any, backup_suffix: str | No
             elif output is None:  # a staged object sits alone in its folder: push the folder
                 roots = {str(_root(Path(p))): _root_url(Path(p), url) for p, url in names.items()}
                 before = {p: snapshot(Path(p)) for p in roots}
+            if shown is not None:
+                shown.update(names)
             with shown_as_urls(names):
                 code = run(local, out_local)
                 if code == 2 or code >= 128:
@@ -308,3 +310,16 @@ def migrate_urls(run, paths: Sequence[Any], output: Any, backup_suffix: str | No
                 for p, url in roots.items() if output is None else ():
                     push_changes(Path(p), url, before[p], options, backup_suffix or None)
     return code
+
+
+def renamed(value: Any, names: Mapping[str, str]) -> Any:
+    """``value`` (a result of builtins) with each staged path shown as its URL."""
+    if isinstance(value, str):
+        for local, url in sorted(names.items(), key=lambda kv: -len(kv[0])):
+            value = value.replace(local, url)
+        return value
+    if isinstance(value, dict):
+        return {k: renamed(v, names) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(renamed(v, names) for v in value)
+    return value

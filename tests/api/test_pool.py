@@ -37,6 +37,7 @@ def test_one_job_runs_in_this_process():
         (0, os.getpid()), (1, os.getpid())]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_an_interrupt_stops_the_workers_and_leaves_nothing(tmp_path, signum, code):
     for i in range(4):

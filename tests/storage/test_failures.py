@@ -89,6 +89,7 @@ def test_without_the_extra_a_url_names_it(monkeypatch, capsys):
         "error: s3://bucket/x.pt: s3:// needs s3fs: pip install 'upgd-migrate[s3]'")
 
 
+@pytest.mark.slow
 def test_sigterm_during_a_multipart_upload_leaves_the_old_object(s3, s3_endpoint, tmp_path):
     fs, bucket = s3
     gen = torch.Generator().manual_seed(5)

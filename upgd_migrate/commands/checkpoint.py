@@ -178,9 +178,10 @@ def migrate(paths, output, link, in_place, backup, check, dry_run, sigma_ratio, 
 
     if not (any(is_url(p) for p in paths) or is_url(output)):
         return run(paths, output)
-    from upgd_migrate.storage import migrate_urls
+    from upgd_migrate.storage import migrate_urls, parse_options
 
-    return migrate_urls(run, paths, output, in_place and backup, storage_options)
+    return migrate_urls(run, paths, output, in_place and backup,
+                        parse_options(storage_options))
 
 
 @checkpoint.command("inspect")

@@ -25,6 +25,51 @@ _WIDE_BOMS = ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
               (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16"))
 
 
+_ONE_SYNC = False  # inside one_sync(): no fsync per file, one sync at the end
+
+
+@contextmanager
+def one_sync(folder: Path) -> Iterator[None]:
+    """Writes into a new output tree (``-o OUT`` of a run), made durable together at the end.
+
+    Inside, files and folders are not fsynced one by one: one ``syncfs`` of ``folder``'s file
+    system when the block ends without error makes the whole tree durable at once, as ``cp -r``
+    followed by ``sync`` does, and reports a write-back error as an ``OSError`` (each file is
+    still written under a temp name and renamed, so no reader ever sees half a file). Never for
+    a rewrite in place: there the fsync before the rename is what keeps the original safe.
+    """
+    global _ONE_SYNC
+    _ONE_SYNC = True
+    try:
+        yield
+    finally:
+        _ONE_SYNC = False
+    _syncfs(folder)
+
+
+def _syncfs(folder: Path) -> None:
+    import ctypes
+    import ctypes.util
+
+    folder = next(p for p in (folder, *folder.parents) if p.exists())  # OUT, or where it was
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        syncfs = getattr(libc, "syncfs", None)
+        if syncfs is None:  # not Linux: sync everything (errors are not reported there)
+            os.sync()
+        elif syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err), str(folder))
+    finally:
+        os.close(fd)
+
+
+def fsync(fd: int) -> None:
+    if not _ONE_SYNC:
+        os.fsync(fd)
+
+
 class UnreadableFile(Exception):
     """The file cannot be read as UTF-8 text; the message says why, without the path."""
 
@@ -91,7 +136,7 @@ def atomic_writer(path: str | os.PathLike) -> Iterator[IO[bytes]]:
         with os.fdopen(fd, "wb") as fh:
             yield fh
             fh.flush()
-            os.fsync(fh.fileno())
+            fsync(fh.fileno())
         os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask())
         os.replace(tmp, path)
     except OSError as e:  # a full disk, say: name the file the user asked for, not the temp
@@ -128,6 +173,8 @@ def _umask() -> int:
 
 
 def _fsync_dir(folder: Path) -> None:
+    if _ONE_SYNC:
+        return
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:
@@ -173,7 +220,7 @@ def clone_file(src: Path, dst: Path) -> None:
     with open(src, "rb") as s, open(dst, "xb") as d:
         if not _reflink(s, d):
             _kernel_copy(s, d)
-        os.fsync(d.fileno())
+        fsync(d.fileno())
     shutil.copymode(src, dst)
 
 

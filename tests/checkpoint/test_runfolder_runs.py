@@ -9,7 +9,7 @@ import torch
 from ckpt_helpers import optim_state
 from run_helpers import (accelerate_state, hf_checkpoint, ray_experiment, titan_step,
                          tree)
-from upgd_migrate.checkpoint.runfolder import NOT_A_STATE
+from upgd_migrate.checkpoint.runfolder import NO_STATE_KEY, NOT_A_STATE
 from upgd_migrate.cli import main
 
 
@@ -33,10 +33,12 @@ def test_hf_checkpoint_rng_state_beside_a_legacy_optimizer(tmp_path, capsys):
     assert main(["checkpoint", str(run), "--in-place"]) == 1
     assert main(["checkpoint", str(run), "--check"]) == 0
     out = capsys.readouterr().out
-    assert f"{run / 'checkpoint-2' / 'rng_state.pth'}: {NOT_A_STATE} (torch file)" in out
+    assert f"{run / 'checkpoint-2' / 'rng_state.pth'}: {NOT_A_STATE} ({NO_STATE_KEY})" in out
     assert f"{run / 'checkpoint-2' / 'model.safetensors'}: {NOT_A_STATE} (safetensors " \
            "weights)" in out
     assert main(["verify", str(run)]) == 0
+    assert f"{run / 'checkpoint-4' / 'scheduler.pt'}: {NOT_A_STATE} ({NO_STATE_KEY})" in \
+        capsys.readouterr().out.splitlines()
     assert main(["checkpoint", "inspect", str(run)]) == 0
 
 
@@ -44,8 +46,7 @@ def test_a_walked_pickled_dataclass_is_carried_a_named_one_refused(tmp_path, cap
     hf_checkpoint(tmp_path / "ck")
     assert main(["checkpoint", str(tmp_path / "ck"), "--check"]) == 1
     out = capsys.readouterr().out
-    assert (f"{tmp_path / 'ck' / 'training_args.bin'}: {NOT_A_STATE} (torch file with no "
-            "optimizer key, not loaded: needs run_helpers.TrainingArguments)") in out
+    assert f"{tmp_path / 'ck' / 'training_args.bin'}: {NOT_A_STATE} ({NO_STATE_KEY})" in out
     for command in (["checkpoint", "--check"], ["checkpoint", "inspect"], ["verify"]):
         assert main([*command, str(tmp_path / "ck" / "training_args.bin")]) == 2
         assert "--allow-global run_helpers.TrainingArguments" in capsys.readouterr().err
@@ -121,3 +122,52 @@ def test_link_only_when_asked(tmp_path):
             assert same == linked, (flag, name)
         assert os.stat(src / "optimizer.pt").st_ino != \
             os.stat(out / "checkpoint-2" / "optimizer.pt").st_ino
+
+
+def test_an_sb3_zip_in_a_run_keeps_its_sidecar_with_it(tmp_path, capsys):
+    import hashlib
+    import json
+    import shutil
+
+    from ckpt_helpers import FIXTURES
+
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(FIXTURES / "containers" / "ppo.zip", run / "ppo.zip")
+    shutil.copy(FIXTURES / "containers" / "ppo.zip.sidecar.json", run / "ppo.zip.sidecar.json")
+    (run / "ppo.zip.orig").write_bytes((run / "ppo.zip").read_bytes())  # a --backup
+    assert main(["checkpoint", str(run), "-o", str(tmp_path / "out")]) == 1
+    out = tmp_path / "out"
+    meta = json.loads((out / "ppo.zip.sidecar.json").read_text())
+    assert meta["sha256"] == hashlib.sha256((out / "ppo.zip").read_bytes()).hexdigest()
+    assert (out / "ppo.zip.orig").read_bytes() == (run / "ppo.zip.orig").read_bytes()
+    assert "ppo.zip.orig: not an optimizer state: carried (a backup beside its checkpoint)" \
+        in capsys.readouterr().out
+
+
+def test_a_run_is_synced_once_and_a_failed_sync_is_exit_2(tmp_path, capsys, monkeypatch):
+    from upgd_migrate import fileio
+
+    hf_checkpoint(tmp_path / "run" / "checkpoint-2")
+    calls = []
+    monkeypatch.setattr(fileio.os, "fsync", lambda fd: calls.append(fd))
+    assert main(["checkpoint", str(tmp_path / "run"), "-o", str(tmp_path / "a")]) == 1
+    assert calls == []  # no fsync per file: one syncfs of the tree at the end
+
+    def failing(folder):
+        raise OSError(5, "Input/output error", str(folder))
+
+    monkeypatch.setattr(fileio, "_syncfs", failing)
+    assert main(["checkpoint", str(tmp_path / "run"), "-o", str(tmp_path / "b")]) == 2
+    assert (f"{tmp_path / 'b'}: cannot make the output durable: Input/output error"
+            in capsys.readouterr().err)
+
+
+def test_numpy_data_beside_a_state_needs_no_allow_global(tmp_path):
+    from run_helpers import rng_state
+
+    (tmp_path / "run").mkdir()
+    torch.save({"optimizer": optim_state("adaptive_upgd_g1.pt"), "rng": rng_state()},
+               tmp_path / "run" / "loop.pt")
+    assert main(["checkpoint", "--check", str(tmp_path / "run")]) == 1
+    assert main(["checkpoint", "--check", str(tmp_path / "run" / "loop.pt")]) == 1

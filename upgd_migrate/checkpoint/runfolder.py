@@ -3,9 +3,9 @@
 Walking a folder looks at every file, never at its name: torch files (zip or legacy pickle),
 stable-baselines3 zips and DCP folders (at any depth, one checkpoint each) can hold a state;
 everything else the libraries write beside them (safetensors weights, JSON, plain pickles, event
-files) is carried. A torch file that holds no state is carried too, and so is one refused for its
-globals whose pickle names no key of a state (:func:`open_found`); one that could hold a state is
-"not checked" and says which ``--allow-global`` names would admit it.
+files) is carried. A torch file whose pickle names no key of a state is carried unloaded, and so
+is one that loads and holds none (:func:`open_found`); one that could hold a state but is refused
+for its globals is "not checked" and says which ``--allow-global`` names would admit it.
 
 ``-o OUT`` mirrors the run: every file at its relative path, copied (a reflink or a copy inside
 the kernel) or, with ``--link``, hard-linked: a trainer that rewrites a linked file in OUT in
@@ -31,6 +31,7 @@ from upgd_migrate.errors import UpgdMigrateError, deferred_signals
 from upgd_migrate.fileio import clone_file
 
 NOT_A_STATE = "not an optimizer state: carried"
+NO_STATE_KEY = "torch file naming no optimizer or VGS key, not loaded"
 NONE_FOUND = "no checkpoints found (no torch file, stable-baselines3 zip or DCP folder)"
 
 
@@ -40,7 +41,7 @@ class Found:
 
     path: Path
     rel: Path  # below the argument it came from (the argument's own name when named)
-    fmt: str  # what sniff() said, or "backup" / "sidecar"
+    fmt: str  # what sniff() said, or "backup"
     walked: bool  # met in a folder (the lenient rule) rather than named
 
     @property
@@ -49,8 +50,8 @@ class Found:
 
     @property
     def what(self) -> str:
-        return {"backup": "a backup beside its checkpoint",
-                "sidecar": "sidecar"}.get(self.fmt) or CARRIED.get(self.fmt, self.fmt)
+        return "a backup beside its checkpoint" if self.fmt == "backup" else CARRIED.get(
+            self.fmt, self.fmt)
 
 
 class NotAState(Exception):
@@ -88,16 +89,16 @@ def _walk(folder: Path) -> list[Found]:
 
 
 def _companions(found: list[Found]) -> list[Found]:
-    """An sb3 zip's sidecar goes with it; ``X<suffix>`` beside a checkpoint X is X's backup
-    (``--backup``): carried, never migrated a second time."""
+    """An sb3 zip's sidecar goes with its zip (not listed); ``X<suffix>`` beside a checkpoint X
+    is X's backup (``--backup``): carried, never migrated a second time."""
     states = {f.path.name: f for f in found if not f.carried}
     out = []
     for f in found:
         owner = next((s for n, s in states.items()
                       if f.path.name != n and f.path.name.startswith(n)), None)
         if owner is not None and f.path == sidecar_path(owner.path) and owner.fmt == "sb3":
-            f = Found(f.path, f.rel, "sidecar", True)
-        elif owner is not None and f.path.name.startswith(owner.path.name + "."):
+            continue  # written (or copied) with its zip, never on its own
+        if owner is not None and f.path.name.startswith(owner.path.name + "."):
             f = Found(f.path, f.rel, "backup", True)
         out.append(f)
     return out
@@ -123,31 +124,33 @@ def discover(paths: Sequence[Path]) -> list[tuple[Path, Path]]:
 def discover_checked(paths: Sequence[Path]) -> tuple[list[Found], list[str]]:
     """``find``, plus a warning per folder that holds no checkpoint; nothing at all found is
     an error (exit 2): a run over an empty or mistyped folder must not look like a pass."""
-    found = find(paths)
+    per_arg = [find([p]) for p in paths]
+    found = [f for fs in per_arg for f in fs]
     if not any(not f.carried for f in found):
         where = ", ".join(str(p) for p in paths)
         raise UpgdMigrateError(f"{where}: {NONE_FOUND}")
-    empty = [p for p in paths if Path(p).is_dir() and not discover([p])]
+    empty = [p for p, fs in zip(paths, per_arg)
+             if Path(p).is_dir() and all(f.carried for f in fs)]
     return found, [f"warning: {p}: {NONE_FOUND}" for p in empty]
 
 
 def open_found(f: Found, allow_globals: Sequence[str] = ()) -> Checkpoint:
     """Open what the walk or the user found, by the one rule of every command.
 
-    Named: strict (any refusal is the error it is). Walked: a file with no state raises
-    :class:`NotAState`; a torch file refused for its globals raises :class:`NotAState` when its
-    pickle names no key of a state, else :class:`NotChecked` with the refusal's complete hint.
+    Named: strict (any refusal is the error it is). Walked: a torch file whose pickle (read as
+    opcodes, never run) names no key of a state raises :class:`NotAState` unloaded; one that
+    does is loaded, and raises :class:`NotChecked` with the refusal's complete hint when its
+    globals are refused, :class:`NotAState` when it holds no state after all.
     """
     if f.carried:
         raise NotAState(f.what)
+    if f.walked and f.fmt == "torch" and not torchfile.state_keys_named(_pickle_of(f.path)):
+        raise NotAState(NO_STATE_KEY)  # never loaded: no tensor read, no global needed
     try:
         ckpt = open_checkpoint(f.path, allow_globals)
     except io.UnsafeCheckpointError as e:
         if not f.walked:
             raise
-        if f.fmt == "torch" and not torchfile.state_keys_named(_pickle_of(f.path)):
-            raise NotAState(f"torch file with no optimizer key, not loaded: needs "
-                            f"{', '.join(e.names)}") from None
         raise NotChecked(str(e)) from None
     if f.walked and not ckpt.slots:
         raise NotAState(ckpt.container)
@@ -160,9 +163,9 @@ def _pickle_of(path: Path) -> bytes:
         with zipfile.ZipFile(path) as zf:
             name = next(n for n in zf.namelist() if n.endswith("data.pkl"))
             return zf.read(name)
-    except (zipfile.BadZipFile, StopIteration):
+    except (zipfile.BadZipFile, StopIteration):  # legacy: the pickles, then the storages
         with open(path, "rb") as fh:
-            return fh.read(1 << 20)
+            return fh.read(64 << 20)
     except OSError:
         return b""
 

@@ -39,7 +39,8 @@ class DefaultToMigrate(click.Group):
 def allow_global_option(fn):
     return click.option("--allow-global", "allow_globals", multiple=True, metavar="MODULE.NAME",
                         help="Admit this global when unpickling (only for files you trust). "
-                             "Repeatable.")(fn)
+                             "Repeatable. numpy's data-only globals (arrays, dtypes) are "
+                             "admitted without it.")(fn)
 
 
 def jobs_option(fn):

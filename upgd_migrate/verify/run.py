@@ -87,9 +87,11 @@ def file_json(f: dict) -> dict:
             "states": [render.report_json(r) for r in f["reports"]], "skipped": f["skipped"]}
 
 
-def _verify_all(found, per_file, jobs: int, stream: bool) -> tuple[list[dict], list[str]]:
+def _verify_all(found, per_file, jobs: int,
+                stream: bool) -> tuple[list[dict], list[str], list[str]]:
     """Every file through ``per_file`` (a pool with ``jobs``); with ``stream``, a JSON line per
-    file as it finishes. Results in input order; a file that fails is an error, not a stop."""
+    file as it finishes. In input order: (the files verified, the error lines, the lines of
+    the files carried); a file that fails is an error, not a stop."""
     from upgd_migrate.api.pool import imap
 
     done: dict[int, dict] = {}
@@ -97,9 +99,12 @@ def _verify_all(found, per_file, jobs: int, stream: bool) -> tuple[list[dict], l
         done[i] = f
         if stream and "carried" not in f:
             click.echo(json.dumps(file_json(f)))
-    ordered = [done[i] for i in sorted(done) if "carried" not in done[i]]
+    ordered = [done[i] for i in sorted(done)]
+    carried = [f"{f['path']}: {runfolder.NOT_A_STATE} ({f['carried']})" for f in ordered
+               if "carried" in f]
+    ordered = [f for f in ordered if "carried" not in f]
     return ([f for f in ordered if "error" not in f], [f["error"] for f in ordered
-                                                        if "error" in f])
+                                                        if "error" in f], carried)
 
 
 def run_verify(paths: Sequence[Path], config: Optional[Path], steps: int, seed: int, fmt: str,
@@ -115,7 +120,7 @@ def run_verify(paths: Sequence[Path], config: Optional[Path], steps: int, seed: 
     found, warnings = runfolder.discover_checked(paths)
     per_file = functools.partial(verify_file, cfg=cfg, steps=steps, seed=seed,
                                  allow_globals=tuple(allow_globals), sample=sample)
-    files, errors = _verify_all(found, per_file, jobs, fmt == "jsonl")
+    files, errors, carried = _verify_all(found, per_file, jobs, fmt == "jsonl")
     if plot is not None:
         try:
             plotting.write(files, plot)
@@ -143,6 +148,8 @@ def run_verify(paths: Sequence[Path], config: Optional[Path], steps: int, seed: 
                 click.echo(line)
         for where in f["skipped"]:
             click.echo(f"{f['path']}: {where}: not a UPGD/VGS state: skipped")
+    for line in carried:
+        click.echo(line)
     for e in errors:
         click.echo(e, err=True)
     click.echo(_summary(len(reports), len(files), failed, skipped, len(errors)), err=True)

@@ -23,6 +23,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import torch
 
 from upgd_migrate.checkpoint import io
+from upgd_migrate.checkpoint.detect import VGS_KEYS, is_optimizer_state
 from upgd_migrate.checkpoint.formats.base import DCP_CONTAINER
 from upgd_migrate.checkpoint.formats.dcp_meta import Entry, Index, is_dcp_folder, read_index
 
@@ -140,8 +141,6 @@ def _set(root: dict, path: tuple, value: Any) -> None:
 
 def vgs_parents(paths: Iterator[tuple]) -> set[tuple]:
     """The paths whose children include every VGS option: VGS states."""
-    from upgd_migrate.checkpoint.detect import VGS_KEYS
-
     children: dict[tuple, set] = {}
     for path in paths:
         children.setdefault(path[:-1], set()).add(path[-1])
@@ -247,8 +246,6 @@ def _optimizer_shape(sd: dict) -> dict:
 
 
 def _normalize(node: Any, path: tuple, flat_paths: set, depth: int = 0) -> Any:
-    from upgd_migrate.checkpoint.detect import is_optimizer_state
-
     if is_flat_optimizer(node):
         flat_paths.add(path)
         return _optimizer_shape(unflatten_optimizer(node))

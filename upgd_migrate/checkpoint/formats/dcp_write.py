@@ -30,7 +30,7 @@ from upgd_migrate.checkpoint import io
 from upgd_migrate.checkpoint.formats.dcp import (BytesRef, DcpRoot, TensorRef, flatten_optimizer,
                                                  materialize)
 from upgd_migrate.checkpoint.formats.dcp_meta import METADATA, Entry
-from upgd_migrate.fileio import _fsync_dir, atomic_writer, clone_file
+from upgd_migrate.fileio import _fsync_dir, atomic_writer, clone_file, fsync
 
 DATA_NAME = "__upgd_migrate_{}.distcp"
 
@@ -169,7 +169,7 @@ def _write_new(path: Path, data: bytes, mode_of: Path) -> None:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
-            os.fsync(fh.fileno())
+            fsync(fh.fileno())
         os.chmod(tmp, mode_of.stat().st_mode & 0o7777)
         os.link(tmp, path)
     finally:

@@ -85,9 +85,8 @@ def state_keys_named(pickled: bytes) -> bool:
             for _op, arg, _pos in pickletools.genops(buf):
                 if isinstance(arg, str):
                     strings.add(arg)
-    except Exception:  # not readable as opcodes (legacy storages follow the pickles)
-        if not strings:
-            return True
+    except Exception:  # cut short or malformed: it might name them further on
+        return True
     return "param_groups" in strings or VGS_KEYS <= strings
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import endpoint_option, free_port
+from s3_helpers import endpoint_option, free_port, s3, s3_endpoint  # noqa: F401 (fixtures)
 
 from upgd_migrate.cli import main
 

@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import FIX
+from s3_helpers import FIX, s3, s3_endpoint  # noqa: F401 (fixtures)
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "storage.md"
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import FIX, endpoint_option
+from s3_helpers import FIX, endpoint_option, s3, s3_endpoint  # noqa: F401 (fixtures)
 
 from upgd_migrate.cli import main
 

@@ -1,5 +1,6 @@
-"""A real local S3 server for the storage tests: moto's ThreadedMotoServer on 127.0.0.1 and a
-free port, with dummy credentials, and s3fs pointed at it (as s3fs's own tests do)."""
+"""The storage tests' local S3 server: moto's ThreadedMotoServer on 127.0.0.1 and a free port,
+with dummy credentials, and s3fs pointed at it (as s3fs's own tests do). Test modules import
+the fixtures from here (a conftest.py here would shadow the one of tests/ for `import conftest`)."""
 from __future__ import annotations
 
 import socket
@@ -16,6 +17,10 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def endpoint_option(endpoint: str) -> list[str]:
+    return ["--storage-option", f"endpoint_url={endpoint}"]
 
 
 @pytest.fixture(scope="session")
@@ -52,7 +57,3 @@ def s3(s3_endpoint, monkeypatch):
     fs.mkdir(bucket)
     yield fs, bucket
     fs.rm(bucket, recursive=True)
-
-
-def endpoint_option(endpoint: str) -> list[str]:
-    return ["--storage-option", f"endpoint_url={endpoint}"]

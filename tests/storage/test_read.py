@@ -50,3 +50,22 @@ def test_bad_credentials_are_one_line(s3, s3_endpoint, capsys, monkeypatch):
     err = capsys.readouterr().err.strip().splitlines()
     # moto accepts any key unless IAM is on: the run may pass; it must never half-fail
     assert code in (0, 2) and (code == 0 or len(err) == 1)
+
+
+def test_config_calibrates_from_an_object(s3, s3_endpoint, tmp_path, capsys):
+    fs, bucket = s3
+    fs.put_file(str(FIX / "optim" / "adaptive_upgd_g1.pt"), f"{bucket}/opt.pt")
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text("model:\n  optimizer_class: AdaptiveUPGD\n  optimizer_kwargs:\n"
+                   "    sigma: 0.001\n    adaptive_noise: false\n")
+    local = tmp_path / "local.yaml"
+    local.write_text(cfg.read_text())
+    assert main(["config", str(local), "--calibrate-from",
+                 str(FIX / "optim" / "adaptive_upgd_g1.pt")]) == 1
+    assert main(["config", str(cfg), "--calibrate-from", f"s3://{bucket}/opt.pt",
+                 *endpoint_option(s3_endpoint)]) == 1
+    assert cfg.read_text() == local.read_text()  # the same calibrated sigma as from the file
+    assert main(["config", str(cfg), "--calibrate-from", f"s3://{bucket}/none.pt",
+                 *endpoint_option(s3_endpoint)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
+        f"error: s3://{bucket}/none.pt: ")

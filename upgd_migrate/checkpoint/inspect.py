@@ -55,6 +55,23 @@ def inspect_file(path: Path, allow_globals: Sequence[str] = (),
     return {"path": str(path), "container": ckpt.container, "size": ckpt.size, "states": states}
 
 
+def inspect_path(path, allow_globals: Sequence[str] = ()) -> dict:
+    """``inspect_file``, ``{"path", "error"}`` for a file that cannot be read, or
+    ``{"path", "carried"}`` for a walked file with no state. ``path``: a path, or what a walk
+    found (a ``runfolder.Found``)."""
+    from upgd_migrate.checkpoint.pipeline import message
+    from upgd_migrate.errors import UpgdMigrateError
+
+    found = path if isinstance(path, runfolder.Found) else None
+    path = Path(found.path if found else path)
+    try:
+        return inspect_file(path, allow_globals, found)
+    except runfolder.NotAState as e:
+        return {"path": str(path), "carried": str(e)}
+    except (UpgdMigrateError, KeyError, TypeError, ValueError) as e:
+        return {"path": str(path), "error": message(path, e)}
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(_fmt(v) for v in value) + "]"

@@ -95,21 +95,24 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+def file_entry(r: FileResult) -> dict:
+    """One file's entry of the JSON envelope (and of ``--format jsonl``, and of the API)."""
+    return {
+        "path": str(r.path), "status": r.status, "container": r.container,
+        "output": str(r.output) if r.output else None, "error": r.error,
+        "mirrored": r.mirrored,
+        "notes": r.notes,
+        "states": [{"where": s.where, "kind": s.result.kind, "class": s.result.cls,
+                    "generation": s.result.generation, "applied": s.result.applied,
+                    "notes": [{"level": n.level, "text": n.text} for n in s.result.notes]}
+                   for s in r.states]}
+
+
 def migrate_doc(results: Sequence[FileResult], mode: str) -> dict:
     """The body of the JSON envelope (see ``report.envelope``)."""
-    files = []
-    for r in results:
-        files.append({
-            "path": str(r.path), "status": r.status, "container": r.container,
-            "output": str(r.output) if r.output else None, "error": r.error,
-            "mirrored": r.mirrored,
-            "notes": r.notes,
-            "states": [{"where": s.where, "kind": s.result.kind, "class": s.result.cls,
-                        "generation": s.result.generation, "applied": s.result.applied,
-                        "notes": [{"level": n.level, "text": n.text} for n in s.result.notes]}
-                       for s in r.states]})
     counts = Counter(r.status for r in results)
-    return {"mode": mode, "files": files, "summary": dict(sorted(counts.items()))}
+    return {"mode": mode, "files": [file_entry(r) for r in results],
+            "summary": dict(sorted(counts.items()))}
 
 
 def migrate_json(results: Sequence[FileResult], mode: str) -> str:

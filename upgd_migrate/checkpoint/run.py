@@ -1,6 +1,8 @@
 """``run_*`` functions behind the ``checkpoint`` command: options in, exit code out."""
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import sys
 from pathlib import Path
@@ -14,7 +16,7 @@ from upgd_migrate.checkpoint import pipeline as P
 from upgd_migrate.checkpoint import render
 from upgd_migrate.checkpoint.steps import Context
 from upgd_migrate import fileio
-from upgd_migrate.errors import UpgdMigrateError, resume_interrupts
+from upgd_migrate.errors import resume_interrupts
 from upgd_migrate.report import envelope
 
 
@@ -22,33 +24,74 @@ def _err(line: str) -> None:
     click.echo(line, err=True)
 
 
-def _process(files: Sequence[runfolder.Found], opts: P.Options,
-             many: bool) -> list[P.FileResult]:
-    results = []
-    for found in files:
-        resume_interrupts()  # a signal since the last file's write interrupts here, not there
-        path, rel = found.path, found.rel
-        size = path.stat().st_size if path.is_file() else 0
-        if size <= P.PROGRESS_BYTES or found.carried:
-            results.append(P.process(path, rel, opts, many, found=found))
-            continue
-        # Big files take seconds to minutes: show the stage on stderr. A stage moves the bar
-        # when it ends, so the write (and its fsync) is inside the bar, not after 100%.
-        with click.progressbar(length=3, label=str(path), file=sys.stderr,
-                               item_show_func=lambda s: s) as bar:
-            started: list[str] = []
+def _run_one(found: runfolder.Found, opts: P.Options, many: bool, tick) -> P.FileResult:
+    return P.process(found.path, found.rel, opts, many, tick, found)
 
-            def tick(stage: str) -> None:
-                bar.update(1 if started else 0, stage)
-                started.append(stage)
 
-            try:
-                results.append(P.process(path, rel, opts, many, tick, found))
-            except BaseException:  # an interrupt: its line must not follow the bar's
-                click.echo("", err=True)
-                raise
-            bar.update(bar.length - bar.pos, "done")
-    return results
+def _with_progress(path: Path, run) -> P.FileResult:
+    size = path.stat().st_size if path.is_file() else 0
+    if size <= P.PROGRESS_BYTES:
+        return run(None)
+    # Big files take seconds to minutes: show the stage on stderr. A stage moves the bar
+    # when it ends, so the write (and its fsync) is inside the bar, not after 100%.
+    with click.progressbar(length=3, label=str(path), file=sys.stderr,
+                           item_show_func=lambda s: s) as bar:
+        started: list[str] = []
+
+        def tick(stage: str) -> None:
+            bar.update(1 if started else 0, stage)
+            started.append(stage)
+
+        try:
+            result = run(tick)
+        except BaseException:  # an interrupt: its line must not follow the bar's
+            click.echo("", err=True)
+            raise
+        bar.update(bar.length - bar.pos, "done")
+    return result
+
+
+def migrate_file(found: runfolder.Found, opts: P.Options, many: bool, run_verify: bool,
+                 progress: bool = False) -> dict:
+    """One file migrated (and verified): ``{"result": FileResult, "verify": [...], "lines"}``,
+    picklable (a worker's result: the checkpoint and its tensors are dropped)."""
+    resume_interrupts()  # a signal since the last file's write interrupts here, not there
+    path = found.path
+    run = functools.partial(_run_one, found, opts, many)
+    r = _with_progress(path, run) if progress and not found.carried else run(None)
+    verified, lines = [], []
+    if run_verify:
+        from upgd_migrate.verify.run import verify_migrated  # the optimizers: only when asked
+
+        resume_interrupts()
+        verified, lines = verify_migrated([r])
+    r.checkpoint = None
+    r.states = [P.StateResult(s.where, dataclasses.replace(s.result, state=None))
+                for s in r.states]
+    return {"result": r, "verify": verified, "lines": lines}
+
+
+def _process(files, opts: P.Options, many: bool, run_verify: bool, jobs: int,
+             stream: bool) -> list[dict]:
+    from upgd_migrate.api.pool import default_jobs, imap
+
+    serial = min(jobs or default_jobs(), len(files)) <= 1  # progress bars only when serial
+    per_file = functools.partial(migrate_file, opts=opts, many=many, run_verify=run_verify,
+                                 progress=serial and not stream)
+    done = {}
+    for i, out in imap(per_file, files, 1 if serial else jobs):
+        done[i] = out
+        if stream:
+            click.echo(json.dumps(file_json(out, run_verify)))
+    return [done[i] for i in sorted(done)]
+
+
+def file_json(out: dict, run_verify: bool) -> dict:
+    """``migrate_file``'s result as its entry of the JSON envelope (and of jsonl, the API)."""
+    entry = render.file_entry(out["result"])
+    if run_verify:
+        entry["verify"] = out["verify"]
+    return entry
 
 
 def _one_thread() -> None:
@@ -60,15 +103,17 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
-def _process_synced(files, opts: P.Options, many: bool) -> tuple[list[P.FileResult], str | None]:
+def _process_synced(files, opts: P.Options, many: bool,
+                    *args) -> tuple[list[dict], str | None]:
     """-o OUT of a run: one sync of the written tree at the end, as cp -r && sync (a single
-    file, and --in-place, fsync each file). The error line when that sync fails."""
+    file, and --in-place, fsync each file). The error line when that sync fails. ``args``:
+    the rest of ``_process``'s."""
     if opts.output is None or opts.mode is not P.WriteBack.WRITE or not many:
-        return _process(files, opts, many), None
-    results: list[P.FileResult] = []
+        return _process(files, opts, many, *args), None
+    results: list[dict] = []
     try:
         with fileio.one_sync(opts.output):
-            results = _process(files, opts, many)
+            results = _process(files, opts, many, *args)
     except OSError as e:  # the sync at the end: the files may not be on disk
         return results, f"{opts.output}: cannot make the output durable: {e.strerror or e}"
     return results, None
@@ -83,7 +128,7 @@ def _mode(check: bool, dry_run: bool) -> P.WriteBack:
 def run_migrate(paths: Sequence[Path], output: Optional[Path], in_place: bool,
                 backup: Optional[str], check: bool, dry_run: bool, ctx: Context,
                 run_verify: bool, fmt: str, allow_globals: Sequence[str],
-                link: bool = False) -> int:
+                link: bool = False, jobs: int = 1) -> int:
     _one_thread()
     mode = _mode(check, dry_run)
     opts = P.Options(mode, ctx, output, in_place, backup, tuple(allow_globals), link)
@@ -91,29 +136,30 @@ def run_migrate(paths: Sequence[Path], output: Optional[Path], in_place: bool,
     files, warnings = runfolder.discover_checked(paths)
     if output is not None:
         runfolder.check_output(files, paths, output, many)
-    results, unsynced = _process_synced(files, opts, many)
+    outs, unsynced = _process_synced(files, opts, many, run_verify, jobs, fmt == "jsonl")
+    results = [o["result"] for o in outs]
     code = render.migrate_exit_code(results) if unsynced is None else 2
     warnings += [unsynced] if unsynced else []
-    verified, verify_lines = [], []
-    if run_verify:
-        from upgd_migrate.verify.run import verify_migrated  # the optimizers: only when asked
-
-        resume_interrupts()
-        verified, verify_lines = verify_migrated(results)
+    verified = [v for o in outs for v in o["verify"]]
     if any(not s["ok"] for f in verified for s in f["states"]):
         code = max(code, 1)
-    if fmt == "json":
+    if fmt in ("json", "jsonl"):
         doc = render.migrate_doc(results, mode.value)
         if run_verify:
             doc["verify"] = verified
-        click.echo(json.dumps(envelope("checkpoint", doc, code, warnings), indent=2))
+        if fmt == "jsonl":  # the files went out as they finished: the summary closes it
+            del doc["files"]
+            doc.pop("verify", None)
+        click.echo(json.dumps(envelope("checkpoint", doc, code, warnings),
+                              indent=None if fmt == "jsonl" else 2))
         return code
     for line in warnings:
         _err(line)
     for line in render.migrate_text(results, detail=mode is not P.WriteBack.CHECK):
         click.echo(line)
-    for line in verify_lines:
-        click.echo(line)
+    for o in outs:
+        for line in o["lines"]:
+            click.echo(line)
     for r in results:
         if r.error:
             _err(r.error)
@@ -121,27 +167,31 @@ def run_migrate(paths: Sequence[Path], output: Optional[Path], in_place: bool,
     return code
 
 
-def run_inspect(paths: Sequence[Path], fmt: str, allow_globals: Sequence[str]) -> int:
-    docs, code = [], 0
+def run_inspect(paths: Sequence[Path], fmt: str, allow_globals: Sequence[str],
+                jobs: int = 1) -> int:
+    from upgd_migrate.api.pool import imap
+
     files, warnings = runfolder.discover_checked(paths)
-    for found in files:
-        try:
-            docs.append(insp.inspect_file(found.path, allow_globals, found))
-        except runfolder.NotAState as e:
-            docs.append({"path": str(found.path), "carried": str(e)})
-        except (UpgdMigrateError, KeyError, TypeError, ValueError) as e:
-            docs.append({"path": str(found.path), "error": P.message(found.path, e)})
-            code = 2
+    per_file = functools.partial(insp.inspect_path, allow_globals=tuple(allow_globals))
+    done = {}
+    for i, doc in imap(per_file, files, jobs):
+        done[i] = doc
+        if fmt == "jsonl":
+            click.echo(json.dumps(doc))
+    docs = [done[i] for i in sorted(done)]
+    code = 2 if any("error" in d for d in docs) else 0
     ours = sum(st["class"] is not None for d in docs for st in d.get("states", ()))
     none_found = _none_found(paths) if not ours and not code else None
     code = 2 if none_found else code
-    if fmt == "json":
+    if fmt in ("json", "jsonl"):
         errors = sum("error" in d for d in docs)
         summary = {"files": len(docs), "errors": errors,
                    "carried": sum("carried" in d for d in docs),
                    "states": sum(len(d.get("states", ())) for d in docs), "upgd_vgs_states": ours}
-        body = {"files": docs, "summary": summary, **({"error": none_found} if none_found else {})}
-        click.echo(json.dumps(envelope("checkpoint inspect", body, code, warnings), indent=2))
+        body = {"summary": summary} if fmt == "jsonl" else {"files": docs, "summary": summary}
+        body.update({"error": none_found} if none_found else {})
+        click.echo(json.dumps(envelope("checkpoint inspect", body, code, warnings),
+                              indent=None if fmt == "jsonl" else 2))
         return code
     for line in warnings:
         _err(line)

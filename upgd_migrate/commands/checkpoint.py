@@ -5,6 +5,7 @@ Torch is imported inside the callbacks, so ``upgd-migrate --help`` stays instant
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -12,7 +13,8 @@ import click
 
 from upgd_migrate.commands.options import need_torch, sigma_ratio_option
 
-FORMATS = click.Choice(["text", "json"])
+# jsonl: one JSON object per file as it finishes, then the envelope with the summary
+FORMATS = click.Choice(["text", "json", "jsonl"])
 
 
 class DefaultToMigrate(click.Group):
@@ -41,9 +43,43 @@ def allow_global_option(fn):
                              "admitted without it.")(fn)
 
 
+def jobs_option(fn):
+    return click.option("-j", "--jobs", type=click.IntRange(min=0), default=0,
+                        show_default=True, help="Worker processes for many files; 0: one per "
+                                                "CPU.")(fn)
+
+
+class PathOrURL(click.ParamType):
+    """A local path (a ``Path``), or an fsspec URL kept as the string it is (``s3://b/run``)."""
+
+    name = "path"
+
+    def convert(self, value, param, ctx):
+        from upgd_migrate.storage import is_url
+
+        return value if isinstance(value, str) and is_url(value) else Path(value)
+
+
 def paths_argument(fn):
-    return click.argument("paths", nargs=-1, required=True,
-                          type=click.Path(path_type=Path))(fn)
+    return click.argument("paths", nargs=-1, required=True, type=PathOrURL())(fn)
+
+
+def storage_option(fn):
+    return click.option("--storage-option", "storage_options", multiple=True,
+                        metavar="KEY=VALUE",
+                        help="For URLs (s3://, gs://, hf://, memory://): a file system option, "
+                             "e.g. endpoint_url=http://127.0.0.1:9000 (a JSON scalar when it "
+                             "parses as one). Repeatable.")(fn)
+
+
+def staged_paths(paths, storage_options):
+    """The commands' view of PATHS: URLs fetched into a private temp folder (see storage)."""
+    from upgd_migrate.storage import parse_options, shown_as_urls, staged
+
+    stack = contextlib.ExitStack()
+    local, names = stack.enter_context(staged(paths, parse_options(storage_options)))
+    stack.enter_context(shown_as_urls(names))
+    return stack, local
 
 
 @click.group(cls=DefaultToMigrate, context_settings={"help_option_names": ["-h", "--help"]})
@@ -92,7 +128,7 @@ def _validate(paths, output, in_place, backup, check, dry_run) -> None:
 
 @checkpoint.command("migrate")
 @paths_argument
-@click.option("-o", "--output", type=click.Path(path_type=Path),
+@click.option("-o", "--output", type=PathOrURL(),
               help="Write here (a folder when several inputs are given): every file of an "
                    "input folder at its relative path, migrated or copied. Inputs that would "
                    "land on the same path are refused before anything is written (give their "
@@ -114,9 +150,11 @@ def _validate(paths, output, in_place, backup, check, dry_run) -> None:
 @click.option("--verify", "run_verify", is_flag=True,
               help="Also run verify on the migrated states.")
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
+@jobs_option
+@storage_option
 @allow_global_option
 def migrate(paths, output, link, in_place, backup, check, dry_run, sigma_ratio, instant_noise,
-            run_verify, fmt, allow_globals) -> int:
+            run_verify, fmt, jobs, storage_options, allow_globals) -> int:
     """Migrate every optimizer and VGS state found in PATHS (files or folders).
 
     \b
@@ -132,16 +170,28 @@ def migrate(paths, output, link, in_place, backup, check, dry_run, sigma_ratio, 
     from upgd_migrate.checkpoint import run as _checkpoint_run
     from upgd_migrate.checkpoint.steps import Context
 
-    return _checkpoint_run.run_migrate(paths, output, in_place, backup, check, dry_run,
-                                       Context(sigma_ratio, instant_noise=instant_noise),
-                                       run_verify, fmt, allow_globals, link)
+    def run(paths, output) -> int:
+        return _checkpoint_run.run_migrate(paths, output, in_place, backup, check, dry_run,
+                                           Context(sigma_ratio, instant_noise=instant_noise),
+                                           run_verify, fmt, allow_globals, link, jobs)
+
+    from upgd_migrate.storage import is_url
+
+    if not (any(is_url(p) for p in paths) or is_url(output)):
+        return run(paths, output)
+    from upgd_migrate.storage import migrate_urls, parse_options
+
+    return migrate_urls(run, paths, output, in_place and backup,
+                        parse_options(storage_options))
 
 
 @checkpoint.command("inspect")
 @paths_argument
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
+@jobs_option
+@storage_option
 @allow_global_option
-def inspect(paths, fmt, allow_globals) -> int:
+def inspect(paths, fmt, jobs, storage_options, allow_globals) -> int:
     """Show the container, optimizer class and generation of every state in PATHS.
 
     \b
@@ -154,7 +204,9 @@ def inspect(paths, fmt, allow_globals) -> int:
     need_torch("upgd-migrate checkpoint inspect")
     from upgd_migrate.checkpoint import run as _checkpoint_run
 
-    return _checkpoint_run.run_inspect(paths, fmt, allow_globals)
+    stack, local = staged_paths(paths, storage_options)
+    with stack:
+        return _checkpoint_run.run_inspect(local, fmt, allow_globals, jobs)
 
 
 def echo_err(line: str) -> None:

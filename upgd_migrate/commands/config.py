@@ -25,25 +25,42 @@ def _suffix(ctx, param, value: str | None) -> str | None:
     return value
 
 
-def policy_for(sigma_ratio: float | None, calibrate_from: str | None) -> SigmaPolicy:
-    """--sigma-ratio, else --calibrate-from (torch imported only here), else the default."""
+def policy_for(sigma_ratio: float | None, calibrate_from: str | None,
+               storage_options: tuple[str, ...] = ()) -> SigmaPolicy:
+    """--sigma-ratio, else --calibrate-from (torch imported only here; a URL is fetched into a
+    private temp folder first), else the default."""
     if sigma_ratio is not None:
         return SigmaPolicy(sigma_ratio, "--sigma-ratio")
     if calibrate_from is not None:
+        from upgd_migrate import storage
         from upgd_migrate.config.calibration import calibrated_policy
 
-        return calibrated_policy(calibrate_from)
+        with storage.staged([calibrate_from], storage.parse_options(storage_options)) as (
+                local, _):
+            return calibrated_policy(str(local[0]))
     return SigmaPolicy(DEFAULT_SIGMA_RATIO, "the seed's default ratio")
+
+
+def _local_or_url(ctx, param, value: str | None) -> str | None:
+    """An existing path, or a URL (checked when it is fetched)."""
+    from upgd_migrate.storage import is_url
+
+    if value is None or is_url(value):
+        return value
+    return click.Path(exists=True).convert(value, param, ctx)
 
 
 @click.command("config")
 @click.argument("paths", nargs=-1, type=click.Path(exists=True))
 @sigma_ratio_option(f"Relative sigma to write (default {DEFAULT_SIGMA_RATIO:g}, the seed's ratio; "
                    "above 1 is refused: a ratio, not a percentage).")
-@click.option("--calibrate-from", type=click.Path(exists=True),
+@click.option("--calibrate-from", callback=_local_or_url,
               metavar="CHECKPOINT", help="Calibrate the relative sigma so the noise level of "
-              "this optimizer checkpoint (a file or a DCP folder; param group 0, last step) is "
-              "kept. Needs torch.")
+              "this optimizer checkpoint (a file or a DCP folder, or its URL: s3://...; param "
+              "group 0, last step) is kept. Needs torch.")
+@click.option("--storage-option", "storage_options", multiple=True, metavar="KEY=VALUE",
+              help="For a --calibrate-from URL: a file system option (e.g. "
+                   "endpoint_url=http://127.0.0.1:9000). Repeatable.")
 @click.option("--check", is_flag=True, help="Write nothing; exit 1 if a file needs changes.")
 @click.option("--diff", is_flag=True, help="Write nothing; print a unified diff on stdout.")
 @click.option("--backup", metavar="SUFFIX", callback=_suffix,
@@ -56,7 +73,7 @@ def policy_for(sigma_ratio: float | None, calibrate_from: str | None) -> SigmaPo
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True, help="Output format (json: one document on stdout).")
 def config(paths: tuple[str, ...], sigma_ratio: float | None, calibrate_from: str | None,
-           check: bool, diff: bool, backup: str | None, unsafe_fixes: bool,
+           storage_options: tuple[str, ...], check: bool, diff: bool, backup: str | None, unsafe_fixes: bool,
            show_migrations: bool, fmt: str) -> int:
     """Migrate UPGD/VGS configs to adaptive noise: files, and *.yaml/*.yml under folders.
 
@@ -83,7 +100,7 @@ def config(paths: tuple[str, ...], sigma_ratio: float | None, calibrate_from: st
         raise click.UsageError("--sigma-ratio and --calibrate-from are alternatives; pass one")
     if backup is not None and (check or diff):
         raise click.UsageError("--backup applies only when writing (not with --check or --diff)")
-    policy = policy_for(sigma_ratio, calibrate_from)
+    policy = policy_for(sigma_ratio, calibrate_from, storage_options)
     # A calibrated ratio below the plausible range is the usual case (measured, marked, trusted
     # by lint); one above it means a tiny saved direction, worth a word.
     if calibrate_from and (excess := relative_sigma_excess(policy.ratio)) is not None:

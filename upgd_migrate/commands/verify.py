@@ -5,7 +5,8 @@ from pathlib import Path
 
 import click
 
-from upgd_migrate.commands.checkpoint import FORMATS, allow_global_option, paths_argument
+from upgd_migrate.commands.checkpoint import (FORMATS, allow_global_option, jobs_option,
+                                              paths_argument, staged_paths, storage_option)
 from upgd_migrate.commands.options import need_torch
 
 
@@ -17,6 +18,11 @@ from upgd_migrate.commands.options import need_torch
 @click.option("--steps", type=click.IntRange(1, 10_000), default=32, show_default=True,
               help="Optimizer steps per scenario.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--sample", type=click.IntRange(min=0), default=4096, show_default=True,
+              metavar="N", help="Drive at most N elements of each tensor (a uniform sample, "
+                                "weighted by the tensor's size); 0: every element.")
+@jobs_option
+@storage_option
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
 @click.option("--plot", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE",
               help="Also draw, per state, the ratio and the noise level of each step into "
@@ -25,7 +31,8 @@ from upgd_migrate.commands.options import need_torch
               help="Where the proxy parameters and the optimizers run: cpu, cuda or cuda:N "
                    "(the noise is then drawn on that device).")
 @allow_global_option
-def verify(paths, config, steps, seed, fmt, allow_globals, plot, device) -> int:
+def verify(paths, config, steps, seed, sample, jobs, storage_options, fmt, allow_globals,
+           plot, device) -> int:
     """Load every optimizer state in PATHS into the packaged optimizer and check its noise.
 
     \b
@@ -36,9 +43,9 @@ def verify(paths, config, steps, seed, fmt, allow_globals, plot, device) -> int:
 
     \b
     Examples:
-      upgd-migrate verify migrated/
+      upgd-migrate verify migrated/ --format json
       upgd-migrate verify ckpt.pt --config train.yaml --steps 64
-      upgd-migrate verify ppo.zip --format json
+      upgd-migrate verify s3://bucket/pbt/ --jobs 4 --format jsonl
 
     \b
     Exit codes: 0 all pass; 1 a check failed; 2 a file could not be read, or no UPGD/VGS
@@ -47,4 +54,7 @@ def verify(paths, config, steps, seed, fmt, allow_globals, plot, device) -> int:
     need_torch("upgd-migrate verify")
     from upgd_migrate.verify.run import run_verify
 
-    return run_verify(paths, config, steps, seed, fmt, allow_globals, plot, device)
+    stack, local = staged_paths(paths, storage_options)
+    with stack:
+        return run_verify(local, config, steps, seed, fmt, allow_globals, plot, sample, jobs,
+                          device)

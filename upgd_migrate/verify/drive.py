@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from upgd_migrate.verify import verdicts
+from upgd_migrate.verify import sample as S, verdicts
 from upgd_migrate.verify.verdicts import Check, StateReport
 from upgd_migrate.checkpoint.detect import generation, optimizer_class, vgs_version
 from upgd_migrate.optim import UPGD, UPGDW, AdaptiveUPGD, NoiseRecorder, VarianceGradientScaler
@@ -58,23 +58,43 @@ class Proxy:
     params: list[torch.Tensor]
     groups: list[list[torch.Tensor]]
     stats: list[Any]
+    state: dict  # the state to load: per-element tensors at the sampled positions
+    numels: dict[int, int]  # id(proxy parameter) -> the saved tensor's numel
+    sampled: bool
 
 
-def _proxy(sd: Mapping[str, Any], cls: str, seed: int, device: torch.device) -> Proxy:
+def _proxy(sd: Mapping[str, Any], cls: str, seed: int, device: torch.device,
+           sample: int = 0) -> Proxy:
     # Drawn on the CPU and moved: every device starts from the same proxy values.
-    gen = torch.Generator().manual_seed(seed + 1)
-    params, groups, stats = [], [], []
+    gen, pick = torch.Generator().manual_seed(seed + 1), torch.Generator().manual_seed(seed + 2)
+    proxy = Proxy([], [], [], {"state": dict(sd["state"]), "param_groups": sd["param_groups"]},
+                  {}, False)
     for g in sd["param_groups"]:
         group = []
         for pid in g["params"]:
-            entry = sd["state"].get(pid)
-            p = torch.nn.Parameter((torch.randn(_shape(entry), generator=gen) * 0.1).to(device))
+            entry, shape = sd["state"].get(pid), _shape(sd["state"].get(pid))
+            index = S.indices(math.prod(shape), sample, pick)
+            p = torch.nn.Parameter((torch.randn(shape if index is None else index.shape,
+                                                generator=gen) * 0.1).to(device))
+            if index is not None:
+                entry = proxy.state["state"][pid] = S.sampled_entry(entry, math.prod(shape),
+                                                                    index)
+                proxy.sampled = True
             group.append(p)
+            proxy.numels[id(p)] = math.prod(shape)
             st = _grad_stats(entry, g, cls)
-            stats.append(None if st is None else (st[0].to(device), st[1].to(device)))
-        params += group
-        groups.append(group)
-    return Proxy(params, groups, stats)
+            proxy.stats.append(None if st is None else (st[0].to(device), st[1].to(device)))
+        proxy.params += group
+        proxy.groups.append(group)
+    return proxy
+
+
+def _draw_grads(proxy: Proxy, gen: torch.Generator, scale: float | str) -> None:
+    for p, st in zip(proxy.params, proxy.stats):
+        z = torch.randn(p.shape, generator=gen).to(p.device)
+        p.grad = z if st is None else st[0] + st[1] * z
+        if isinstance(scale, float):
+            p.grad.mul_(scale)
 
 
 VGS_KWARGS = ("enabled", "beta", "alpha", "eps", "min_scaling_factor", "variance_cap")
@@ -106,32 +126,57 @@ class Run:
     factors: list[float]
 
 
+def _vgs_factors(sd, cls: str, vgs_state, steps: int, seed: int) -> list[float]:
+    """The packaged VGS's factor per step for whole-tensor gradient statistics (see
+    :mod:`.sample`): the scaler sees each tensor as two elements with its mean and mean square."""
+    whole = []
+    for g in sd["param_groups"]:
+        for pid in g["params"]:
+            entry = sd["state"].get(pid)
+            stats = _grad_stats(entry, g, cls)
+            mu, std = stats if stats is not None else (None, None)
+            whole.append(S.WholeTensorStats(mu, std, math.prod(_shape(entry))))
+    params = [torch.nn.Parameter(torch.zeros(2)) for _ in whole]
+    if vgs_state is not None and isinstance(vgs_state.get("param_numel"), torch.Tensor):
+        vgs_state = {**vgs_state, "param_numel": torch.full((len(params),), 2.0)}
+    vgs = _scaler(params, vgs_state)
+    gen = torch.Generator().manual_seed(seed)
+    factors = []
+    for _ in range(steps):
+        for p, w in zip(params, whole):
+            p.grad = w.draw(gen)
+        factors.append(vgs.scale_gradients())
+        vgs.step()
+    return factors
+
+
 def _drive(sd, cls: str, scale: float | str, vgs_state, steps: int, seed: int,
-           device: torch.device) -> Run:
-    proxy = _proxy(sd, cls, seed, device)
+           device: torch.device, sample: int = 0) -> Run:
+    proxy = _proxy(sd, cls, seed, device, sample)
     opt = OPTIMIZERS[cls]([{"params": g} for g in proxy.groups])
-    opt.load_state_dict(copy.deepcopy(dict(sd)))  # stepping mutates the loaded tensors
-    vgs = _scaler(proxy.params, vgs_state) if scale == "vgs" else None
+    opt.load_state_dict(copy.deepcopy(proxy.state))  # stepping mutates the loaded tensors
+    known = (_vgs_factors(sd, cls, vgs_state, steps, seed)
+             if scale == "vgs" and proxy.sampled else None)
+    vgs = _scaler(proxy.params, vgs_state) if scale == "vgs" and known is None else None
     gen = torch.Generator().manual_seed(seed)
     factors: list[float] = []
     forked = [device] if device.type == "cuda" else []  # the noise is drawn on the device
-    with torch.random.fork_rng(devices=forked), NoiseRecorder(opt) as rec:
+    with torch.random.fork_rng(devices=forked), S.WeightedRecorder(opt, proxy.numels) as rec:
         torch.manual_seed(seed)  # the same noise draws in every scenario
-        for _ in range(steps):
-            for p, st in zip(proxy.params, proxy.stats):
-                z = torch.randn(p.shape, generator=gen).to(device)
-                p.grad = z if st is None else st[0] + st[1] * z
-                if isinstance(scale, float):
-                    p.grad.mul_(scale)
+        for t in range(steps):
+            _draw_grads(proxy, gen, scale)
             if vgs is not None:
                 factors.append(vgs.scale_gradients())
+            elif known is not None:
+                factors.append(known[t])
+                torch._foreach_mul_([p.grad for p in proxy.params], known[t])
             opt.step()
             if vgs is not None:
                 vgs.step()
     tensors = proxy.params + [v for s in opt.state.values() for v in s.values()
                               if isinstance(v, torch.Tensor)]
     finite = all(bool(torch.isfinite(t).all()) for t in tensors)
-    return Run(rec, finite, factors)
+    return Run(rec, finite and (not proxy.sampled or S.saved_finite(sd)), factors)
 
 
 def _target(sd: Mapping[str, Any]) -> float | None:
@@ -147,6 +192,7 @@ def _target(sd: Mapping[str, Any]) -> float | None:
 
 def verify_optimizer(sd: Mapping[str, Any], where: str, vgs_state=None,
                      steps: int = DEFAULT_STEPS, seed: int = 0,
+                     sample: int = S.DEFAULT_SAMPLE,
                      device: torch.device | str = "cpu") -> StateReport:
     cls = optimizer_class(sd)
     if cls is None:
@@ -158,9 +204,9 @@ def verify_optimizer(sd: Mapping[str, Any], where: str, vgs_state=None,
         report.checks.append(Check("noise", None, "sigma is 0: no noise to verify"))
         return report
     device = torch.device(device)
-    base = _drive(sd, cls, 1.0, None, steps, seed, device)
-    runs = {str(c): _drive(sd, cls, c, None, steps, seed, device) for c in SCALES}
-    runs["vgs"] = _drive(sd, cls, "vgs", vgs_state, steps, seed, device)
+    base = _drive(sd, cls, 1.0, None, steps, seed, device, sample)
+    runs = {str(c): _drive(sd, cls, c, None, steps, seed, device, sample) for c in SCALES}
+    runs["vgs"] = _drive(sd, cls, "vgs", vgs_state, steps, seed, device, sample)
     verdicts.fill(report, sd, base, runs, target=_target(sd), has_stats=cls in MOMENTS)
     report.series = {"ratio": {"unscaled": base.recorder.weighted_ratios(),
                                **{f"x{c}": runs[str(c)].recorder.weighted_ratios()
@@ -218,6 +264,7 @@ def _numels(sd: Mapping[str, Any]) -> list[int]:
 
 def verify_states(slots: Sequence[tuple[str, str, Mapping[str, Any]]], steps: int = DEFAULT_STEPS,
                   seed: int = 0, vgs_config: Mapping[str, Any] | None = None,
+                  sample: int = S.DEFAULT_SAMPLE,
                   device: torch.device | str = "cpu") -> list[StateReport]:
     """Verify every (where, kind, state) of one container; its VGS state drives the VGS run.
     ``device`` holds the proxy parameters and the optimizers driving them."""
@@ -227,9 +274,11 @@ def verify_states(slots: Sequence[tuple[str, str, Mapping[str, Any]]], steps: in
     numels = next((_numels(st) for _, kind, st in slots
                    if kind == "optimizer" and optimizer_class(st)), None)
     reports = []
-    for where, kind, state in slots:
-        if kind == "optimizer":
-            reports.append(verify_optimizer(state, where, vgs_state, steps, seed, device))
-        else:
-            reports.append(verify_vgs(state, where, numels))
+    with S.one_thread(sample):
+        for where, kind, state in slots:
+            if kind == "optimizer":
+                reports.append(verify_optimizer(state, where, vgs_state, steps, seed,
+                                                        sample=sample, device=device))
+            else:
+                reports.append(verify_vgs(state, where, numels))
     return reports

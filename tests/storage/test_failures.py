@@ -1,0 +1,128 @@
+"""Object-store failures: one clear line, exit 2, nothing half-written."""
+from __future__ import annotations
+
+import http.server
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from s3_helpers import endpoint_option, free_port, s3, s3_endpoint  # noqa: F401 (fixtures)
+
+from upgd_migrate.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+SLOWDOWN = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
+            b'<Message>Please reduce your request rate.</Message></Error>')
+
+
+class _Throttled(http.server.BaseHTTPRequestHandler):
+    def _answer(self) -> None:
+        self.send_response(503)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(SLOWDOWN)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(SLOWDOWN)
+
+    do_GET = do_HEAD = do_PUT = do_POST = _answer
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def throttled():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), _Throttled)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def closing():
+    """A port that accepts and closes every connection at once."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    stop = threading.Event()
+
+    def serve() -> None:
+        sock.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = sock.accept()
+                conn.close()
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    stop.set()
+    thread.join()
+    sock.close()
+
+
+@pytest.mark.parametrize("endpoint", ["throttled", "closing"])
+def test_a_failing_endpoint_is_one_line_in_bounded_time(s3_endpoint, endpoint, request, capsys):
+    url = request.getfixturevalue(endpoint)
+    started = time.monotonic()
+    assert main(["verify", "s3://bucket/x.pt", *endpoint_option(url)]) == 2
+    assert time.monotonic() - started < 60
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: s3://bucket/x.pt: "), err
+
+
+def test_without_the_extra_a_url_names_it(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "s3fs", None)  # import s3fs raises ImportError
+    assert main(["checkpoint", "inspect", "s3://bucket/x.pt"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: s3://bucket/x.pt: s3:// needs s3fs: pip install 'upgd-migrate[s3]'")
+
+
+@pytest.mark.slow
+def test_sigterm_during_a_multipart_upload_leaves_the_old_object(s3, s3_endpoint, tmp_path):
+    fs, bucket = s3
+    gen = torch.Generator().manual_seed(5)
+    n = 3_000_000  # 3 tensors of 12 MB: several 5 MiB parts
+    state = {0: {"step": 10, "avg_utility": torch.randn(n, generator=gen) * 1e-5,
+                 "first_moment": torch.randn(n, generator=gen) * 1e-3,
+                 "sec_moment": torch.rand(n, generator=gen) * 1e-6 + 1e-7}}
+    group = {"lr": 1e-4, "weight_decay": 0.0, "beta_utility": 0.999, "sigma": 0.001,
+             "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "params": [0]}
+    local = tmp_path / "big.pt"
+    torch.save({"state": state, "param_groups": [group]}, local)
+    key = f"{bucket}/big.pt"
+    fs.put_file(str(local), key)
+    etag = fs.info(key)["ETag"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "UPGD_MIGRATE_PART_BYTES": str(5 * 2**20)}
+    proc = subprocess.Popen([sys.executable, "-m", "upgd_migrate", "checkpoint", f"s3://{key}",
+                             "--in-place", *endpoint_option(s3_endpoint)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if fs.call_s3("list_multipart_uploads", Bucket=bucket).get("Uploads"):
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the upload finished before it could be interrupted"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, err
+    fs.invalidate_cache()
+    assert fs.info(key)["ETag"] == etag  # the old object, whole
+    assert not fs.call_s3("list_multipart_uploads", Bucket=bucket).get("Uploads")
+    assert fs.find(bucket) == [key]

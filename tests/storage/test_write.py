@@ -1,0 +1,64 @@
+"""Writes to a bucket: -o s3://..., in place with --backup, whole or absent."""
+from __future__ import annotations
+
+import json
+
+from s3_helpers import FIX, endpoint_option, s3, s3_endpoint  # noqa: F401 (fixtures)
+
+from upgd_migrate.cli import main
+
+PBT = FIX / "containers" / "pbt.pt"
+
+
+def _population(fs, bucket: str, members: int = 2) -> list[str]:
+    keys = [f"{bucket}/pbt/train_{i:05d}/checkpoint_000001/checkpoint.pt" for i in range(members)]
+    for key in keys:
+        fs.put_file(str(PBT), key)
+    fs.pipe_file(f"{bucket}/pbt/train_00000/params.json", b'{"lr": 0.001}')
+    return keys
+
+
+def test_population_to_another_prefix_then_verified(s3, s3_endpoint, capsys):
+    fs, bucket = s3
+    keys = _population(fs, bucket)
+    opt = endpoint_option(s3_endpoint)
+    out = f"s3://{bucket}/migrated"
+    assert main(["checkpoint", f"s3://{bucket}/pbt", "-o", out, *opt]) == 1
+    text = capsys.readouterr().out
+    assert f"s3://{bucket}/pbt/train_00000/checkpoint_000001/checkpoint.pt: migrated -> " \
+           f"{out}/train_00000/checkpoint_000001/checkpoint.pt" in text
+    assert sorted(fs.find(f"{bucket}/migrated")) == sorted(
+        [k.replace("/pbt/", "/migrated/") for k in keys]
+        + [f"{bucket}/migrated/train_00000/params.json"])
+    assert all(fs.cat(k) == PBT.read_bytes() for k in keys)  # inputs untouched
+    assert main(["verify", out, "--steps", "4", "--format", "json", *opt]) == 0
+    assert json.loads(capsys.readouterr().out)["summary"]["failed"] == 0
+    assert main(["checkpoint", out, "--check", *opt]) == 0
+
+
+def test_in_place_with_backup_and_an_existing_backup_is_refused(s3, s3_endpoint, capsys):
+    fs, bucket = s3
+    key = _population(fs, bucket, 1)[0]
+    opt = endpoint_option(s3_endpoint)
+    assert main(["checkpoint", f"s3://{key}", "--in-place", "--backup", ".orig", *opt]) == 1
+    assert fs.cat(key + ".orig") == PBT.read_bytes() and fs.cat(key) != PBT.read_bytes()
+    capsys.readouterr()
+    other = f"{bucket}/other/checkpoint.pt"
+    fs.put_file(str(PBT), other)
+    fs.pipe_file(other + ".orig", b"an older backup")
+    assert main(["checkpoint", f"s3://{other}", "--in-place", "--backup", ".orig", *opt]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (f"error: s3://{other}.orig: backup already exists: not overwritten, "
+                       "object left unchanged (remove it or pick another --backup suffix)")
+    assert fs.cat(other) == PBT.read_bytes() and fs.cat(other + ".orig") == b"an older backup"
+
+
+def test_a_rerun_over_a_migrated_bucket_uploads_nothing(s3, s3_endpoint, capsys):
+    fs, bucket = s3
+    key = _population(fs, bucket, 1)[0]
+    opt = endpoint_option(s3_endpoint)
+    assert main(["checkpoint", f"s3://{key}", "--in-place", *opt]) == 1
+    modified = fs.info(key)["LastModified"]
+    assert main(["checkpoint", f"s3://{key}", "--in-place", *opt]) == 0
+    fs.invalidate_cache()
+    assert fs.info(key)["LastModified"] == modified

@@ -1,0 +1,325 @@
+"""Where paths and URLs meet the file system: the one place that knows about object stores.
+
+A local path never comes here: the commands test :func:`is_url` first and keep their own code
+path (and speed). A URL (``s3://``, ``gs://``, ``hf://``, ``memory://``, ``file://``) goes
+through fsspec: the checkpoint is staged into a private local folder, the usual pipeline runs on
+it, and what changed goes back whole or not at all (see :func:`upload`).
+
+Guarantees per backend (an object store has no rename):
+
+- S3 (s3fs): a file up to ``PART`` bytes is one PUT; a bigger one is a multipart upload this
+  module drives itself, completed only after every part is in and aborted on any error, SIGINT
+  or SIGTERM. Either way the object appears only when complete. ``--backup`` is a PUT with
+  ``IfNoneMatch: "*"``: an existing backup object is never overwritten.
+- GCS (gcsfs): uploads are resumable sessions that finalise at the end (whole or absent);
+  the backup is checked for existence first (a race with another writer is possible).
+- Hugging Face Hub (``hf://``): each upload is a commit (whole or absent).
+- ``memory://`` and ``file://``: fsspec's own writes (``file://`` is not atomic: prefer the
+  plain local path, which the commands write atomically).
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+from upgd_migrate import errors
+from upgd_migrate.errors import UpgdMigrateError, deferred_signals
+
+# scheme -> (module that implements it, the extra that installs it)
+BACKENDS = {"s3": ("s3fs", "s3"), "s3a": ("s3fs", "s3"), "gs": ("gcsfs", "gcs"),
+            "gcs": ("gcsfs", "gcs"), "hf": ("huggingface_hub", "hf"),
+            "memory": ("fsspec", "fsspec"), "file": ("fsspec", "fsspec")}
+PART = 64 * 1024 * 1024  # bytes per multipart part; a smaller file is one PUT
+
+
+def is_url(path: Any) -> bool:
+    """``scheme://...`` (a pathlib.Path never is one: it folds ``//`` into ``/``)."""
+    if not isinstance(path, str):
+        return False
+    scheme, sep, _ = path.partition("://")
+    return bool(sep) and len(scheme) > 1 and scheme.replace("+", "").isalnum()
+
+
+def scheme_of(url: str) -> str:
+    return str(url).partition("://")[0].lower()
+
+
+def parse_options(values: Sequence[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs; a value is a JSON scalar when it parses as one (``true``, ``3``)."""
+    options: dict[str, Any] = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise UpgdMigrateError(f"--storage-option {item!r}: expected KEY=VALUE")
+        try:
+            value = json.loads(raw)
+            options[key] = value if not isinstance(value, (dict, list)) else raw
+        except json.JSONDecodeError:
+            options[key] = raw
+    return options
+
+
+def filesystem(url: str, options: Mapping[str, Any] | None = None):
+    """The fsspec file system for ``url``, or one line naming the extra that brings it."""
+    scheme = scheme_of(url)
+    module, extra = BACKENDS.get(scheme, (None, None))
+    if module is None:
+        raise UpgdMigrateError(f"{url}: unknown URL scheme {scheme}:// (known: "
+                               f"{', '.join(s + '://' for s in BACKENDS)})")
+    try:
+        __import__("fsspec")
+        __import__(module)
+    except ImportError:
+        raise UpgdMigrateError(f"{url}: {scheme}:// needs {module}: pip install "
+                               f"'upgd-migrate[{extra}]'") from None
+    import fsspec
+
+    kwargs = dict(options or {})
+    if scheme in ("s3", "s3a"):
+        kwargs = _s3_defaults(kwargs)
+    fs = fsspec.filesystem(scheme, **kwargs)
+    if scheme in ("s3", "s3a"):
+        fs.retries = 2  # s3fs's own retry loop, on top of botocore's (a class attribute)
+    return fs
+
+
+def _s3_defaults(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Bounded retries (a throttled or dead endpoint fails in seconds, not minutes), and
+    ``endpoint_url`` where s3fs wants it."""
+    if "endpoint_url" in kwargs:
+        kwargs.setdefault("client_kwargs", {})["endpoint_url"] = kwargs.pop("endpoint_url")
+    config = kwargs.setdefault("config_kwargs", {})
+    config.setdefault("retries", {"max_attempts": 2, "mode": "standard"})
+    config.setdefault("connect_timeout", 5)
+    config.setdefault("read_timeout", 30)
+    kwargs.setdefault("skip_instance_cache", True)
+    return kwargs
+
+
+def describe(url: str, e: BaseException) -> str:
+    """One line for a failed object-store call: what went wrong, without a traceback."""
+    error = (getattr(e, "response", None) or {}).get("Error", {})
+    code = error.get("Code")
+    if isinstance(e, FileNotFoundError):
+        text = "no such object or bucket"
+    elif isinstance(e, PermissionError) or code in ("InvalidAccessKeyId", "AccessDenied",
+                                                   "SignatureDoesNotMatch"):
+        text = f"access denied ({code or e}): check the credentials"
+    elif code:
+        text = f"{code}: {error.get('Message', e)}"
+    else:
+        text = " ".join(str(e).split()) or type(e).__name__
+        if len(text) > 200:
+            text = text[:200] + "..."
+    return f"{url}: {text}"
+
+
+def _fetch(url: str, local: Path, options: Mapping[str, Any] | None) -> None:
+    fs = filesystem(url, options)
+    try:
+        if fs.isdir(url):
+            fs.get(url.rstrip("/") + "/", str(local) + "/", recursive=True)
+        else:
+            local.parent.mkdir(parents=True, exist_ok=True)
+            fs.get_file(url, str(local))
+    except UpgdMigrateError:
+        raise
+    except Exception as e:  # botocore, aiohttp, OSError: one line, whatever the backend
+        raise UpgdMigrateError(describe(url, e)) from None
+    if not local.exists():
+        raise UpgdMigrateError(f"{url}: no such object or prefix")
+
+
+@contextmanager
+def staged(paths: Sequence[Any], options: Mapping[str, Any] | None = None,
+           ) -> Iterator[tuple[list[Any], dict[str, str]]]:
+    """Local stand-ins for the URLs among ``paths`` (fetched into a private temp folder that is
+    removed at the end; local paths pass through), and local path -> URL for the output."""
+    if not any(is_url(p) for p in paths):
+        yield list(paths), {}
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="upgd-migrate-"))
+    try:
+        out, names = [], {}
+        for i, p in enumerate(paths):
+            if not is_url(p):
+                out.append(p)
+                continue
+            local = tmp / str(i) / (p.rstrip("/").rsplit("/", 1)[-1] or "root")
+            _fetch(p, local, options)
+            out.append(local)
+            names[str(local)] = p.rstrip("/")
+        yield out, names
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class _Shown(io.TextIOBase):
+    """A text stream that shows each staged file under its URL, not its temp path."""
+
+    def __init__(self, stream, names: Mapping[str, str]) -> None:
+        self._stream, self._names = stream, sorted(names.items(), key=lambda kv: -len(kv[0]))
+
+    def write(self, text: str) -> int:
+        for local, url in self._names:
+            text = text.replace(local, url)
+        return self._stream.write(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+
+@contextmanager
+def shown_as_urls(names: Mapping[str, str]) -> Iterator[None]:
+    """stdout and stderr name URLs where the commands print staged paths."""
+    if not names:
+        yield
+        return
+    out, err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _Shown(out, names), _Shown(err, names)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = out, err
+
+
+def part_bytes() -> int:
+    """``PART``, or ``UPGD_MIGRATE_PART_BYTES`` (at least S3's 5 MiB minimum part)."""
+    return max(5 * 1024 * 1024, int(os.environ.get("UPGD_MIGRATE_PART_BYTES", PART)))
+
+
+def upload(fs, local: Path, url: str, create_only: bool = False) -> None:
+    """Put ``local`` at ``url``, whole or not at all (see the module's docstring)."""
+    try:
+        if scheme_of(url) in ("s3", "s3a"):
+            _s3_upload(fs, local, url, create_only)
+        else:
+            if create_only and fs.exists(url):
+                raise FileExistsError(url)
+            fs.put_file(str(local), url)
+    except (UpgdMigrateError, errors.Interrupted):
+        raise
+    except FileExistsError:
+        raise UpgdMigrateError(f"{url}: backup already exists: not overwritten, object left "
+                               "unchanged (remove it or pick another --backup suffix)") from None
+    except Exception as e:
+        errors.raise_if_interrupted()
+        raise UpgdMigrateError(describe(url, e)) from None
+
+
+def _s3_upload(fs, local: Path, url: str, create_only: bool) -> None:
+    bucket, key, _ = fs.split_path(url)
+    cond = {"IfNoneMatch": "*"} if create_only else {}
+    size, part = local.stat().st_size, part_bytes()
+    try:
+        if size <= part:
+            fs.call_s3("put_object", Bucket=bucket, Key=key, Body=local.read_bytes(), **cond)
+            return
+        _multipart(fs, local, bucket, key, part, cond)
+    except Exception as e:
+        code = (getattr(e, "response", None) or {}).get("Error", {}).get("Code")
+        if create_only and (code == "PreconditionFailed" or "PreconditionFailed" in str(e)):
+            raise FileExistsError(url) from None
+        raise
+
+
+def _multipart(fs, local: Path, bucket: str, key: str, part: int, cond: dict) -> None:
+    upload_id = fs.call_s3("create_multipart_upload", Bucket=bucket, Key=key)["UploadId"]
+    try:
+        parts = []
+        with open(local, "rb") as fh:
+            while chunk := fh.read(part):
+                n = len(parts) + 1
+                r = fs.call_s3("upload_part", Bucket=bucket, Key=key, UploadId=upload_id,
+                               PartNumber=n, Body=chunk)
+                parts.append({"ETag": r["ETag"], "PartNumber": n})
+        errors.raise_if_interrupted()
+        with deferred_signals():  # completed, or not started: never half
+            fs.call_s3("complete_multipart_upload", Bucket=bucket, Key=key, UploadId=upload_id,
+                       MultipartUpload={"Parts": parts}, **cond)
+        upload_id = None
+    finally:
+        if upload_id is not None:  # an error, SIGINT or SIGTERM: no partial object, no parts
+            with deferred_signals():
+                try:
+                    fs.call_s3("abort_multipart_upload", Bucket=bucket, Key=key,
+                               UploadId=upload_id)
+                except Exception:
+                    pass
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    """(size, mtime) of every file under ``root`` (or of ``root``), by path."""
+    files = [root] if root.is_file() else [p for p in root.rglob("*") if p.is_file()]
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in files}
+
+
+def push_changes(local: Path, url: str, before: Mapping[str, tuple[int, int]],
+                 options: Mapping[str, Any] | None, backup_suffix: str | None = None) -> int:
+    """Upload what changed under ``local`` to ``url``: data objects first, each DCP folder's
+    ``.metadata`` (the commit marker readers look for) last; a new backup create-if-absent."""
+    after = snapshot(local)
+    changed = [Path(p) for p, sig in sorted(after.items()) if before.get(p) != sig]
+    is_backup = (lambda p: p.name.endswith(backup_suffix)) if backup_suffix else (lambda p: False)
+    # backups first (a refused one stops everything), then data, then the commit markers
+    changed.sort(key=lambda p: 0 if is_backup(p) else 2 if p.name == ".metadata" else 1)
+    fs = filesystem(url, options)
+    for path in changed:
+        rel = path.relative_to(local).as_posix() if local.is_dir() else ""
+        upload(fs, path, f"{url.rstrip('/')}/{rel}" if rel else url, create_only=is_backup(path))
+    return len(changed)
+
+
+def _root(local: Path) -> Path:
+    return local if local.is_dir() else local.parent
+
+
+def _root_url(local: Path, url: str) -> str:
+    return url if local.is_dir() else url.rsplit("/", 1)[0]
+
+
+def migrate_urls(run, paths: Sequence[Any], output: Any, backup_suffix: str | None,
+                 options: Mapping[str, Any] | None, shown: dict | None = None) -> int:
+    """``checkpoint`` with URLs among the inputs or as ``-o``: stage, ``run(paths, output)``
+    on the local stand-ins, then push what it wrote (``-o URL``) or changed (in place).
+    ``shown``, when given, receives local path -> URL (to rename paths in results)."""
+    with staged(paths, options) as (local, names):
+        out_local, before = output, {}
+        with tempfile.TemporaryDirectory(prefix="upgd-migrate-out-") as tmp:
+            if is_url(output):
+                out_local = Path(tmp) / (output.rstrip("/").rsplit("/", 1)[-1] or "out")
+                names = {**names, str(out_local): output.rstrip("/")}
+            elif output is None:  # a staged object sits alone in its folder: push the folder
+                roots = {str(_root(Path(p))): _root_url(Path(p), url) for p, url in names.items()}
+                before = {p: snapshot(Path(p)) for p in roots}
+            if shown is not None:
+                shown.update(names)
+            with shown_as_urls(names):
+                code = run(local, out_local)
+                if code == 2 or code >= 128:
+                    return code  # nothing is pushed from a run that failed
+                if is_url(output) and out_local.exists():
+                    push_changes(out_local, output.rstrip("/"), {}, options)
+                for p, url in roots.items() if output is None else ():
+                    push_changes(Path(p), url, before[p], options, backup_suffix or None)
+    return code
+
+
+def renamed(value: Any, names: Mapping[str, str]) -> Any:
+    """``value`` (a result of builtins) with each staged path shown as its URL."""
+    if isinstance(value, str):
+        for local, url in sorted(names.items(), key=lambda kv: -len(kv[0])):
+            value = value.replace(local, url)
+        return value
+    if isinstance(value, dict):
+        return {k: renamed(v, names) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(renamed(v, names) for v in value)
+    return value

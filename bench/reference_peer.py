@@ -1,5 +1,5 @@
 """The peer being replaced: a per-tensor-loop AdaptiveUPGD written from the formulas of
-DOMAIN.md sections 2 and 3, the way the reference code runs them.
+docs/optimizers.md, the way the reference code runs them.
 
 It keeps the reference's costs on purpose: a Python loop over tensors with fresh temporaries,
 the utility min/max brought to the host with ``.item()`` per tensor, a per-tensor

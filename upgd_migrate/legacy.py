@@ -44,7 +44,7 @@ _SIGMA = Param("float", 0.001, "Noise scale: an absolute std with adaptive_noise
 _UTILITY = Param("float", 0.999, "Decay of the utility trace.", ge=0.0, lt=1.0)
 
 # The adaptive-noise options. The reference UPGD lacked them; the shipped UPGD takes them too
-# (DOMAIN.md section 3 defines relative noise for UPGD on the gradient itself).
+# (docs/optimizers.md defines relative noise for UPGD on the gradient itself).
 _ADAPTIVE_NOISE: dict[str, Param] = {
     "adaptive_noise": Param("bool", False, "Make sigma a relative noise-to-update ratio."),
     "noise_beta": Param("float", 0.999, "EMA decay of the noise scale when "

@@ -85,7 +85,7 @@ def test_the_ratio_and_noise_level_are_the_ones_verify_measures(cls, mode, sched
 
 
 def test_update_rms_and_gate_mean_from_the_formulas():
-    """Step 1 of UPGD from zero utility: x is the gradient, the gate follows DOMAIN.md 2."""
+    """Step 1 of UPGD from zero utility: x is the gradient, the gate follows docs/optimizers.md."""
     torch.manual_seed(3)
     params = [torch.nn.Parameter(torch.randn(s)) for s in [(50, 4), (9,)]]
     grads = [torch.randn(p.shape) for p in params]

@@ -1,4 +1,4 @@
-"""Adaptive noise as DOMAIN.md section 3 defines it: ratio, amplification, no start-up spike."""
+"""Adaptive noise as docs/optimizers.md defines it: ratio, amplification, no start-up spike."""
 from __future__ import annotations
 
 import copy
@@ -56,7 +56,7 @@ def test_fixed_noise_on_upgd_is_amplified_by_one_over_c():
 
 
 def test_fixed_noise_on_adaptive_upgd_is_not_amplified_by_a_steady_scale():
-    """Adam's direction is invariant to a constant gradient scale (DOMAIN.md section 3.2)."""
+    """Adam's direction is invariant to a constant gradient scale (docs/optimizers.md)."""
     shapes = [(32, 16), (32,)]
     base = _run(AdaptiveUPGD, {"sigma": 0.01}, shapes, steps=20)
     amp = amplification(_run(AdaptiveUPGD, {"sigma": 0.01}, shapes, steps=20, grad_scale=0.1), base)
@@ -65,7 +65,7 @@ def test_fixed_noise_on_adaptive_upgd_is_not_amplified_by_a_steady_scale():
 
 def reference_ema_spike(grad_norm: float, beta: float = 0.999, t: int = 1) -> float:
     """The reference EMA path's first-step multiplier: initialised at 1.0, bias-corrected as if
-    from zero (DOMAIN.md section 3)."""
+    from zero (docs/optimizers.md)."""
     ema = beta**t * 1.0 + (1 - beta**t) * grad_norm
     return ema / (1 - beta**t) / grad_norm
 

@@ -42,7 +42,7 @@ def _quantile(values: list[float], q: float) -> float:
 
 
 class Reference:
-    """DOMAIN.md section 2 re-computed in float64 with plain loops, independent of the module."""
+    """docs/optimizers.md re-computed in float64 with plain loops, independent of the module."""
 
     def __init__(self, n, beta=0.99, alpha=0.1, eps=1e-8, warmup_steps=100,
                  min_scaling_factor=0.1, variance_cap=50.0):
@@ -226,7 +226,7 @@ def test_sparse_gradients_are_refused():
         VarianceGradientScaler([p]).step()
 
 
-# --- state_dict / load_state_dict over every legacy layout (DOMAIN.md section 6) ---
+# --- state_dict / load_state_dict over every legacy layout (docs/checkpoints.md) ---
 
 STEP_COUNT = 250
 V1_GLOBALS = {"grad_mean_ema": 0.0123, "grad_var_ema": 0.0045, "grad_norm_ema": 1.7,

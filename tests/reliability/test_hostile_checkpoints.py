@@ -197,7 +197,7 @@ def test_hostile_checkpoint_is_refused_and_nothing_runs_or_is_written(in_tmp, na
 
 
 def test_cloudpickled_data_entry_is_carried_verbatim_and_never_unpickled(in_tmp, capsys):
-    """DOMAIN.md: a ``:serialized:`` entry is cloudpickle; it is kept as text, never loaded."""
+    """A stable-baselines3 ``:serialized:`` entry is cloudpickle: kept as text, never loaded."""
     _cloudpickle_data(in_tmp / "model.zip")
     before = json.loads(zipfile.ZipFile(in_tmp / "model.zip").read("data"))
     for args in (["checkpoint", "model.zip", "-o", "out.zip"], ["checkpoint", "inspect",

@@ -1,6 +1,6 @@
 """Recognise what a state dict is: which optimizer class, which generation, which VGS version.
 
-Generations are recognisable only by the keys present (DOMAIN.md sections 5 and 6). A state
+Generations are recognisable only by the keys present (docs/checkpoints.md). A state
 stamped with ``upgd_migrate_format`` was written by the packaged optimizers or migrated.
 """
 from __future__ import annotations

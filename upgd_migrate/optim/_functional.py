@@ -7,7 +7,7 @@ decision that is not arithmetic: which parameters step, how noise is drawn
 per-tensor scalars come from. Tests drive each from the same RNG state as this reference and
 check they agree, so a fast path can never drift from the readable one.
 
-Notation (DOMAIN.md sections 2 and 3): utility ``u <- b_u*u + (1-b_u)*(-g*p)``, bias-corrected
+Notation (docs/optimizers.md): utility ``u <- b_u*u + (1-b_u)*(-g*p)``, bias-corrected
 ``û = u/(1-b_u^t)``; gate ``1-s`` with ``s = sigmoid(2(n-0.5))`` and
 ``n = clamp((û-min)/(max-min+1e-8), 0, 1)``, min and max over every tensor of the optimizer;
 ``x`` is what the noise is added to (``g`` for the SGD type, the Adam direction ``d`` for the

@@ -26,7 +26,7 @@ STATISTICS_COUNT_KEY = "statistics_step_count"
 GLOBAL_KEYS = ("grad_mean_ema", "grad_var_ema", "grad_norm_ema", "grad_max_ema")
 TENSOR_KEYS = ("param_grad_mean_ema", "param_grad_sq_ema", "param_numel")
 COMPATIBLE_VERSIONS = frozenset({"3.1", "3.2"})
-# Same key names as 3.1, different statistics: never fed to today's algorithm (DOMAIN.md 6).
+# Same key names as 3.1, different statistics: never fed to today's algorithm (docs/checkpoints.md).
 LEGACY_MEANINGS = {
     "1": "unknown: a v1 state defines no per-parameter statistics",
     "2.0": "EMA of E|g| / EMA of Var(g)",

@@ -1,4 +1,4 @@
-"""Relative sigma that keeps a checkpoint's absolute noise level (DOMAIN.md section 3).
+"""Relative sigma that keeps a checkpoint's absolute noise level (docs/optimizers.md).
 
 With fixed noise the per-element std is ``sigma_abs``. With adaptive noise it is
 ``sigma_rel * rms(d)``, ``d = m̂ / (sqrt(v̂) + eps)`` the Adam direction the noise is added to.

@@ -1,4 +1,4 @@
-"""Noise metrics of DOMAIN.md section 3, measured on a running optimizer.
+"""Noise metrics of docs/optimizers.md, measured on a running optimizer.
 
 - noise-to-update ratio ``r = ||xi|| / ||x||`` per tensor, ``x`` being what the noise is added to;
   aggregated over tensors weighted by numel, and over steps as a root mean square (``E[r^2]`` is

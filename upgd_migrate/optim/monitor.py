@@ -3,9 +3,9 @@
 :class:`NoiseMonitor` attaches to UPGD-family optimizers (and optionally a VGS) through torch's
 step hooks and, every ``every`` steps, yields a dict of floats:
 
-- ``upgd/noise_to_update_ratio``: ``||xi|| / ||x||`` per tensor, weighted by numel (DOMAIN.md
-  section 3; per step, the value ``verify`` aggregates over its K steps); ``sigma`` when the noise
-  is adaptive;
+- ``upgd/noise_to_update_ratio``: ``||xi|| / ||x||`` per tensor, weighted by numel
+  (docs/optimizers.md; per step, the value ``verify`` aggregates over its K steps); ``sigma``
+  when the noise is adaptive;
 - ``upgd/noise_rms``, ``upgd/update_rms``: root mean square over all elements of the noise
   ``xi`` and of ``x``, what the noise is added to (the gradient for UPGD, Adam's direction for
   AdaptiveUPGD and UPGDW), before the gate and the learning rate;

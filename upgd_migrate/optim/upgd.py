@@ -1,6 +1,6 @@
 """UPGD, AdaptiveUPGD and UPGDW: the reference interface, the corrected adaptive noise.
 
-Constructor signatures and defaults are the reference code's (DOMAIN.md section 2). With
+Constructor signatures and defaults are the reference code's (docs/optimizers.md). With
 ``adaptive_noise=True`` the per-element noise std is ``max(sigma * rms(x), min_noise_std)`` where
 ``x`` is what the noise is added to (the gradient for UPGD, the Adam direction for AdaptiveUPGD),
 so ``||noise|| / ||x|| == sigma`` in expectation for any tensor size and any gradient scale.

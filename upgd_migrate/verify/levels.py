@@ -2,7 +2,7 @@
 
 - *pre-migration level*: what the state's configuration asks for. Before the adaptive-noise
   change sigma was an absolute std, and every legacy config still documents it as one
-  (DOMAIN.md section 4), so a legacy group asks for ``sigma``; a migrated group recorded that
+  (docs/config-migration.md), so a legacy group asks for ``sigma``; a migrated group recorded that
   value in its audit log (``sigma.absolute_before``).
 - *reference resume level*: what the code that wrote a legacy adaptive-noise state does on its
   first step after resuming: ``sigma * ||g||_2`` (instant path) or ``sigma`` times the EMA of

@@ -1,7 +1,7 @@
 """Noise rules: what sigma means (UPG101, UPG102, UPG106, UPG107) and how VGS meets the noise
 (UPG103-UPG105).
 
-See DOMAIN.md sections 2-3: with adaptive_noise on, sigma is a noise-to-update ratio; with it
+See docs/optimizers.md: with adaptive_noise on, sigma is a noise-to-update ratio; with it
 off, an absolute std. VGS multiplies every gradient by c in [min_scaling_factor, 1]; fixed noise
 on the raw gradient (UPGD) then grows by up to 1/c relative to the update, while Adam-type
 directions absorb a steady c and see only a transient effect while v-hat catches up.

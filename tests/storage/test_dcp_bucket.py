@@ -99,3 +99,25 @@ def test_calibration_reads_the_moments_and_a_rerun_reads_a_sliver(s3, s3_endpoin
     read_bytes[0] = 0
     assert main(["checkpoint", url, "--check", *endpoint_option(s3_endpoint)]) == 0
     assert 0 < read_bytes[0] < size // 50
+
+
+def test_forked_workers_fetch_their_own_ranges(s3, s3_endpoint, tmp_path):
+    """Two folders, --jobs 2: each worker reads its entries by range with its own file system,
+    and writes what a local run writes (the calibrated moments were read, not holes)."""
+    import shutil
+
+    from dcp_helpers import save_legacy
+
+    fs, bucket = s3
+    for step in ("step_1", "step_2"):
+        save_legacy(tmp_path / "run" / step)
+    fs.put(str(tmp_path / "run"), f"{bucket}/", recursive=True)
+    shutil.copytree(tmp_path / "run", tmp_path / "local")
+    assert main(["checkpoint", str(tmp_path / "local"), "--in-place", "--jobs", "1"]) == 1
+    assert main(["checkpoint", f"s3://{bucket}/run", "--in-place", "--jobs", "2",
+                 *endpoint_option(s3_endpoint)]) == 1
+    fs.invalidate_cache()
+    for step in ("step_1", "step_2"):
+        local = sorted((tmp_path / "local" / step).glob("__upgd_migrate_*"))
+        assert local and all(fs.cat(f"{bucket}/run/{step}/{p.name}") == p.read_bytes()
+                             for p in local)

@@ -133,7 +133,7 @@ def _fetch(url: str, local: Path, options: Mapping[str, Any] | None, lazy: bool)
             from upgd_migrate.storage import sparse
 
             local.mkdir(parents=True, exist_ok=True)
-            sparse.stage(fs, url, local)
+            sparse.stage(fs, url, local, lambda: filesystem(url, options))
         elif fs.isdir(url):
             fs.get(url.rstrip("/") + "/", str(local) + "/", recursive=True)
         else:

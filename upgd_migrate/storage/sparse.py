@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from upgd_migrate.checkpoint.formats.dcp_meta import METADATA, unpickle_metadata
+from upgd_migrate.errors import UpgdMigrateError
 from upgd_migrate.fileio import register_range_fetcher
 
 
@@ -32,10 +33,13 @@ def _data_names(metadata: Path) -> set[str]:
 
 
 class _Ranges:
-    """Fetch byte ranges of one object into its sparse stand-in, each byte at most once."""
+    """Fetch byte ranges of one object into its sparse stand-in, each byte at most once.
+    A forked worker (``--jobs``) opens its own file system: an async one is not fork-safe."""
 
-    def __init__(self, fs: Any, key: str, local: Path, size: int) -> None:
-        self.fs, self.key, self.local, self.got = fs, key, local, []
+    def __init__(self, fs: Any, reopen: Callable[[], Any], key: str, local: Path,
+                 size: int) -> None:
+        self.fs, self.reopen, self.pid = fs, reopen, os.getpid()
+        self.key, self.local, self.got = key, local, []
         with open(local, "wb") as fh:
             fh.truncate(size)  # a hole: no bytes on disk, none fetched
         self.mtime = local.stat().st_mtime_ns
@@ -44,9 +48,16 @@ class _Ranges:
         end = offset + length
         if any(a <= offset and end <= b for a, b in self.got):
             return
-        data = self.fs.cat_ranges([self.key], [offset], [end])[0]
-        if isinstance(data, Exception):
-            raise data
+        if self.pid != os.getpid():
+            self.fs, self.pid, self.got = self.reopen(), os.getpid(), []
+        try:
+            data = self.fs.cat_ranges([self.key], [offset], [end])[0]
+            if isinstance(data, Exception):
+                raise data
+        except Exception as e:  # one line naming the object, whatever the backend raised
+            from upgd_migrate.storage import describe
+
+            raise UpgdMigrateError(describe(self.key, e)) from None
         with open(self.local, "r+b") as fh:
             fh.seek(offset)
             fh.write(data)
@@ -56,7 +67,7 @@ class _Ranges:
         self.got.append((offset, offset + len(data)))
 
 
-def stage(fs: Any, url: str, local: Path) -> int:
+def stage(fs: Any, url: str, local: Path, reopen: Callable[[], Any]) -> int:
     """Mirror the prefix ``url`` into the folder ``local``; the number of sparse stand-ins."""
     base = fs._strip_protocol(url).rstrip("/")
     found = fs.find(base, detail=True)
@@ -75,7 +86,7 @@ def stage(fs: Any, url: str, local: Path) -> int:
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
         if r in lazy:
-            register_range_fetcher(target, _Ranges(fs, key, target, int(found[key]["size"])))
+            register_range_fetcher(target, _Ranges(fs, reopen, key, target, int(found[key]["size"])))
             sparse += 1
         else:
             fs.get_file(key, str(target))

@@ -73,3 +73,15 @@ def _no_sb3_default_log_folder(sb3_default_log_folder):
                     "SB3-<time> folder left in the system temp folder): give the model a logger "
                     "under tmp_path, model.set_logger(configure(str(tmp_path), []))",
                     pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def _environment_restored():
+    """Every test ends with the environment it began with. Libraries under test set variables
+    of their own (Lightning's strategies leave WORLD_SIZE, RANK and LOCAL_RANK behind), and a
+    later test's library reads them: transformers then starts torch.distributed."""
+    before = dict(os.environ)
+    yield
+    if dict(os.environ) != before:
+        os.environ.clear()
+        os.environ.update(before)

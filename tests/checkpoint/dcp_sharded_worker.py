@@ -39,6 +39,7 @@ def main(rank: int, port: int, folder: str) -> None:
                             for k, v in sd["state"][pid].items()}
         msd, osd = get_state_dict(model, opt)
         dcp.save({"model": msd, "optim": osd}, checkpoint_id=folder)
+        dist.barrier()  # neither rank tears gloo down while the other still talks to it
     finally:
         dist.destroy_process_group()
 

@@ -323,10 +323,15 @@ def migrate_urls(run, paths: Sequence[Any], output: Any, backup_suffix: str | No
                 code = run(local, out_local)
                 if code == 2 or code >= 128:
                     return code  # nothing is pushed from a run that failed
+                # The local writes committed only the stand-ins: the upload is what publishes
+                # the result, so a signal from here on aborts it (and one held since the last
+                # local write interrupts before anything is sent).
+                errors.resume_interrupts()
                 if is_url(output) and out_local.exists():
                     push_changes(out_local, output.rstrip("/"), {}, options)
                 for p, url in roots.items() if output is None else ():
                     push_changes(Path(p), url, before[p], options, backup_suffix or None)
+                errors.note_commit()  # pushed: a signal now no longer reports "interrupted"
     return code
 
 

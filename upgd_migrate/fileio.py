@@ -11,7 +11,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Callable, Iterator
 
 from upgd_migrate.errors import deferred_signals, note_commit
 
@@ -248,3 +248,30 @@ def _kernel_copy(s: IO[bytes], d: IO[bytes]) -> None:
         d.truncate()
         shutil.copyfileobj(s, d, 16 << 20)
         d.flush()
+
+
+# Sparse stand-ins of remote objects (staged by upgd_migrate.storage): local path -> a function
+# that fetches bytes [offset, offset + length) into it before they are read.
+_RANGE_FETCHERS: dict[str, Callable[[int, int], None]] = {}
+
+
+def register_range_fetcher(path: str | os.PathLike, fetch: Callable[[int, int], None]) -> None:
+    _RANGE_FETCHERS[str(path)] = fetch
+
+
+def forget_range_fetchers(prefix: str) -> None:
+    for key in [k for k in _RANGE_FETCHERS if k.startswith(prefix)]:
+        del _RANGE_FETCHERS[key]
+
+
+def is_sparse(path: str | os.PathLike) -> bool:
+    return str(path) in _RANGE_FETCHERS
+
+
+def before_read(path: str | os.PathLike, offset: int, length: int) -> None:
+    """Make sure ``length`` bytes at ``offset`` of ``path`` are present (a no-op for a local
+    file; a ranged fetch for a sparse stand-in of an object in a bucket)."""
+    if _RANGE_FETCHERS:
+        fetch = _RANGE_FETCHERS.get(str(path))
+        if fetch is not None:
+            fetch(offset, length)

@@ -22,6 +22,7 @@ import torch
 
 from upgd_migrate.errors import UpgdMigrateError, raise_if_interrupted
 from upgd_migrate.fileio import atomic_writer  # the one atomic writer, shared with configs
+from upgd_migrate.fileio import before_read
 
 _GLOBAL_IN_MESSAGE = re.compile(r"GLOBAL ([\w.]+)")
 _BUILD_IN_MESSAGE = re.compile(r"but got <class '([\w.]+)'>")
@@ -196,6 +197,7 @@ def load_slice(path: Path, offset: int, length: int, label: str,
     never touched.
     """
     try:
+        before_read(path, offset, length)  # a sparse stand-in of a bucket's object: fetch it
         with open(path, "rb") as fh:
             fh.seek(offset)
             data = fh.read(length)

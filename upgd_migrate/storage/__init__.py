@@ -16,6 +16,10 @@ Guarantees per backend (an object store has no rename):
 - Hugging Face Hub (``hf://``): each upload is a commit (whole or absent).
 - ``memory://`` and ``file://``: fsspec's own writes (``file://`` is not atomic: prefer the
   plain local path, which the commands write atomically).
+
+An in-place run stages a DCP folder sparsely (:mod:`upgd_migrate.storage.sparse`): its data
+objects are read by byte range, entry by entry, never whole. The package imports fsspec (lazily),
+:mod:`upgd_migrate.errors`, :mod:`upgd_migrate.fileio` and the DCP metadata reader; no command.
 """
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 from upgd_migrate import errors
 from upgd_migrate.errors import UpgdMigrateError, deferred_signals
+from upgd_migrate.fileio import forget_range_fetchers, is_sparse
 
 # scheme -> (module that implements it, the extra that installs it)
 BACKENDS = {"s3": ("s3fs", "s3"), "s3a": ("s3fs", "s3"), "gs": ("gcsfs", "gcs"),
@@ -121,10 +126,15 @@ def describe(url: str, e: BaseException) -> str:
     return f"{url}: {text}"
 
 
-def _fetch(url: str, local: Path, options: Mapping[str, Any] | None) -> None:
+def _fetch(url: str, local: Path, options: Mapping[str, Any] | None, lazy: bool) -> None:
     fs = filesystem(url, options)
     try:
-        if fs.isdir(url):
+        if fs.isdir(url) and lazy:
+            from upgd_migrate.storage import sparse
+
+            local.mkdir(parents=True, exist_ok=True)
+            sparse.stage(fs, url, local, lambda: filesystem(url, options))
+        elif fs.isdir(url):
             fs.get(url.rstrip("/") + "/", str(local) + "/", recursive=True)
         else:
             local.parent.mkdir(parents=True, exist_ok=True)
@@ -138,10 +148,11 @@ def _fetch(url: str, local: Path, options: Mapping[str, Any] | None) -> None:
 
 
 @contextmanager
-def staged(paths: Sequence[Any], options: Mapping[str, Any] | None = None,
+def staged(paths: Sequence[Any], options: Mapping[str, Any] | None = None, lazy: bool = False,
            ) -> Iterator[tuple[list[Any], dict[str, str]]]:
     """Local stand-ins for the URLs among ``paths`` (fetched into a private temp folder that is
-    removed at the end; local paths pass through), and local path -> URL for the output."""
+    removed at the end; local paths pass through), and local path -> URL for the output.
+    ``lazy``: DCP data objects become sparse stand-ins read by range (in-place runs only)."""
     if not any(is_url(p) for p in paths):
         yield list(paths), {}
         return
@@ -153,11 +164,12 @@ def staged(paths: Sequence[Any], options: Mapping[str, Any] | None = None,
                 out.append(p)
                 continue
             local = tmp / str(i) / (p.rstrip("/").rsplit("/", 1)[-1] or "root")
-            _fetch(p, local, options)
+            _fetch(p, local, options, lazy)
             out.append(local)
             names[str(local)] = p.rstrip("/")
         yield out, names
     finally:
+        forget_range_fetchers(str(tmp))
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -272,6 +284,8 @@ def push_changes(local: Path, url: str, before: Mapping[str, tuple[int, int]],
     changed.sort(key=lambda p: 0 if is_backup(p) else 2 if p.name == ".metadata" else 1)
     fs = filesystem(url, options)
     for path in changed:
+        if is_sparse(path):  # never upload holes over the bucket's bytes
+            raise UpgdMigrateError(f"{path}: a partial stand-in changed: nothing uploaded")
         rel = path.relative_to(local).as_posix() if local.is_dir() else ""
         upload(fs, path, f"{url.rstrip('/')}/{rel}" if rel else url, create_only=is_backup(path))
     return len(changed)
@@ -286,11 +300,15 @@ def _root_url(local: Path, url: str) -> str:
 
 
 def migrate_urls(run, paths: Sequence[Any], output: Any, backup_suffix: str | None,
-                 options: Mapping[str, Any] | None, shown: dict | None = None) -> int:
+                 options: Mapping[str, Any] | None, shown: dict | None = None,
+                 lazy: bool = False) -> int:
     """``checkpoint`` with URLs among the inputs or as ``-o``: stage, ``run(paths, output)``
     on the local stand-ins, then push what it wrote (``-o URL``) or changed (in place).
-    ``shown``, when given, receives local path -> URL (to rename paths in results)."""
-    with staged(paths, options) as (local, names):
+    ``shown``, when given, receives local path -> URL (to rename paths in results).
+    ``lazy``: stage DCP folders sparsely; honoured only in place without a backup (a copy of a
+    sparse stand-in would be a copy of holes)."""
+    lazy = lazy and output is None and not backup_suffix
+    with staged(paths, options, lazy) as (local, names):
         out_local, before = output, {}
         with tempfile.TemporaryDirectory(prefix="upgd-migrate-out-") as tmp:
             if is_url(output):

@@ -1,0 +1,93 @@
+"""Sparse staging of a prefix in a bucket: a DCP folder's data objects are not downloaded.
+
+It imports fsspec's file system handed in by :mod:`upgd_migrate.storage`, the restricted DCP
+metadata reader and :mod:`upgd_migrate.fileio`; nothing of the commands.
+
+Each DCP folder's ``.metadata`` is fetched whole; each data object it names becomes a sparse
+local file of the same size, registered with :func:`upgd_migrate.fileio.register_range_fetcher`:
+the bytes of an entry are fetched by range when the migration reads that entry
+(:func:`upgd_migrate.checkpoint.io.load_slice` asks first), so the model weights, which it never
+reads, never cross the network. Every other object is fetched whole. Only an in-place run that
+writes no copy of the originals (no ``-o``, no ``--backup``) may stage this way: a copy of a
+stand-in would be a copy of holes.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+from upgd_migrate.checkpoint.formats.dcp_meta import METADATA, unpickle_metadata
+from upgd_migrate.errors import UpgdMigrateError
+from upgd_migrate.fileio import register_range_fetcher
+
+
+def _data_names(metadata: Path) -> set[str]:
+    """The data files a ``.metadata`` names; none when it does not read (the run reports it)."""
+    try:
+        md = unpickle_metadata(metadata.read_bytes(), str(metadata))
+        return {info.relative_path for info in md.storage_data.values()
+                if isinstance(getattr(info, "relative_path", None), str)}
+    except Exception:
+        return set()
+
+
+class _Ranges:
+    """Fetch byte ranges of one object into its sparse stand-in, each byte at most once.
+    A forked worker (``--jobs``) opens its own file system: an async one is not fork-safe."""
+
+    def __init__(self, fs: Any, reopen: Callable[[], Any], key: str, local: Path,
+                 size: int) -> None:
+        self.fs, self.reopen, self.pid = fs, reopen, os.getpid()
+        self.key, self.local, self.got = key, local, []
+        with open(local, "wb") as fh:
+            fh.truncate(size)  # a hole: no bytes on disk, none fetched
+        self.mtime = local.stat().st_mtime_ns
+
+    def __call__(self, offset: int, length: int) -> None:
+        end = offset + length
+        if any(a <= offset and end <= b for a, b in self.got):
+            return
+        if self.pid != os.getpid():
+            self.fs, self.pid, self.got = self.reopen(), os.getpid(), []
+        try:
+            data = self.fs.cat_ranges([self.key], [offset], [end])[0]
+            if isinstance(data, Exception):
+                raise data
+        except Exception as e:  # one line naming the object, whatever the backend raised
+            from upgd_migrate.storage import describe
+
+            raise UpgdMigrateError(describe(self.key, e)) from None
+        with open(self.local, "r+b") as fh:
+            fh.seek(offset)
+            fh.write(data)
+        # the stand-in is unchanged as far as the upload is concerned: only bytes it already
+        # "had" were filled in
+        os.utime(self.local, ns=(self.mtime, self.mtime))
+        self.got.append((offset, offset + len(data)))
+
+
+def stage(fs: Any, url: str, local: Path, reopen: Callable[[], Any]) -> int:
+    """Mirror the prefix ``url`` into the folder ``local``; the number of sparse stand-ins."""
+    base = fs._strip_protocol(url).rstrip("/")
+    found = fs.find(base, detail=True)
+    rel = {key: key[len(base) + 1:] for key in found if key.startswith(base + "/")}
+    folders = {r.rpartition("/")[0] for r in rel.values() if r.rpartition("/")[2] == METADATA}
+    lazy: set[str] = set()
+    for folder in folders:
+        meta = local / folder / METADATA
+        meta.parent.mkdir(parents=True, exist_ok=True)
+        fs.get_file(f"{base}/{folder}/{METADATA}".replace("//", "/"), str(meta))
+        lazy |= {f"{folder}/{name}".lstrip("/") for name in _data_names(meta)}
+    sparse = 0
+    for key, r in sorted(rel.items()):
+        target = local / r
+        if r.rpartition("/")[2] == METADATA and r.rpartition("/")[0] in folders:
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if r in lazy:
+            register_range_fetcher(target, _Ranges(fs, reopen, key, target, int(found[key]["size"])))
+            sparse += 1
+        else:
+            fs.get_file(key, str(target))
+    return sparse

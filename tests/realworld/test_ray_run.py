@@ -107,12 +107,6 @@ def _legacy_states(experiment: Path) -> dict[str, list[float]]:
     return table
 
 
-# Passed in the branch's runs and in one full CI run of the merged tree, then failed in the next
-# two: Tuner.restore of the -o mirror started both trials without a checkpoint
-# (tune.get_checkpoint() returned None; "loaded_from" empty). Not understood yet: kept running,
-# reported as xfail until it is, so the other round trips gate CI meanwhile.
-@pytest.mark.xfail(reason="Tuner.restore of the migrated mirror sometimes starts the trials "
-                          "without their checkpoints (under investigation)", strict=False)
 def test_tuner_restore_resumes_every_trial_from_the_migrated_experiment(tmp_path, ray_session):
     from ray import tune
 
@@ -137,20 +131,19 @@ def test_tuner_restore_resumes_every_trial_from_the_migrated_experiment(tmp_path
 
 
 def _check_restored(results, folder: Path, table: dict[str, list[float]]) -> None:
-    """Every trial finished, going on from this folder's migrated checkpoints."""
+    """Every trial finished, going on from this folder's migrated checkpoints.
+
+    The check reads ``result.metrics``, the last result the driver received: the step the
+    resumed run trained. Not ``result.metrics_dataframe``: Ray reads it from the trial's
+    ``result.json``, which loses rows whenever PBT pauses a trial and starts it again before
+    the driver's periodic sync (Ray's JSON logger then copies the stored, older file over the
+    staged one), so its rows depend on timing."""
     assert results.num_errors == 0 and len(results) == 2
+    saved = {str(folder / rel): rel for rel in table}
     for result in results:
-        assert result.metrics["step"] == LAST
+        row = result.metrics
         assert Path(result.path).parent == folder
-        # The iterations that went on from a checkpoint of this folder as saved (not one
-        # written since). Ray stages every run of an experiment in the same session folder,
-        # so the in-place run's progress also lists the -o run's rows: those are skipped.
-        rows = result.metrics_dataframe
-        saved = {str(folder / rel): rel for rel in table}
-        resumed = rows[rows["loaded_from"].isin(list(saved))]
-        assert len(resumed) > 0 and resumed["after"].all()
-        for _, row in resumed.iterrows():
-            group = {key: row[key] for key in GROUP_KEYS}
-            group["adaptive_noise"] = bool(group["adaptive_noise"])  # numpy's bool
-            group["instant_noise_scale"] = bool(group["instant_noise_scale"])
-            assert_resumed([group], table[saved[row["loaded_from"]]])
+        assert row["step"] == LAST and row["after"] is True
+        # A checkpoint of this folder as saved (PBT may have cloned the other trial's).
+        assert row["loaded_from"] in saved, row["loaded_from"]
+        assert_resumed([{key: row[key] for key in GROUP_KEYS}], table[saved[row["loaded_from"]]])

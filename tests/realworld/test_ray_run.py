@@ -18,7 +18,7 @@ from runfolder_helpers import (G1AdaptiveUPGD, Packaged, assert_resumed, expecte
     migrate_run, tiny_model)
 
 # reuse_actors stays off (Ray suggests it for PBT): with it, a try here lost rows of the trials'
-# progress.csv, which the checks read.
+# progress.csv (the checks read each trial's last result since, see _check_restored).
 pytestmark = [pytest.mark.realworld,
               pytest.mark.filterwarnings("ignore:Consider boosting PBT performance:UserWarning")]
 

@@ -6,6 +6,7 @@ finding), never an exception that stops a run over many files.
 from __future__ import annotations
 
 import codecs
+import io
 import os
 import shutil
 import tempfile
@@ -140,6 +141,7 @@ def atomic_writer(path: str | os.PathLike) -> Iterator[IO[bytes]]:
         os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask())
         note_commit()  # a signal after the replace must not report this write as interrupted
         os.replace(tmp, path)
+        _RANGE_FETCHERS.pop(str(path), None)  # a stand-in replaced whole is a stand-in no more
     except OSError as e:  # a full disk, say: name the file the user asked for, not the temp
         _discard(tmp)
         raise _naming(e, path) from None
@@ -275,3 +277,42 @@ def before_read(path: str | os.PathLike, offset: int, length: int) -> None:
         fetch = _RANGE_FETCHERS.get(str(path))
         if fetch is not None:
             fetch(offset, length)
+
+
+def fill(path: str | os.PathLike) -> None:
+    """Fetch every byte of a sparse stand-in not fetched yet (a no-op for a local file): a
+    load that reads tensor data must never read a hole as zeros."""
+    if is_sparse(path):
+        before_read(path, 0, os.path.getsize(path))
+
+
+class FetchingReader(io.RawIOBase):
+    """A read-only file over a sparse stand-in that fetches each range before reading it:
+    whatever a reader (torch's zip reader) asks for is the object's bytes, never a hole."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path, self._fh = str(path), open(path, "rb")
+        self._size = os.fstat(self._fh.fileno()).st_size
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._fh.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._fh.tell()
+
+    def readinto(self, buffer) -> int:
+        pos = self._fh.tell()
+        n = max(0, min(len(buffer), self._size - pos))
+        if n:
+            before_read(self.path, pos, n)
+        return self._fh.readinto(memoryview(buffer)[:n])
+
+    def close(self) -> None:
+        self._fh.close()
+        super().close()

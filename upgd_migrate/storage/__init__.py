@@ -127,6 +127,8 @@ def describe(url: str, e: BaseException) -> str:
 
 
 def _fetch(url: str, local: Path, options: Mapping[str, Any] | None, lazy: bool) -> None:
+    from upgd_migrate.storage import zipranges
+
     fs = filesystem(url, options)
     try:
         if fs.isdir(url) and lazy:
@@ -136,7 +138,8 @@ def _fetch(url: str, local: Path, options: Mapping[str, Any] | None, lazy: bool)
             sparse.stage(fs, url, local, lambda: filesystem(url, options))
         elif fs.isdir(url):
             fs.get(url.rstrip("/") + "/", str(local) + "/", recursive=True)
-        else:
+        elif not (lazy and zipranges.stage(fs, url, local, fs.size(url),
+                                           lambda: filesystem(url, options))):
             local.parent.mkdir(parents=True, exist_ok=True)
             fs.get_file(url, str(local))
     except UpgdMigrateError:

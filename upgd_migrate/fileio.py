@@ -141,7 +141,6 @@ def atomic_writer(path: str | os.PathLike) -> Iterator[IO[bytes]]:
         os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask())
         note_commit()  # a signal after the replace must not report this write as interrupted
         os.replace(tmp, path)
-        _RANGE_FETCHERS.pop(str(path), None)  # a stand-in replaced whole is a stand-in no more
     except OSError as e:  # a full disk, say: name the file the user asked for, not the temp
         _discard(tmp)
         raise _naming(e, path) from None
@@ -252,13 +251,15 @@ def _kernel_copy(s: IO[bytes], d: IO[bytes]) -> None:
         d.flush()
 
 
-# Sparse stand-ins of remote objects (staged by upgd_migrate.storage): local path -> a function
-# that fetches bytes [offset, offset + length) into it before they are read.
-_RANGE_FETCHERS: dict[str, Callable[[int, int], None]] = {}
+# Sparse stand-ins of remote objects (staged by upgd_migrate.storage): local path -> (a
+# function that fetches bytes [offset, offset + length) into it before they are read, the
+# stand-in's inode). A file written over the stand-in (os.replace: another inode, in this
+# process or a forked worker) is a whole local file: never fetched into, never refused.
+_RANGE_FETCHERS: dict[str, tuple[Callable[[int, int], None], int]] = {}
 
 
 def register_range_fetcher(path: str | os.PathLike, fetch: Callable[[int, int], None]) -> None:
-    _RANGE_FETCHERS[str(path)] = fetch
+    _RANGE_FETCHERS[str(path)] = (fetch, os.stat(path).st_ino)
 
 
 def forget_range_fetchers(prefix: str) -> None:
@@ -266,17 +267,40 @@ def forget_range_fetchers(prefix: str) -> None:
         del _RANGE_FETCHERS[key]
 
 
+def _fetcher(path: str | os.PathLike) -> Callable[[int, int], None] | None:
+    entry = _RANGE_FETCHERS.get(str(path)) if _RANGE_FETCHERS else None
+    if entry is None:
+        return None
+    try:
+        same = os.stat(path).st_ino == entry[1]
+    except OSError:
+        same = False
+    return entry[0] if same else None
+
+
 def is_sparse(path: str | os.PathLike) -> bool:
-    return str(path) in _RANGE_FETCHERS
+    return _fetcher(path) is not None
 
 
 def before_read(path: str | os.PathLike, offset: int, length: int) -> None:
     """Make sure ``length`` bytes at ``offset`` of ``path`` are present (a no-op for a local
     file; a ranged fetch for a sparse stand-in of an object in a bucket)."""
-    if _RANGE_FETCHERS:
-        fetch = _RANGE_FETCHERS.get(str(path))
-        if fetch is not None:
-            fetch(offset, length)
+    fetch = _fetcher(path)
+    if fetch is not None:
+        fetch(offset, length)
+
+
+def before_reads(path: str | os.PathLike, spans: list[tuple[int, int]]) -> None:
+    """:func:`before_read` for many (start, end) spans: one batch where the fetcher takes
+    one (a bucket's object: one ``cat_ranges`` call)."""
+    fetch = _fetcher(path)
+    if fetch is None or not spans:
+        return
+    if hasattr(fetch, "fetch"):
+        fetch.fetch(spans)
+    else:
+        for a, b in spans:
+            fetch(a, b - a)
 
 
 def fill(path: str | os.PathLike) -> None:
@@ -291,7 +315,8 @@ class FetchingReader(io.RawIOBase):
     whatever a reader (torch's zip reader) asks for is the object's bytes, never a hole."""
 
     def __init__(self, path: str | os.PathLike) -> None:
-        self.path, self._fh = str(path), open(path, "rb")
+        # unbuffered: a buffer would keep the holes it read ahead after they are filled
+        self.path, self._fh = str(path), open(path, "rb", buffering=0)
         self._size = os.fstat(self._fh.fileno()).st_size
 
     def readable(self) -> bool:

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.distributed.checkpoint as dcp
 from dcp_helpers import Net, legacy, options
-from s3_helpers import endpoint_option, s3, s3_endpoint  # noqa: F401 (fixtures)
+from s3_helpers import endpoint_option, read_bytes, s3, s3_endpoint  # noqa: F401 (fixtures)
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 from upgd_migrate.cli import main
@@ -23,31 +23,6 @@ def _save(folder) -> int:
     msd.update({f"big.{i}": big + i for i in range(4)})
     dcp.save({"model": msd, "optim": osd}, checkpoint_id=str(folder))
     return sum(s[k].nbytes for s in opt.state.values() for k in ("first_moment", "sec_moment"))
-
-
-@pytest.fixture
-def read_bytes(monkeypatch):
-    """Bytes read from the bodies of s3fs's GETs, counted as they arrive."""
-    import s3fs.core
-
-    count = [0]
-    call = s3fs.core.S3FileSystem._call_s3
-
-    async def counted(self, method, *args, **kwargs):
-        out = await call(self, method, *args, **kwargs)
-        if method == "get_object":
-            read = out["Body"].read
-
-            async def body_read(*a, **k):
-                data = await read(*a, **k)
-                count[0] += len(data)
-                return data
-
-            out["Body"].read = body_read
-        return out
-
-    monkeypatch.setattr(s3fs.core.S3FileSystem, "_call_s3", counted)
-    return count
 
 
 def _upload(fs, bucket, tmp_path) -> tuple[str, int, int]:

@@ -209,7 +209,13 @@ def _load_sparse(path: Path, allow_globals: Sequence[str]) -> Any:
 
     with FetchingReader(path) as fh:
         root = _load(fh, str(path), allow_globals, mmap=False, device="meta")
-    return zipslice.real_states(root, path) if _SPARSE_READS == "states" else root
+    if _SPARSE_READS == "meta":
+        return root
+    try:
+        return zipslice.real_states(root, path)
+    except zipslice.NotByRange:
+        fill(path)
+        return _load(str(path), str(path), allow_globals, mmap=True)
 
 
 def load_bytes(data: bytes, label: str, allow_globals: Sequence[str] = ()) -> Any:

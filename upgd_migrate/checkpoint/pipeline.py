@@ -19,7 +19,7 @@ from upgd_migrate.checkpoint.formats.base import DCP_METADATA, Checkpoint, is_dc
 from upgd_migrate.checkpoint.detect import optimizer_class
 from upgd_migrate.checkpoint.steps import Context, Result, migrate_optimizer, migrate_vgs
 from upgd_migrate.errors import UpgdMigrateError, deferred_signals, raise_if_interrupted
-from upgd_migrate.fileio import is_sparse
+from upgd_migrate.fileio import fill, is_sparse
 
 PROGRESS_BYTES = 100 * 1024 * 1024
 Progress = Callable[[str], None]
@@ -90,6 +90,7 @@ def backup(path: Path, suffix: str) -> Path:
     """
     if is_dcp_folder(path):
         path = path / DCP_METADATA
+    fill(path)  # a stand-in of a bucket's object: the backup holds its bytes, never a hole
     target = path.with_name(path.name + suffix)
     exists = UpgdMigrateError(f"{path}: backup {target} already exists: not overwritten, file "
                               "left unchanged (remove it or pick another --backup suffix)")

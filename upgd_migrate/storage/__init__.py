@@ -17,8 +17,9 @@ Guarantees per backend (an object store has no rename):
 - ``memory://`` and ``file://``: fsspec's own writes (``file://`` is not atomic: prefer the
   plain local path, which the commands write atomically).
 
-An in-place run stages a DCP folder sparsely (:mod:`upgd_migrate.storage.sparse`): its data
-objects are read by byte range, entry by entry, never whole. The package imports fsspec (lazily),
+An in-place or reading run stages a DCP folder sparsely (:mod:`upgd_migrate.storage.sparse`):
+its data objects are read by byte range, entry by entry, never whole; a torch zip keeps only its
+directory and pickle until its tensors are read (:mod:`upgd_migrate.storage.zipranges`). The package imports fsspec (lazily),
 :mod:`upgd_migrate.errors`, :mod:`upgd_migrate.fileio` and the DCP metadata reader; no command.
 """
 from __future__ import annotations
@@ -155,7 +156,8 @@ def staged(paths: Sequence[Any], options: Mapping[str, Any] | None = None, lazy:
            ) -> Iterator[tuple[list[Any], dict[str, str]]]:
     """Local stand-ins for the URLs among ``paths`` (fetched into a private temp folder that is
     removed at the end; local paths pass through), and local path -> URL for the output.
-    ``lazy``: DCP data objects become sparse stand-ins read by range (in-place runs only)."""
+    ``lazy``: DCP data objects and torch zips become sparse stand-ins read by range (for runs
+    that never copy a stand-in: in place, or reading only)."""
     if not any(is_url(p) for p in paths):
         yield list(paths), {}
         return
@@ -308,9 +310,9 @@ def migrate_urls(run, paths: Sequence[Any], output: Any, backup_suffix: str | No
     """``checkpoint`` with URLs among the inputs or as ``-o``: stage, ``run(paths, output)``
     on the local stand-ins, then push what it wrote (``-o URL``) or changed (in place).
     ``shown``, when given, receives local path -> URL (to rename paths in results).
-    ``lazy``: stage DCP folders sparsely; honoured only in place without a backup (a copy of a
-    sparse stand-in would be a copy of holes)."""
-    lazy = lazy and output is None and not backup_suffix
+    ``lazy``: stage DCP folders and torch zips sparsely; honoured only in place (a copy to
+    ``-o`` of a sparse stand-in would be a copy of holes; a backup is made of a filled one)."""
+    lazy = lazy and output is None
     with staged(paths, options, lazy) as (local, names):
         out_local, before = output, {}
         with tempfile.TemporaryDirectory(prefix="upgd-migrate-out-") as tmp:

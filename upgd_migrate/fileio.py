@@ -6,7 +6,6 @@ finding), never an exception that stops a run over many files.
 from __future__ import annotations
 
 import codecs
-import io
 import os
 import shutil
 import tempfile
@@ -308,36 +307,3 @@ def fill(path: str | os.PathLike) -> None:
     load that reads tensor data must never read a hole as zeros."""
     if is_sparse(path):
         before_read(path, 0, os.path.getsize(path))
-
-
-class FetchingReader(io.RawIOBase):
-    """A read-only file over a sparse stand-in that fetches each range before reading it:
-    whatever a reader (torch's zip reader) asks for is the object's bytes, never a hole."""
-
-    def __init__(self, path: str | os.PathLike) -> None:
-        # unbuffered: a buffer would keep the holes it read ahead after they are filled
-        self.path, self._fh = str(path), open(path, "rb", buffering=0)
-        self._size = os.fstat(self._fh.fileno()).st_size
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        return self._fh.seek(offset, whence)
-
-    def tell(self) -> int:
-        return self._fh.tell()
-
-    def readinto(self, buffer) -> int:
-        pos = self._fh.tell()
-        n = max(0, min(len(buffer), self._size - pos))
-        if n:
-            before_read(self.path, pos, n)
-        return self._fh.readinto(memoryview(buffer)[:n])
-
-    def close(self) -> None:
-        self._fh.close()
-        super().close()

@@ -29,20 +29,23 @@ def _member(path, scale: float = 1.0):
 
 def test_a_rerun_over_a_migrated_population_reads_a_sliver(s3, s3_endpoint, tmp_path,
                                                             read_bytes):
-    """Two members migrated in place by two forked workers (each fills its own stand-in
-    before writing), then a --check rerun that reads their directories and pickles only."""
+    """Two members migrated in place with backups by two forked workers (each fills its own
+    stand-in before writing), then a --check rerun that reads their directories and pickles
+    only."""
     fs, bucket = s3
     size = _member(tmp_path / "local.pt")
+    original = (tmp_path / "local.pt").read_bytes()
     urls = [f"s3://{bucket}/pbt/train_{i}/checkpoint.pt" for i in range(2)]
     for url in urls:
         fs.put_file(str(tmp_path / "local.pt"), url)
     opt = endpoint_option(s3_endpoint)
     assert main(["checkpoint", str(tmp_path / "local.pt"), "--in-place",
                  "--sigma-ratio", "0.05"]) == 1
-    assert main(["checkpoint", f"s3://{bucket}/pbt", "--in-place", "--sigma-ratio", "0.05",
-                 "--jobs", "2", *opt]) == 1
+    assert main(["checkpoint", f"s3://{bucket}/pbt", "--in-place", "--backup", ".orig",
+                 "--sigma-ratio", "0.05", "--jobs", "2", *opt]) == 1
     fs.invalidate_cache()
     assert all(fs.cat(url) == (tmp_path / "local.pt").read_bytes() for url in urls)
+    assert all(fs.cat(url + ".orig") == original for url in urls)  # the bytes, not holes
     read_bytes[0] = 0
     assert main(["checkpoint", f"s3://{bucket}/pbt", "--check", *opt]) == 0
     assert 0 < read_bytes[0] < 2 * size // 100  # under 1% of the objects

@@ -23,7 +23,7 @@ import torch
 
 from upgd_migrate.errors import UpgdMigrateError, raise_if_interrupted
 from upgd_migrate.fileio import atomic_writer  # the one atomic writer, shared with configs
-from upgd_migrate.fileio import FetchingReader, before_read, fill, is_sparse
+from upgd_migrate.fileio import before_read, fill, is_sparse
 
 _GLOBAL_IN_MESSAGE = re.compile(r"GLOBAL ([\w.]+)")
 _BUILD_IN_MESSAGE = re.compile(r"but got <class '([\w.]+)'>")
@@ -207,7 +207,7 @@ def sparse_reads(mode: str) -> Iterator[None]:
 def _load_sparse(path: Path, allow_globals: Sequence[str]) -> Any:
     from upgd_migrate.checkpoint import zipslice
 
-    with FetchingReader(path) as fh:
+    with zipslice.FetchingReader(path) as fh:
         root = _load(fh, str(path), allow_globals, mmap=False, device="meta")
     if _SPARSE_READS == "meta":
         return root

@@ -22,6 +22,8 @@ from upgd_migrate.checkpoint.formats.dcp_meta import METADATA, unpickle_metadata
 from upgd_migrate.errors import UpgdMigrateError
 from upgd_migrate.fileio import register_range_fetcher
 
+BATCH = 64 * 1024 * 1024  # bytes fetched per cat_ranges call (and held in memory at once)
+
 
 def _data_names(metadata: Path) -> set[str]:
     """The data files a ``.metadata`` names; none when it does not read (the run reports it)."""
@@ -62,12 +64,21 @@ class _Ranges:
         return gaps + ([(pos, end)] if pos < end else [])
 
     def fetch(self, spans: list[tuple[int, int]]) -> None:
-        """Fetch what is missing of ``spans`` (start, end), in one ``cat_ranges`` call."""
+        """Fetch what is missing of ``spans`` (start, end): one ``cat_ranges`` call per
+        ``BATCH`` bytes, so filling a big object never holds more than that in memory."""
         if self.pid != os.getpid():
             self.fs, self.pid, self.got = self.reopen(), os.getpid(), []
-        gaps = [g for a, b in spans for g in self.missing(a, b)]
-        if not gaps:
-            return
+        batch: list[tuple[int, int]] = []
+        for a, b in (g for a, b in spans for g in self.missing(a, b)):
+            for start in range(a, b, BATCH):
+                batch.append((start, min(b, start + BATCH)))
+                if sum(e - s for s, e in batch) >= BATCH:
+                    self._get(batch)
+                    batch = []
+        if batch:
+            self._get(batch)
+
+    def _get(self, gaps: list[tuple[int, int]]) -> None:
         try:
             datas = self.fs.cat_ranges([self.key] * len(gaps), [a for a, _ in gaps],
                                        [b for _, b in gaps])

@@ -19,8 +19,9 @@ Guarantees per backend (an object store has no rename):
 
 An in-place or reading run stages a DCP folder sparsely (:mod:`upgd_migrate.storage.sparse`):
 its data objects are read by byte range, entry by entry, never whole; a torch zip keeps only its
-directory and pickle until its tensors are read (:mod:`upgd_migrate.storage.zipranges`). The package imports fsspec (lazily),
-:mod:`upgd_migrate.errors`, :mod:`upgd_migrate.fileio` and the DCP metadata reader; no command.
+directory and pickle until its tensors are read (:mod:`upgd_migrate.storage.zipranges`). The
+package imports fsspec (lazily), :mod:`upgd_migrate.errors`, :mod:`upgd_migrate.fileio` and the
+DCP metadata reader; no command.
 """
 from __future__ import annotations
 

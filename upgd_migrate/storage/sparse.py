@@ -8,9 +8,9 @@ local file of the same size, registered with :func:`upgd_migrate.fileio.register
 the bytes of an entry are fetched by range when the migration reads that entry
 (:func:`upgd_migrate.checkpoint.io.load_slice` asks first), so the model weights, which it never
 reads, never cross the network. A torch zip becomes a sparse stand-in too
-(:mod:`upgd_migrate.storage.zipranges`); every other object is fetched whole. Only an in-place run that
-writes no copy of the originals (no ``-o``, no ``--backup``) may stage this way: a copy of a
-stand-in would be a copy of holes.
+(:mod:`upgd_migrate.storage.zipranges`); every other object is fetched whole. Only a run that
+writes no copy of a stand-in (in place, or one that only reads; not ``-o``) may stage this way:
+a copy of a stand-in would be a copy of holes (a ``--backup`` is made of a filled one).
 """
 from __future__ import annotations
 

@@ -38,13 +38,15 @@ def test_dcp_in_place_in_a_bucket_reads_ranges_and_resumes_through_fsspec(
     fs, bucket = s3
     url, size, _ = _upload(fs, bucket, tmp_path)
     before = {k: fs.info(k)["ETag"] for k in fs.find(f"{bucket}/run/step_100")}
+    metadata = fs.cat(f"{url}/.metadata")
     read_bytes[0] = 0
-    assert main(["checkpoint", url, "--in-place", "--sigma-ratio", "0.05",
+    assert main(["checkpoint", url, "--in-place", "--backup", ".orig", "--sigma-ratio", "0.05",
                  *endpoint_option(s3_endpoint)]) == 1
     assert 0 < read_bytes[0] < size // 50  # .metadata and the options, never the weights
     fs.invalidate_cache()
     after = set(fs.find(f"{bucket}/run/step_100"))
     assert set(before) < after  # a new data object beside the old ones
+    assert fs.cat(f"{url}/.metadata.orig") == metadata  # the backup: the old checkpoint
     for key, etag in before.items():  # old data objects untouched, a new .metadata
         assert (fs.info(key)["ETag"] == etag) != key.endswith(".metadata")
 

@@ -218,6 +218,7 @@ def clone_file(src: Path, dst: Path) -> None:
     user space. Never a hard link: a writer that truncates and rewrites a file in place
     (``torch.save``, ``dcp.save``) would change both names' bytes.
     """
+    fill(src)  # a stand-in of a bucket's object: the copy gets its bytes, never its holes
     with open(src, "rb") as s, open(dst, "xb") as d:
         if not _reflink(s, d):
             _kernel_copy(s, d)

@@ -49,6 +49,12 @@ def test_a_rerun_over_a_migrated_population_reads_a_sliver(s3, s3_endpoint, tmp_
     read_bytes[0] = 0
     assert main(["checkpoint", f"s3://{bucket}/pbt", "--check", *opt]) == 0
     assert 0 < read_bytes[0] < 2 * size // 100  # under 1% of the objects
+    # --verify runs the real states (read by range), and fails them as it does the local file
+    # (ratio 0.05 against a trained 0.001: the first step spikes); meta tensors would be exit 2
+    assert main(["checkpoint", str(tmp_path / "local.pt"), "--check", "--verify"]) == 1
+    read_bytes[0] = 0
+    assert main(["checkpoint", f"s3://{bucket}/pbt", "--check", "--verify", *opt]) == 1
+    assert 0 < read_bytes[0] < 2 * size // 20  # the states, never the weights
 
 
 def test_a_legacy_torch_zip_is_inspected_checked_and_verified_without_its_weights(

@@ -88,7 +88,7 @@ def migrate(path: str | os.PathLike, *, output: Optional[str | os.PathLike] = No
                                             P.WriteBack.WRITE)
     opts = P.Options(mode, Context(sigma_ratio, instant_noise=instant_noise),
                      None if output is None or storage.is_url(output) else Path(output),
-                     in_place, backup, tuple(allow_globals))
+                     in_place, backup, tuple(allow_globals), real_states=verify)
 
     def one(local, out=None) -> dict:
         options = dataclasses.replace(opts, output=Path(out) if out is not None else opts.output)
@@ -97,11 +97,10 @@ def migrate(path: str | os.PathLike, *, output: Optional[str | os.PathLike] = No
 
     if not (storage.is_url(path) or storage.is_url(output)):
         return one(Path(path))
-    return _migrate_at_urls(one, path, output, backup if in_place else None, storage_options,
-                            lazy=not verify)
+    return _migrate_at_urls(one, path, output, backup if in_place else None, storage_options)
 
 
-def _migrate_at_urls(one, path, output, backup, storage_options, lazy: bool) -> dict:
+def _migrate_at_urls(one, path, output, backup, storage_options) -> dict:
     """``one(local, out)`` on staged copies; what it wrote goes back (see ``storage``)."""
     from upgd_migrate import storage
     from upgd_migrate.errors import UpgdMigrateError
@@ -114,7 +113,7 @@ def _migrate_at_urls(one, path, output, backup, storage_options, lazy: bool) -> 
         return 2 if box["entry"]["status"] == "error" else 0
 
     try:
-        storage.migrate_urls(run, [path], output, backup, storage_options, names, lazy)
+        storage.migrate_urls(run, [path], output, backup, storage_options, names, lazy=True)
     except UpgdMigrateError as e:
         return {**box.get("entry", {"path": str(path)}), "status": "error", "error": str(e)}
     return storage.renamed(box["entry"], names)

@@ -116,6 +116,8 @@ class Options:
     backup_suffix: Optional[str] = None
     allow_globals: Sequence[str] = ()
     link: bool = False  # --link: -o counterparts of unchanged files are hard links
+    # --verify: the states are run after; a torch zip in a bucket is decided on its real states
+    real_states: bool = False
 
 
 def process(path: Path, rel: Path, opts: Options, many: bool = False,
@@ -170,7 +172,7 @@ def _open_and_migrate(found: runfolder.Found, opts: Options,
         got = zipslice.decide(
             attempt, lambda out: not writes or not any(s.result.changed for s in out[1]),
             (io.UnsafeCheckpointError, runfolder.NotAState, runfolder.NotChecked),
-            ("meta",) if writes else ("meta", "states"))
+            ("states",) if opts.real_states else ("meta",) if writes else ("meta", "states"))
         if got is not None:
             return got
     ckpt = runfolder.open_found(found, opts.allow_globals)

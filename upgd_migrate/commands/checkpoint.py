@@ -183,7 +183,7 @@ def migrate(paths, output, link, in_place, backup, check, dry_run, sigma_ratio, 
     from upgd_migrate.storage import migrate_urls, parse_options
 
     return migrate_urls(run, paths, output, in_place and backup,
-                        parse_options(storage_options), lazy=not run_verify)
+                        parse_options(storage_options), lazy=True)
 
 
 @checkpoint.command("inspect")

@@ -99,3 +99,33 @@ def test_a_stand_in_never_passes_a_hole_off_as_data(s3, s3_endpoint, tmp_path):
         shutil.copy(tmp_path / "a.pt", tmp_path / "copy.pt")  # a local file: no fetch
         assert torch.equal(io.load(tmp_path / "copy.pt")["weights"],
                            torch.arange(WEIGHTS, dtype=torch.float32))
+
+
+@pytest.mark.parametrize("zip64", [False, True])
+def test_the_directory_is_found_from_the_end_records(tmp_path, monkeypatch, zip64):
+    """The central directory's place from the file's last bytes alone, through the ZIP64
+    records where the end record defers to them (a file over 4 GiB: forced here by a lower
+    limit and the end record's fields set to 0xFFFFFFFF, as such a writer leaves them)."""
+    import struct
+    import zipfile
+
+    from upgd_migrate.storage.zipranges import _directory
+
+    if zip64:
+        monkeypatch.setattr(zipfile, "ZIP64_LIMIT", 64)
+    path = tmp_path / "a.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        for i in range(3):
+            zf.writestr(f"archive/data/{i}", bytes(100))
+    raw = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as zf:
+        start = zf.start_dir
+    if zip64:
+        struct.pack_into("<II", raw, len(raw) - 22 + 12, 0xFFFFFFFF, 0xFFFFFFFF)
+    raw = bytes(raw)
+    assert (b"PK\x06\x06" in raw) == zip64
+    tail_at = len(raw) - 200
+    offset, size = _directory(raw[tail_at:], tail_at)
+    assert offset == start and raw[offset:offset + 4] == b"PK\x01\x02"
+    assert raw[offset + size:offset + size + 4] == (b"PK\x06\x06" if zip64 else b"PK\x05\x06")
+    assert _directory(raw[tail_at:-30], tail_at) is None  # no end record in what was read

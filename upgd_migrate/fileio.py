@@ -218,6 +218,7 @@ def clone_file(src: Path, dst: Path) -> None:
     user space. Never a hard link: a writer that truncates and rewrites a file in place
     (``torch.save``, ``dcp.save``) would change both names' bytes.
     """
+    fill(src)  # a stand-in of a bucket's object: the copy gets its bytes, never its holes
     with open(src, "rb") as s, open(dst, "xb") as d:
         if not _reflink(s, d):
             _kernel_copy(s, d)
@@ -250,13 +251,15 @@ def _kernel_copy(s: IO[bytes], d: IO[bytes]) -> None:
         d.flush()
 
 
-# Sparse stand-ins of remote objects (staged by upgd_migrate.storage): local path -> a function
-# that fetches bytes [offset, offset + length) into it before they are read.
-_RANGE_FETCHERS: dict[str, Callable[[int, int], None]] = {}
+# Sparse stand-ins of remote objects (staged by upgd_migrate.storage): local path -> (a
+# function that fetches bytes [offset, offset + length) into it before they are read, the
+# stand-in's inode). A file written over the stand-in (os.replace: another inode, in this
+# process or a forked worker) is a whole local file: never fetched into, never refused.
+_RANGE_FETCHERS: dict[str, tuple[Callable[[int, int], None], int]] = {}
 
 
 def register_range_fetcher(path: str | os.PathLike, fetch: Callable[[int, int], None]) -> None:
-    _RANGE_FETCHERS[str(path)] = fetch
+    _RANGE_FETCHERS[str(path)] = (fetch, os.stat(path).st_ino)
 
 
 def forget_range_fetchers(prefix: str) -> None:
@@ -264,14 +267,44 @@ def forget_range_fetchers(prefix: str) -> None:
         del _RANGE_FETCHERS[key]
 
 
+def _fetcher(path: str | os.PathLike) -> Callable[[int, int], None] | None:
+    entry = _RANGE_FETCHERS.get(str(path)) if _RANGE_FETCHERS else None
+    if entry is None:
+        return None
+    try:
+        same = os.stat(path).st_ino == entry[1]
+    except OSError:
+        same = False
+    return entry[0] if same else None
+
+
 def is_sparse(path: str | os.PathLike) -> bool:
-    return str(path) in _RANGE_FETCHERS
+    return _fetcher(path) is not None
 
 
 def before_read(path: str | os.PathLike, offset: int, length: int) -> None:
     """Make sure ``length`` bytes at ``offset`` of ``path`` are present (a no-op for a local
     file; a ranged fetch for a sparse stand-in of an object in a bucket)."""
-    if _RANGE_FETCHERS:
-        fetch = _RANGE_FETCHERS.get(str(path))
-        if fetch is not None:
-            fetch(offset, length)
+    fetch = _fetcher(path)
+    if fetch is not None:
+        fetch(offset, length)
+
+
+def before_reads(path: str | os.PathLike, spans: list[tuple[int, int]]) -> None:
+    """:func:`before_read` for many (start, end) spans: one batch where the fetcher takes
+    one (a bucket's object: one ``cat_ranges`` call)."""
+    fetch = _fetcher(path)
+    if fetch is None or not spans:
+        return
+    if hasattr(fetch, "fetch"):
+        fetch.fetch(spans)
+    else:
+        for a, b in spans:
+            fetch(a, b - a)
+
+
+def fill(path: str | os.PathLike) -> None:
+    """Fetch every byte of a sparse stand-in not fetched yet (a no-op for a local file): a
+    load that reads tensor data must never read a hole as zeros."""
+    if is_sparse(path):
+        before_read(path, 0, os.path.getsize(path))

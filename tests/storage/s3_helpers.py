@@ -57,3 +57,28 @@ def s3(s3_endpoint, monkeypatch):
     fs.mkdir(bucket)
     yield fs, bucket
     fs.rm(bucket, recursive=True)
+
+
+@pytest.fixture
+def read_bytes(monkeypatch):
+    """Bytes read from the bodies of s3fs's GETs, counted as they arrive."""
+    import s3fs.core
+
+    count = [0]
+    call = s3fs.core.S3FileSystem._call_s3
+
+    async def counted(self, method, *args, **kwargs):
+        out = await call(self, method, *args, **kwargs)
+        if method == "get_object":
+            read = out["Body"].read
+
+            async def body_read(*a, **k):
+                data = await read(*a, **k)
+                count[0] += len(data)
+                return data
+
+            out["Body"].read = body_read
+        return out
+
+    monkeypatch.setattr(s3fs.core.S3FileSystem, "_call_s3", counted)
+    return count

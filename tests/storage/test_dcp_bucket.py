@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.distributed.checkpoint as dcp
 from dcp_helpers import Net, legacy, options
-from s3_helpers import endpoint_option, s3, s3_endpoint  # noqa: F401 (fixtures)
+from s3_helpers import endpoint_option, read_bytes, s3, s3_endpoint  # noqa: F401 (fixtures)
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 from upgd_migrate.cli import main
@@ -25,31 +25,6 @@ def _save(folder) -> int:
     return sum(s[k].nbytes for s in opt.state.values() for k in ("first_moment", "sec_moment"))
 
 
-@pytest.fixture
-def read_bytes(monkeypatch):
-    """Bytes read from the bodies of s3fs's GETs, counted as they arrive."""
-    import s3fs.core
-
-    count = [0]
-    call = s3fs.core.S3FileSystem._call_s3
-
-    async def counted(self, method, *args, **kwargs):
-        out = await call(self, method, *args, **kwargs)
-        if method == "get_object":
-            read = out["Body"].read
-
-            async def body_read(*a, **k):
-                data = await read(*a, **k)
-                count[0] += len(data)
-                return data
-
-            out["Body"].read = body_read
-        return out
-
-    monkeypatch.setattr(s3fs.core.S3FileSystem, "_call_s3", counted)
-    return count
-
-
 def _upload(fs, bucket, tmp_path) -> tuple[str, int, int]:
     moments = _save(tmp_path / "step_100")
     fs.put(str(tmp_path / "step_100"), f"{bucket}/run/", recursive=True)
@@ -63,13 +38,15 @@ def test_dcp_in_place_in_a_bucket_reads_ranges_and_resumes_through_fsspec(
     fs, bucket = s3
     url, size, _ = _upload(fs, bucket, tmp_path)
     before = {k: fs.info(k)["ETag"] for k in fs.find(f"{bucket}/run/step_100")}
+    metadata = fs.cat(f"{url}/.metadata")
     read_bytes[0] = 0
-    assert main(["checkpoint", url, "--in-place", "--sigma-ratio", "0.05",
+    assert main(["checkpoint", url, "--in-place", "--backup", ".orig", "--sigma-ratio", "0.05",
                  *endpoint_option(s3_endpoint)]) == 1
     assert 0 < read_bytes[0] < size // 50  # .metadata and the options, never the weights
     fs.invalidate_cache()
     after = set(fs.find(f"{bucket}/run/step_100"))
     assert set(before) < after  # a new data object beside the old ones
+    assert fs.cat(f"{url}/.metadata.orig") == metadata  # the backup: the old checkpoint
     for key, etag in before.items():  # old data objects untouched, a new .metadata
         assert (fs.info(key)["ETag"] == etag) != key.endswith(".metadata")
 

@@ -25,14 +25,18 @@ __all__ = ["inspect", "migrate", "verify"]
 
 
 def _on_local(path, storage_options, fn) -> dict:
-    """``fn`` on ``path``, or on a staged copy of it when it is a URL (paths shown as URLs)."""
+    """``fn`` on ``path``, or on a staged copy of it when it is a URL (paths shown as URLs):
+    read by range (a DCP folder's entries, a torch zip's pickle and states), never the
+    weights."""
     from upgd_migrate import storage
+    from upgd_migrate.checkpoint.io import sparse_reads
     from upgd_migrate.errors import UpgdMigrateError
 
     if not storage.is_url(path):
         return fn(Path(path))
     try:
-        with storage.staged([path], storage_options) as (local, names):
+        with storage.staged([path], storage_options, lazy=True) as (local, names), \
+                sparse_reads("states"):
             return storage.renamed(fn(local[0]), names)
     except UpgdMigrateError as e:
         return {"path": path, "error": str(e)}
@@ -84,7 +88,7 @@ def migrate(path: str | os.PathLike, *, output: Optional[str | os.PathLike] = No
                                             P.WriteBack.WRITE)
     opts = P.Options(mode, Context(sigma_ratio, instant_noise=instant_noise),
                      None if output is None or storage.is_url(output) else Path(output),
-                     in_place, backup, tuple(allow_globals))
+                     in_place, backup, tuple(allow_globals), real_states=verify)
 
     def one(local, out=None) -> dict:
         options = dataclasses.replace(opts, output=Path(out) if out is not None else opts.output)
@@ -109,7 +113,7 @@ def _migrate_at_urls(one, path, output, backup, storage_options) -> dict:
         return 2 if box["entry"]["status"] == "error" else 0
 
     try:
-        storage.migrate_urls(run, [path], output, backup, storage_options, names)
+        storage.migrate_urls(run, [path], output, backup, storage_options, names, lazy=True)
     except UpgdMigrateError as e:
         return {**box.get("entry", {"path": str(path)}), "status": "error", "error": str(e)}
     return storage.renamed(box["entry"], names)

@@ -8,6 +8,7 @@ from upgd_migrate.checkpoint import runfolder
 from upgd_migrate.checkpoint.detect import FORMAT_KEY
 from upgd_migrate.checkpoint.pipeline import migrate_checkpoint
 from upgd_migrate.checkpoint.steps import Context
+from upgd_migrate.fileio import is_sparse
 from upgd_migrate.report import plural
 
 _NOISE_KEYS = ("sigma", "adaptive_noise", "instant_noise_scale")
@@ -43,8 +44,24 @@ def inspect_file(path: Path, allow_globals: Sequence[str] = (),
                  found: runfolder.Found | None = None) -> dict:
     """``found``: what a walk said ``path`` is; None: named (strict). Raises
     :class:`~upgd_migrate.checkpoint.runfolder.NotAState` for a walked file with no state."""
-    ckpt = runfolder.open_found(found or runfolder.Found(path, Path(path.name), "torch", False),
-                                allow_globals)
+    found = found or runfolder.Found(path, Path(path.name), "torch", False)
+    if is_sparse(path):  # a torch zip in a bucket: its pickle, then its states' tensors
+        from upgd_migrate.checkpoint import io, zipslice
+
+        def attempt(mode: str) -> dict:
+            with io.sparse_reads(mode):
+                return _inspect(path, allow_globals, found)
+
+        doc = zipslice.decide(attempt, lambda doc: True, (io.UnsafeCheckpointError,
+                                                          runfolder.NotAState,
+                                                          runfolder.NotChecked))
+        if doc is not None:
+            return doc
+    return _inspect(path, allow_globals, found)
+
+
+def _inspect(path: Path, allow_globals: Sequence[str], found: runfolder.Found) -> dict:
+    ckpt = runfolder.open_found(found, allow_globals)
     results = migrate_checkpoint(ckpt, Context())
     states = []
     for slot, res in zip(ckpt.slots, results):

@@ -8,6 +8,7 @@ called, and the same object gives the same bytes.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import io
 import pickle
@@ -16,13 +17,13 @@ import re
 import warnings
 import zipfile
 from pathlib import Path
-from typing import IO, Any, Sequence
+from typing import IO, Any, Iterator, Sequence
 
 import torch
 
 from upgd_migrate.errors import UpgdMigrateError, raise_if_interrupted
 from upgd_migrate.fileio import atomic_writer  # the one atomic writer, shared with configs
-from upgd_migrate.fileio import before_read
+from upgd_migrate.fileio import before_read, fill, is_sparse
 
 _GLOBAL_IN_MESSAGE = re.compile(r"GLOBAL ([\w.]+)")
 _BUILD_IN_MESSAGE = re.compile(r"but got <class '([\w.]+)'>")
@@ -143,12 +144,13 @@ def _is_torch_zip(path: Path) -> bool:
         return False
 
 
-def _load(source: Any, label: str, allow: Sequence[str], mmap: bool) -> Any:
+def _load(source: Any, label: str, allow: Sequence[str], mmap: bool,
+          device: str = "cpu") -> Any:
     try:
         admitted = [*numpy_data_globals(), *resolve_globals(allow)]
         with torch.serialization.safe_globals(admitted), warnings.catch_warnings():
             warnings.filterwarnings("ignore", "Detected pickle protocol")  # we refuse it anyway
-            return torch.load(source, map_location="cpu", weights_only=True, mmap=mmap)
+            return torch.load(source, map_location=device, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         raise_if_interrupted()
         names = _unsafe_names(source, e)
@@ -179,7 +181,41 @@ def load(path: Path, allow_globals: Sequence[str] = ()) -> Any:
         raise CheckpointError(f"{path}: no such file")
     if path.stat().st_size == 0:  # torch says only "EOFError" or "Ran out of input"
         raise CheckpointError(f"{path}: empty file (0 bytes)")
+    if is_sparse(path) and _SPARSE_READS != "all":  # a torch zip in a bucket, staged sparsely
+        return _load_sparse(path, allow_globals)
+    fill(path)  # a sparse stand-in: every hole fetched before a load that reads tensor data
     return _load(str(path), str(path), allow_globals, mmap=_is_torch_zip(path))
+
+
+# How load() reads a sparse stand-in of a torch zip in a bucket: "all" (fetch every byte,
+# then load), "meta" (the pickle only: every tensor on the meta device, so reading its data
+# raises instead of reading a hole), "states" (as "meta", with the tensors of every optimizer
+# and VGS state fetched by range). See upgd_migrate.checkpoint.zipslice.
+_SPARSE_READS = "all"
+
+
+@contextlib.contextmanager
+def sparse_reads(mode: str) -> Iterator[None]:
+    global _SPARSE_READS
+    old, _SPARSE_READS = _SPARSE_READS, mode
+    try:
+        yield
+    finally:
+        _SPARSE_READS = old
+
+
+def _load_sparse(path: Path, allow_globals: Sequence[str]) -> Any:
+    from upgd_migrate.checkpoint import zipslice
+
+    with zipslice.FetchingReader(path) as fh:
+        root = _load(fh, str(path), allow_globals, mmap=False, device="meta")
+    if _SPARSE_READS == "meta":
+        return root
+    try:
+        return zipslice.real_states(root, path)
+    except zipslice.NotByRange:
+        fill(path)
+        return _load(str(path), str(path), allow_globals, mmap=True)
 
 
 def load_bytes(data: bytes, label: str, allow_globals: Sequence[str] = ()) -> Any:

@@ -19,6 +19,7 @@ from upgd_migrate.checkpoint.formats.base import DCP_METADATA, Checkpoint, is_dc
 from upgd_migrate.checkpoint.detect import optimizer_class
 from upgd_migrate.checkpoint.steps import Context, Result, migrate_optimizer, migrate_vgs
 from upgd_migrate.errors import UpgdMigrateError, deferred_signals, raise_if_interrupted
+from upgd_migrate.fileio import fill, is_sparse
 
 PROGRESS_BYTES = 100 * 1024 * 1024
 Progress = Callable[[str], None]
@@ -89,6 +90,7 @@ def backup(path: Path, suffix: str) -> Path:
     """
     if is_dcp_folder(path):
         path = path / DCP_METADATA
+    fill(path)  # a stand-in of a bucket's object: the backup holds its bytes, never a hole
     target = path.with_name(path.name + suffix)
     exists = UpgdMigrateError(f"{path}: backup {target} already exists: not overwritten, file "
                               "left unchanged (remove it or pick another --backup suffix)")
@@ -114,6 +116,8 @@ class Options:
     backup_suffix: Optional[str] = None
     allow_globals: Sequence[str] = ()
     link: bool = False  # --link: -o counterparts of unchanged files are hard links
+    # --verify: the states are run after; a torch zip in a bucket is decided on its real states
+    real_states: bool = False
 
 
 def process(path: Path, rel: Path, opts: Options, many: bool = False,
@@ -124,9 +128,7 @@ def process(path: Path, rel: Path, opts: Options, many: bool = False,
     found = found or runfolder.Found(path, rel, "torch", walked=False)
     try:
         tick("load")
-        ckpt = runfolder.open_found(found, opts.allow_globals)
-        tick("migrate")
-        states = migrate_checkpoint(ckpt, opts.ctx)
+        ckpt, states = _open_and_migrate(found, opts, tick)
     except runfolder.NotAState as e:  # carried: neither error nor success
         return _mirror_only(FileResult(path, "carried", str(e)), rel, opts, many)
     except runfolder.NotChecked as e:  # exit 2, but -o OUT still gets the file as it is
@@ -150,6 +152,32 @@ def process(path: Path, rel: Path, opts: Options, many: bool = False,
     if _sidecar_fix(res) is not None:
         res.status = "would repair sidecar"
     return res
+
+
+def _open_and_migrate(found: runfolder.Found, opts: Options,
+                      tick: Progress) -> tuple[Checkpoint, list[StateResult]]:
+    """A torch zip in a bucket (a sparse stand-in) is decided from its pickle, then from its
+    states' tensors; it is fetched whole only to be written (see checkpoint.zipslice)."""
+    if is_sparse(found.path):
+        from upgd_migrate.checkpoint import io, zipslice
+
+        def attempt(mode: str) -> tuple[Checkpoint, list[StateResult]]:
+            with io.sparse_reads(mode):
+                ckpt = runfolder.open_found(found, opts.allow_globals)
+                return ckpt, migrate_checkpoint(ckpt, opts.ctx)
+
+        # A run that finished read no tensor data it lacked (the meta device raises): what it
+        # decided stands, unless it is to be written (that needs every byte).
+        writes = opts.mode is WriteBack.WRITE
+        got = zipslice.decide(
+            attempt, lambda out: not writes or not any(s.result.changed for s in out[1]),
+            (io.UnsafeCheckpointError, runfolder.NotAState, runfolder.NotChecked),
+            ("states",) if opts.real_states else ("meta",) if writes else ("meta", "states"))
+        if got is not None:
+            return got
+    ckpt = runfolder.open_found(found, opts.allow_globals)
+    tick("migrate")
+    return ckpt, migrate_checkpoint(ckpt, opts.ctx)
 
 
 def _sidecar_fix(res: FileResult) -> dict | None:

@@ -131,7 +131,8 @@ def run_migrate(paths: Sequence[Path], output: Optional[Path], in_place: bool,
                 link: bool = False, jobs: int = 1) -> int:
     _one_thread()
     mode = _mode(check, dry_run)
-    opts = P.Options(mode, ctx, output, in_place, backup, tuple(allow_globals), link)
+    opts = P.Options(mode, ctx, output, in_place, backup, tuple(allow_globals), link,
+                     real_states=run_verify)
     many = runfolder.several(paths)
     files, warnings = runfolder.discover_checked(paths)
     if output is not None:

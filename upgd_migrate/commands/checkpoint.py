@@ -72,12 +72,13 @@ def storage_option(fn):
                              "parses as one). Repeatable.")(fn)
 
 
-def staged_paths(paths, storage_options):
-    """The commands' view of PATHS: URLs fetched into a private temp folder (see storage)."""
+def staged_paths(paths, storage_options, lazy: bool = False):
+    """The commands' view of PATHS: URLs fetched into a private temp folder (see storage);
+    ``lazy``: DCP folders and torch zips sparsely, read by range (a command that reads only)."""
     from upgd_migrate.storage import parse_options, shown_as_urls, staged
 
     stack = contextlib.ExitStack()
-    local, names = stack.enter_context(staged(paths, parse_options(storage_options)))
+    local, names = stack.enter_context(staged(paths, parse_options(storage_options), lazy))
     stack.enter_context(shown_as_urls(names))
     return stack, local
 
@@ -182,7 +183,7 @@ def migrate(paths, output, link, in_place, backup, check, dry_run, sigma_ratio, 
     from upgd_migrate.storage import migrate_urls, parse_options
 
     return migrate_urls(run, paths, output, in_place and backup,
-                        parse_options(storage_options), lazy=not run_verify)
+                        parse_options(storage_options), lazy=True)
 
 
 @checkpoint.command("inspect")
@@ -204,7 +205,7 @@ def inspect(paths, fmt, jobs, storage_options, allow_globals) -> int:
     need_torch("upgd-migrate checkpoint inspect")
     from upgd_migrate.checkpoint import run as _checkpoint_run
 
-    stack, local = staged_paths(paths, storage_options)
+    stack, local = staged_paths(paths, storage_options, lazy=True)
     with stack:
         return _checkpoint_run.run_inspect(local, fmt, allow_globals, jobs)
 

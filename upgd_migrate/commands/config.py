@@ -35,8 +35,14 @@ def policy_for(sigma_ratio: float | None, calibrate_from: str | None,
         from upgd_migrate import storage
         from upgd_migrate.config.calibration import calibrated_policy
 
-        with storage.staged([calibrate_from], storage.parse_options(storage_options)) as (
-                local, _):
+        if not storage.is_url(calibrate_from):
+            return calibrated_policy(calibrate_from)
+        try:  # a URL is read by range: the optimizer state's tensors, never the weights
+            from upgd_migrate.checkpoint.io import sparse_reads
+        except ImportError:  # no torch: calibrated_policy says so in one line
+            return calibrated_policy(calibrate_from)
+        with storage.staged([calibrate_from], storage.parse_options(storage_options),
+                            lazy=True) as (local, _), sparse_reads("states"):
             return calibrated_policy(str(local[0]))
     return SigmaPolicy(DEFAULT_SIGMA_RATIO, "the seed's default ratio")
 

@@ -54,7 +54,11 @@ def verify(paths, config, steps, seed, sample, jobs, storage_options, fmt, allow
     need_torch("upgd-migrate verify")
     from upgd_migrate.verify.run import run_verify
 
-    stack, local = staged_paths(paths, storage_options)
-    with stack:
+    from upgd_migrate.checkpoint import io
+
+    # verify reads the states, never the model weights: a torch zip in a bucket is fetched by
+    # range, its states' tensors only (checkpoint.zipslice)
+    stack, local = staged_paths(paths, storage_options, lazy=True)
+    with stack, io.sparse_reads("states"):
         return run_verify(local, config, steps, seed, fmt, allow_globals, plot, sample, jobs,
                           device)

@@ -17,9 +17,11 @@ Guarantees per backend (an object store has no rename):
 - ``memory://`` and ``file://``: fsspec's own writes (``file://`` is not atomic: prefer the
   plain local path, which the commands write atomically).
 
-An in-place run stages a DCP folder sparsely (:mod:`upgd_migrate.storage.sparse`): its data
-objects are read by byte range, entry by entry, never whole. The package imports fsspec (lazily),
-:mod:`upgd_migrate.errors`, :mod:`upgd_migrate.fileio` and the DCP metadata reader; no command.
+An in-place or reading run stages a DCP folder sparsely (:mod:`upgd_migrate.storage.sparse`):
+its data objects are read by byte range, entry by entry, never whole; a torch zip keeps only its
+directory and pickle until its tensors are read (:mod:`upgd_migrate.storage.zipranges`). The
+package imports fsspec (lazily), :mod:`upgd_migrate.errors`, :mod:`upgd_migrate.fileio` and the
+DCP metadata reader; no command.
 """
 from __future__ import annotations
 
@@ -127,6 +129,8 @@ def describe(url: str, e: BaseException) -> str:
 
 
 def _fetch(url: str, local: Path, options: Mapping[str, Any] | None, lazy: bool) -> None:
+    from upgd_migrate.storage import zipranges
+
     fs = filesystem(url, options)
     try:
         if fs.isdir(url) and lazy:
@@ -136,7 +140,8 @@ def _fetch(url: str, local: Path, options: Mapping[str, Any] | None, lazy: bool)
             sparse.stage(fs, url, local, lambda: filesystem(url, options))
         elif fs.isdir(url):
             fs.get(url.rstrip("/") + "/", str(local) + "/", recursive=True)
-        else:
+        elif not (lazy and zipranges.stage(fs, url, local, fs.size(url),
+                                           lambda: filesystem(url, options))):
             local.parent.mkdir(parents=True, exist_ok=True)
             fs.get_file(url, str(local))
     except UpgdMigrateError:
@@ -152,7 +157,8 @@ def staged(paths: Sequence[Any], options: Mapping[str, Any] | None = None, lazy:
            ) -> Iterator[tuple[list[Any], dict[str, str]]]:
     """Local stand-ins for the URLs among ``paths`` (fetched into a private temp folder that is
     removed at the end; local paths pass through), and local path -> URL for the output.
-    ``lazy``: DCP data objects become sparse stand-ins read by range (in-place runs only)."""
+    ``lazy``: DCP data objects and torch zips become sparse stand-ins read by range (for runs
+    that never copy a stand-in: in place, or reading only)."""
     if not any(is_url(p) for p in paths):
         yield list(paths), {}
         return
@@ -305,9 +311,9 @@ def migrate_urls(run, paths: Sequence[Any], output: Any, backup_suffix: str | No
     """``checkpoint`` with URLs among the inputs or as ``-o``: stage, ``run(paths, output)``
     on the local stand-ins, then push what it wrote (``-o URL``) or changed (in place).
     ``shown``, when given, receives local path -> URL (to rename paths in results).
-    ``lazy``: stage DCP folders sparsely; honoured only in place without a backup (a copy of a
-    sparse stand-in would be a copy of holes)."""
-    lazy = lazy and output is None and not backup_suffix
+    ``lazy``: stage DCP folders and torch zips sparsely; honoured only in place (a copy to
+    ``-o`` of a sparse stand-in would be a copy of holes; a backup is made of a filled one)."""
+    lazy = lazy and output is None
     with staged(paths, options, lazy) as (local, names):
         out_local, before = output, {}
         with tempfile.TemporaryDirectory(prefix="upgd-migrate-out-") as tmp:

@@ -57,3 +57,38 @@ def s3(s3_endpoint, monkeypatch):
     fs.mkdir(bucket)
     yield fs, bucket
     fs.rm(bucket, recursive=True)
+
+
+@pytest.fixture
+def traffic(monkeypatch):
+    """What passes through s3fs's doors to S3 (the coroutine and its sync wrapper, which holds
+    the original): bytes read from GET bodies, as they arrive; bytes sent in PUTs and parts;
+    every call as (method, Key)."""
+    import s3fs.core
+
+    seen = {"get": 0, "put": 0, "calls": []}
+    cls = s3fs.core.S3FileSystem
+    call, sync_call = cls._call_s3, cls.call_s3
+
+    def tally(method: str, kwargs: dict, out: dict) -> dict:
+        seen["calls"].append((method, kwargs.get("Key")))
+        if method in ("put_object", "upload_part"):
+            seen["put"] += len(kwargs.get("Body") or b"")
+        elif method == "get_object":
+            read = out["Body"].read
+
+            async def body_read(*a, **k):
+                data = await read(*a, **k)
+                seen["get"] += len(data)
+                return data
+
+            out["Body"].read = body_read
+        return out
+
+    async def counted(self, method, *args, **kwargs):
+        return tally(method, kwargs, await call(self, method, *args, **kwargs))
+
+    monkeypatch.setattr(cls, "_call_s3", counted)
+    monkeypatch.setattr(cls, "call_s3", lambda self, method, *a, **k: tally(
+        method, k, sync_call(self, method, *a, **k)))
+    return seen

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from s3_helpers import FIX, endpoint_option, s3, s3_endpoint  # noqa: F401 (fixtures)
+from s3_helpers import FIX, endpoint_option, s3, s3_endpoint, traffic  # noqa: F401 (fixtures)
 
 from upgd_migrate.cli import main
 
@@ -18,7 +18,8 @@ def _population(fs, bucket: str, members: int = 2) -> list[str]:
     return keys
 
 
-def test_population_to_another_prefix_then_verified(s3, s3_endpoint, capsys):
+def test_population_to_another_prefix_then_verified(s3, s3_endpoint, traffic, capsys):
+    """The migrated files are uploaded; params.json, unchanged, is copied by the server."""
     fs, bucket = s3
     keys = _population(fs, bucket)
     opt = endpoint_option(s3_endpoint)
@@ -31,6 +32,10 @@ def test_population_to_another_prefix_then_verified(s3, s3_endpoint, capsys):
         [k.replace("/pbt/", "/migrated/") for k in keys]
         + [f"{bucket}/migrated/train_00000/params.json"])
     assert all(fs.cat(k) == PBT.read_bytes() for k in keys)  # inputs untouched
+    assert fs.cat(f"{bucket}/migrated/train_00000/params.json") == b'{"lr": 0.001}'
+    sent = {(m, k.rsplit("/", 1)[-1]) for m, k in traffic["calls"]
+            if "/migrated/" in f"/{k}" and m in ("put_object", "copy_object")}
+    assert sent == {("put_object", "checkpoint.pt"), ("copy_object", "params.json")}
     assert main(["verify", out, "--steps", "4", "--format", "json", *opt]) == 0
     assert json.loads(capsys.readouterr().out)["summary"]["failed"] == 0
     assert main(["checkpoint", out, "--check", *opt]) == 0

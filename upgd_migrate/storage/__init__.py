@@ -199,14 +199,20 @@ def _root_url(local: Path, url: str) -> str:
 
 def migrate_urls(run, paths: Sequence[Any], output: Any, backup_suffix: str | None,
                  options: Mapping[str, Any] | None, shown: dict | None = None,
-                 lazy: bool = False) -> int:
+                 lazy: bool = False, within_store: bool = True) -> int:
     """``checkpoint`` with URLs among the inputs or as ``-o``: stage, ``run(paths, output)``
     on the local stand-ins, then push what it wrote (``-o URL``) or changed (in place).
     ``shown``, when given, receives local path -> URL (to rename paths in results).
-    ``lazy``: stage DCP folders sparsely; honoured only in place without a backup (a copy of a
-    sparse stand-in would be a copy of holes)."""
-    lazy = lazy and output is None and not backup_suffix
+    ``lazy``: stage DCP folders sparsely; honoured in place without a backup, and with ``-o``
+    in the inputs' own store, where copies are made by the store (a local copy of a sparse
+    stand-in would be a copy of holes). ``within_store``: False sends every output file
+    through this machine (the benchmark's "before")."""
+    from upgd_migrate.storage import mirror
+
+    within = within_store and mirror.same_store(paths, output)
+    lazy = lazy and (output is None or within) and not backup_suffix
     with staged(paths, options, lazy) as (local, names):
+        sources = dict(names) if within else {}
         out_local, before = output, {}
         with tempfile.TemporaryDirectory(prefix="upgd-migrate-out-") as tmp:
             if is_url(output):
@@ -230,7 +236,7 @@ def migrate_urls(run, paths: Sequence[Any], output: Any, backup_suffix: str | No
                 from upgd_migrate.storage.write import push_changes
 
                 if is_url(output) and out_local.exists():
-                    push_changes(out_local, output.rstrip("/"), {}, options)
+                    mirror.push_output(out_local, output.rstrip("/"), sources, options)
                 for p, url in roots.items() if output is None else ():
                     push_changes(Path(p), url, before[p], options, backup_suffix or None)
                 errors.note_commit()  # pushed: a signal now no longer reports "interrupted"

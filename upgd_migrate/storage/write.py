@@ -18,8 +18,9 @@ and :mod:`upgd_migrate.fileio`; nothing of the commands.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from upgd_migrate import errors
 from upgd_migrate.errors import UpgdMigrateError, deferred_signals
@@ -34,23 +35,33 @@ def part_bytes() -> int:
     return max(5 * 1024 * 1024, int(os.environ.get("UPGD_MIGRATE_PART_BYTES", PART)))
 
 
-def upload(fs, local: Path, url: str, create_only: bool = False) -> None:
-    """Put ``local`` at ``url``, whole or not at all (see the module's docstring)."""
+@contextmanager
+def reported(url: str) -> Iterator[None]:
+    """A backend's error inside the block as one line naming ``url``; a signal (even one that
+    C++ code or a library turned into another error) and our own errors pass through."""
     try:
-        if scheme_of(url) in ("s3", "s3a"):
-            _s3_upload(fs, local, url, create_only)
-        else:
-            if create_only and fs.exists(url):
-                raise FileExistsError(url)
-            fs.put_file(str(local), url)
+        yield
     except (UpgdMigrateError, errors.Interrupted):
         raise
-    except FileExistsError:
-        raise UpgdMigrateError(f"{url}: backup already exists: not overwritten, object left "
-                               "unchanged (remove it or pick another --backup suffix)") from None
     except Exception as e:
         errors.raise_if_interrupted()
         raise UpgdMigrateError(describe(url, e)) from None
+
+
+def upload(fs, local: Path, url: str, create_only: bool = False) -> None:
+    """Put ``local`` at ``url``, whole or not at all (see the module's docstring)."""
+    with reported(url):
+        try:
+            if scheme_of(url) in ("s3", "s3a"):
+                _s3_upload(fs, local, url, create_only)
+            else:
+                if create_only and fs.exists(url):
+                    raise FileExistsError(url)
+                fs.put_file(str(local), url)
+        except FileExistsError:
+            raise UpgdMigrateError(f"{url}: backup already exists: not overwritten, object "
+                                   "left unchanged (remove it or pick another --backup "
+                                   "suffix)") from None
 
 
 def _s3_upload(fs, local: Path, url: str, create_only: bool) -> None:
@@ -70,22 +81,31 @@ def _s3_upload(fs, local: Path, url: str, create_only: bool) -> None:
 
 
 def _multipart(fs, local: Path, bucket: str, key: str, part: int, cond: dict) -> None:
-    upload_id = fs.call_s3("create_multipart_upload", Bucket=bucket, Key=key)["UploadId"]
-    try:
-        parts = []
+    with multipart_upload(fs, bucket, key, cond) as (upload_id, parts):
         with open(local, "rb") as fh:
             while chunk := fh.read(part):
                 n = len(parts) + 1
                 r = fs.call_s3("upload_part", Bucket=bucket, Key=key, UploadId=upload_id,
                                PartNumber=n, Body=chunk)
                 parts.append({"ETag": r["ETag"], "PartNumber": n})
+
+
+@contextmanager
+def multipart_upload(fs, bucket: str, key: str, cond: Mapping[str, str] | None = None,
+                     ) -> Iterator[tuple[str, list[dict]]]:
+    """An S3 multipart upload: the block adds its parts to the list; it is completed when the
+    block ends, and aborted (no partial object, no parts kept) on an error, SIGINT or SIGTERM."""
+    upload_id = fs.call_s3("create_multipart_upload", Bucket=bucket, Key=key)["UploadId"]
+    parts: list[dict] = []
+    try:
+        yield upload_id, parts
         errors.raise_if_interrupted()
         with deferred_signals():  # completed, or not started: never half
             fs.call_s3("complete_multipart_upload", Bucket=bucket, Key=key, UploadId=upload_id,
-                       MultipartUpload={"Parts": parts}, **cond)
+                       MultipartUpload={"Parts": parts}, **(cond or {}))
         upload_id = None
     finally:
-        if upload_id is not None:  # an error, SIGINT or SIGTERM: no partial object, no parts
+        if upload_id is not None:
             with deferred_signals():
                 try:
                     fs.call_s3("abort_multipart_upload", Bucket=bucket, Key=key,

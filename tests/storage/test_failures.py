@@ -82,6 +82,74 @@ def test_a_failing_endpoint_is_one_line_in_bounded_time(s3_endpoint, endpoint, r
     assert len(err) == 1 and err[0].startswith("error: s3://bucket/x.pt: "), err
 
 
+@pytest.fixture
+def iam(s3, s3_endpoint):
+    """Moto checks signatures and IAM policies while the context it returns is open (the
+    server runs in this process: the setting is moto's own, read per request). Also a user
+    allowed to read and list, not to write: its (key, secret)."""
+    import json
+
+    import boto3
+    from moto.core.authorization import enable_iam_authentication
+
+    client = boto3.client("iam", endpoint_url=s3_endpoint, region_name="us-east-1")
+    name = f"reader-{s3[1]}"
+    client.create_user(UserName=name)
+    client.put_user_policy(UserName=name, PolicyName="read", PolicyDocument=json.dumps(
+        {"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": ["s3:Get*", "s3:List*"], "Resource": "*"}]}))
+    key = client.create_access_key(UserName=name)["AccessKey"]
+    return enable_iam_authentication, (key["AccessKeyId"], key["SecretAccessKey"])
+
+
+def _pbt(fs, bucket: str) -> str:
+    key = f"{bucket}/pbt/train_00000/checkpoint.pt"
+    fs.put_file(str(ROOT / "fixtures" / "containers" / "pbt.pt"), key)
+    return key
+
+
+def test_an_unknown_access_key_is_one_line_naming_the_credentials(s3, s3_endpoint, iam,
+                                                                   monkeypatch, capsys):
+    fs, bucket = s3
+    key = _pbt(fs, bucket)
+    enforced, _ = iam
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAUNKNOWN0000000000")
+    with enforced():
+        code = main(["checkpoint", f"s3://{key}", "--in-place", *endpoint_option(s3_endpoint)])
+    assert code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: s3://{key}: credentials refused (InvalidAccessKeyId: The AWS Access Key Id you "
+        "provided does not exist in our records): check the credentials (AWS_ACCESS_KEY_ID and "
+        "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or --storage-option key=... --storage-option "
+        "secret=...)"]
+    assert fs.cat(key) == (ROOT / "fixtures" / "containers" / "pbt.pt").read_bytes()
+
+
+def test_a_key_that_may_not_write_leaves_the_bucket_as_it_was(s3, s3_endpoint, iam, capsys):
+    """The same server accepts the reader's key (inspect works) and refuses its writes: in
+    place and to another prefix, one line each, exit 2, nothing written."""
+    fs, bucket = s3
+    key = _pbt(fs, bucket)
+    enforced, (access, secret) = iam
+    opt = [*endpoint_option(s3_endpoint), "--storage-option", f"key={access}",
+           "--storage-option", f"secret={secret}"]
+    with enforced():
+        assert main(["checkpoint", "inspect", f"s3://{key}", *opt]) == 0
+        capsys.readouterr()
+        for target in (["--in-place"], ["-o", f"s3://{bucket}/out"]):
+            assert main(["checkpoint", f"s3://{bucket}/pbt", *target, *opt]) == 2
+            # the run's summary (what it did locally), then why nothing went out
+            err = capsys.readouterr().err.strip().splitlines()
+            assert len(err) == 2 and err[0] == "1 file: 1 migrated", err
+            where = "pbt" if target[0] == "--in-place" else "out"
+            assert err[1] == (f"error: s3://{bucket}/{where}/train_00000/checkpoint.pt: access "
+                              "denied (AccessDenied: Access Denied): check the credentials and "
+                              "the bucket's permissions; 0 of 1 objects written"), err
+    assert fs.find(bucket) == [key]
+    assert fs.cat(key) == (ROOT / "fixtures" / "containers" / "pbt.pt").read_bytes()
+    assert not fs.call_s3("list_multipart_uploads", Bucket=bucket).get("Uploads")
+
+
 def test_without_the_extra_a_url_names_it(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "s3fs", None)  # import s3fs raises ImportError
     assert main(["checkpoint", "inspect", "s3://bucket/x.pt"]) == 2

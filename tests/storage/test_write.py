@@ -54,7 +54,8 @@ def test_in_place_with_backup_and_an_existing_backup_is_refused(s3, s3_endpoint,
     assert main(["checkpoint", f"s3://{other}", "--in-place", "--backup", ".orig", *opt]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == (f"error: s3://{other}.orig: backup already exists: not overwritten, "
-                       "object left unchanged (remove it or pick another --backup suffix)")
+                       "object left unchanged (remove it or pick another --backup suffix); "
+                       "0 of 2 objects written")
     assert fs.cat(other) == PBT.read_bytes() and fs.cat(other + ".orig") == b"an older backup"
 
 

@@ -95,21 +95,46 @@ def _s3_defaults(kwargs: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
+# The server's codes for a key it does not know or a signature it cannot check, and botocore's
+# exceptions for credentials it could not find: the credentials, not the permissions, are wrong.
+BAD_CREDENTIALS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken",
+                   "InvalidClientTokenId", "NoCredentialsError", "PartialCredentialsError"}
+WHERE_CREDENTIALS = {
+    "s3": "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or --storage-option key=... "
+          "--storage-option secret=...",
+    "gs": "GOOGLE_APPLICATION_CREDENTIALS or --storage-option token=...",
+    "hf": "HF_TOKEN or --storage-option token=..."}
+
+
+def _server_error(e: BaseException) -> tuple[str | None, str]:
+    """(code, message) the server sent, from ``e`` or the botocore error s3fs translated."""
+    for err in (e, e.__cause__, e.__context__):
+        found = (getattr(err, "response", None) or {}).get("Error") or {}
+        if found.get("Code"):
+            return str(found["Code"]), str(found.get("Message") or "")
+    return None, ""
+
+
 def describe(url: str, e: BaseException) -> str:
     """One line for a failed object-store call: what went wrong, without a traceback."""
-    error = (getattr(e, "response", None) or {}).get("Error", {})
-    code = error.get("Code")
-    if isinstance(e, FileNotFoundError):
+    code, message = _server_error(e)
+    name = type(e).__name__
+    detail = " ".join(f"{code or name}: {message or e}".split()).rstrip(".")
+    scheme = scheme_of(url)
+    if isinstance(e, FileNotFoundError) or code in ("NoSuchBucket", "NoSuchKey"):
         text = "no such object or bucket"
-    elif isinstance(e, PermissionError) or code in ("InvalidAccessKeyId", "AccessDenied",
-                                                   "SignatureDoesNotMatch"):
-        text = f"access denied ({code or e}): check the credentials"
+    elif code in BAD_CREDENTIALS or name in BAD_CREDENTIALS:
+        where = WHERE_CREDENTIALS.get({"s3a": "s3", "gcs": "gs"}.get(scheme, scheme))
+        text = (f"credentials refused ({detail}): check the credentials"
+                + (f" ({where})" if where else ""))
+    elif isinstance(e, PermissionError) or code in ("AccessDenied", "403", "AllAccessDisabled"):
+        text = f"access denied ({detail}): check the credentials and the bucket's permissions"
     elif code:
-        text = f"{code}: {error.get('Message', e)}"
+        text = detail
     else:
-        text = " ".join(str(e).split()) or type(e).__name__
-        if len(text) > 200:
-            text = text[:200] + "..."
+        text = " ".join(str(e).split()) or name
+    if len(text) > 300:
+        text = text[:300] + "..."
     return f"{url}: {text}"
 
 

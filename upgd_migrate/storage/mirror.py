@@ -21,7 +21,7 @@ from typing import Any, Iterator, Mapping, Sequence
 from upgd_migrate.errors import UpgdMigrateError
 from upgd_migrate.fileio import is_sparse
 from upgd_migrate.storage import filesystem, is_url, scheme_of
-from upgd_migrate.storage.write import multipart_upload, part_bytes, reported, upload
+from upgd_migrate.storage.write import multipart_upload, part_bytes, reported, tally, upload
 
 COPY_LIMIT = 5 * 1024 ** 3  # S3's largest CopyObject; a bigger object is copied in parts
 FAMILIES = {"s3a": "s3", "gcs": "gs"}
@@ -93,15 +93,16 @@ def push_output(out: Path, url: str, sources: Mapping[str, str],
     files = sorted(_files(out), key=lambda p: (p.name == ".metadata", str(p)))
     plan = [(p, source_of(p, out, sources)) for p in files]  # refusals before any write
     fs = filesystem(url, options)
-    copied = 0
-    for path, src in plan:
-        rel = path.relative_to(out).as_posix() if out.is_dir() else ""
-        dst = f"{url.rstrip('/')}/{rel}" if rel else url
-        if src is None:
-            upload(fs, path, dst)
-        else:
-            server_copy(fs, src, dst, path.stat().st_size)
-            copied += 1
+    with tally(len(plan)) as done:
+        for path, src in plan:
+            rel = path.relative_to(out).as_posix() if out.is_dir() else ""
+            dst = f"{url.rstrip('/')}/{rel}" if rel else url
+            if src is None:
+                upload(fs, path, dst)
+            else:
+                server_copy(fs, src, dst, path.stat().st_size)
+            done[0] += 1
+    copied = sum(src is not None for _, src in plan)
     return copied, len(plan) - copied
 
 

@@ -130,9 +130,23 @@ def push_changes(local: Path, url: str, before: Mapping[str, tuple[int, int]],
     # backups first (a refused one stops everything), then data, then the commit markers
     changed.sort(key=lambda p: 0 if is_backup(p) else 2 if p.name == ".metadata" else 1)
     fs = filesystem(url, options)
-    for path in changed:
-        if is_sparse(path):  # never upload holes over the bucket's bytes
-            raise UpgdMigrateError(f"{path}: a partial stand-in changed: nothing uploaded")
-        rel = path.relative_to(local).as_posix() if local.is_dir() else ""
-        upload(fs, path, f"{url.rstrip('/')}/{rel}" if rel else url, create_only=is_backup(path))
+    with tally(len(changed)) as done:
+        for path in changed:
+            if is_sparse(path):  # never upload holes over the bucket's bytes
+                raise UpgdMigrateError(f"{path}: a partial stand-in changed: nothing uploaded")
+            rel = path.relative_to(local).as_posix() if local.is_dir() else ""
+            upload(fs, path, f"{url.rstrip('/')}/{rel}" if rel else url,
+                   create_only=is_backup(path))
+            done[0] += 1
     return len(changed)
+
+
+@contextmanager
+def tally(total: int) -> Iterator[list[int]]:
+    """A failed write says how many of the run's ``total`` objects went out before it (each
+    whole): the run's own report, printed before the upload, counted local results."""
+    done = [0]
+    try:
+        yield done
+    except UpgdMigrateError as e:
+        raise UpgdMigrateError(f"{e}; {done[0]} of {total} objects written") from None

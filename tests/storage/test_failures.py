@@ -1,6 +1,7 @@
 """Object-store failures: one clear line, exit 2, nothing half-written."""
 from __future__ import annotations
 
+import http.client
 import http.server
 import os
 import signal
@@ -72,14 +73,84 @@ def closing():
     sock.close()
 
 
-@pytest.mark.parametrize("endpoint", ["throttled", "closing"])
-def test_a_failing_endpoint_is_one_line_in_bounded_time(s3_endpoint, endpoint, request, capsys):
+@pytest.mark.parametrize("endpoint, problem", [
+    ("throttled", "SlowDown: Please reduce your request rate: the endpoint is overloaded or "
+                  "failing; try again later"),
+    ("closing", "no answer from the endpoint (ConnectionClosedError at {url}/bucket): check "
+                "endpoint_url and the network")], ids=["throttled", "closing"])
+def test_a_failing_endpoint_is_one_line_in_bounded_time(s3_endpoint, endpoint, problem,
+                                                         request, capsys):
     url = request.getfixturevalue(endpoint)
     started = time.monotonic()
     assert main(["verify", "s3://bucket/x.pt", *endpoint_option(url)]) == 2
     assert time.monotonic() - started < 60
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: s3://bucket/x.pt: "), err
+    assert err == [f"error: s3://bucket/x.pt: {problem.format(url=url)}"]
+
+
+class _WritesThrottled(http.server.BaseHTTPRequestHandler):
+    """Reads pass through to the S3 server behind (``server.behind``); writes get SlowDown."""
+
+    def do_GET(self) -> None:
+        conn = http.client.HTTPConnection(*self.server.behind, timeout=30)
+        conn.request(self.command, self.path, headers=dict(self.headers))
+        answer = conn.getresponse()
+        body = answer.read()
+        self.send_response(answer.status)
+        for key, value in answer.getheaders():
+            if key.lower() not in ("connection", "transfer-encoding"):
+                self.send_header(key, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+        conn.close()
+
+    def do_PUT(self) -> None:
+        if "100-continue" not in (self.headers.get("Expect") or "").lower():
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        # else botocore waits for "100 Continue" before the body: the 503 comes first
+        _Throttled._answer(self)
+
+    do_HEAD, do_POST, do_DELETE = do_GET, do_PUT, do_PUT
+    log_message = _Throttled.log_message
+
+
+@pytest.fixture
+def writes_throttled(s3_endpoint):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), _WritesThrottled)
+    server.behind = ("127.0.0.1", int(s3_endpoint.rsplit(":", 1)[1]))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_an_endpoint_throttling_writes_leaves_the_bucket_as_it_was(s3, writes_throttled,
+                                                                    capsys):
+    """Reads succeed, every write is answered 503 SlowDown: in place and to another prefix,
+    one line naming the object, exit 2, the old object whole, nothing new."""
+    fs, bucket = s3
+    key = _pbt(fs, bucket)
+    for target, where in ((["--in-place"], "pbt"), (["-o", f"s3://{bucket}/out"], "out")):
+        assert main(["checkpoint", f"s3://{bucket}/pbt", *target,
+                     *endpoint_option(writes_throttled)]) == 2
+        assert capsys.readouterr().err.strip().splitlines()[-1] == (
+            f"error: s3://{bucket}/{where}/train_00000/checkpoint.pt: SlowDown: Please reduce "
+            "your request rate: the endpoint is overloaded or failing; try again later; 0 of 1 "
+            "objects written")
+    assert fs.find(bucket) == [key]
+    assert fs.cat(key) == (ROOT / "fixtures" / "containers" / "pbt.pt").read_bytes()
+
+
+def test_a_missing_bucket_to_write_to_is_one_line(s3, s3_endpoint, capsys):
+    fs, bucket = s3
+    out = f"s3://{bucket}-missing/out.pt"
+    assert main(["checkpoint", str(ROOT / "fixtures" / "containers" / "pbt.pt"), "-o", out,
+                 *endpoint_option(s3_endpoint)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: {out}: no such bucket; 0 of 1 objects written")
+    assert not fs.exists(f"{bucket}-missing")
 
 
 @pytest.fixture

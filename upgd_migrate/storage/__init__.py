@@ -104,6 +104,12 @@ WHERE_CREDENTIALS = {
           "--storage-option secret=...",
     "gs": "GOOGLE_APPLICATION_CREDENTIALS or --storage-option token=...",
     "hf": "HF_TOKEN or --storage-option token=..."}
+# Answers of an endpoint that is overloaded or failing (botocore and s3fs retried them already).
+BUSY = {"SlowDown", "ServiceUnavailable", "Throttling", "RequestTimeout", "InternalError",
+        "500", "503"}
+# botocore's and the standard library's names for an endpoint that never answered.
+UNREACHABLE = {"ConnectionError", "ConnectionClosedError", "EndpointConnectionError",
+               "ConnectTimeoutError", "ReadTimeoutError", "TimeoutError"}
 
 
 def _server_error(e: BaseException) -> tuple[str | None, str]:
@@ -121,7 +127,9 @@ def describe(url: str, e: BaseException) -> str:
     name = type(e).__name__
     detail = " ".join(f"{code or name}: {message or e}".split()).rstrip(".")
     scheme = scheme_of(url)
-    if isinstance(e, FileNotFoundError) or code in ("NoSuchBucket", "NoSuchKey"):
+    if code == "NoSuchBucket":
+        text = "no such bucket"
+    elif isinstance(e, FileNotFoundError) or code == "NoSuchKey":
         text = "no such object or bucket"
     elif code in BAD_CREDENTIALS or name in BAD_CREDENTIALS:
         where = WHERE_CREDENTIALS.get({"s3a": "s3", "gcs": "gs"}.get(scheme, scheme))
@@ -129,6 +137,12 @@ def describe(url: str, e: BaseException) -> str:
                 + (f" ({where})" if where else ""))
     elif isinstance(e, PermissionError) or code in ("AccessDenied", "403", "AllAccessDisabled"):
         text = f"access denied ({detail}): check the credentials and the bucket's permissions"
+    elif code in BUSY:
+        text = f"{detail}: the endpoint is overloaded or failing; try again later"
+    elif {c.__name__ for c in type(e).__mro__} & UNREACHABLE:
+        where = str((getattr(e, "kwargs", None) or {}).get("endpoint_url") or "").split("?")[0]
+        text = (f"no answer from the endpoint ({name}{' at ' + where if where else ''}): "
+                "check endpoint_url and the network")
     elif code:
         text = detail
     else:

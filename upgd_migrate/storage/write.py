@@ -5,7 +5,8 @@ Guarantees per backend (an object store has no rename):
 - S3 (s3fs): a file up to ``PART`` bytes is one PUT; a bigger one is a multipart upload this
   module drives itself, completed only after every part is in and aborted on any error, SIGINT
   or SIGTERM. Either way the object appears only when complete. ``--backup`` is a PUT with
-  ``IfNoneMatch: "*"``: an existing backup object is never overwritten.
+  ``IfNoneMatch: "*"``: an existing backup object is never overwritten. (An unchanged object
+  of ``-o`` in the inputs' own store is copied by the store: :mod:`upgd_migrate.storage.mirror`.)
 - GCS (gcsfs): uploads are resumable sessions that finalise at the end (whole or absent);
   the backup is checked for existence first (a race with another writer is possible).
 - Hugging Face Hub (``hf://``): each upload is a commit (whole or absent).

@@ -19,6 +19,7 @@ and :mod:`upgd_migrate.fileio`; nothing of the commands.
 from __future__ import annotations
 
 import os
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -36,13 +37,39 @@ def part_bytes() -> int:
     return max(5 * 1024 * 1024, int(os.environ.get("UPGD_MIGRATE_PART_BYTES", PART)))
 
 
+def settle(timeout: float = 10.0) -> None:
+    """Cancel the requests a signal left running on fsspec's event loop (the main thread only
+    waits on them), and let them unwind there. Left alone, one lands after the run gave up on
+    it, and the interpreter tears it down at exit with a traceback under the run's one line."""
+    asyn = sys.modules.get("fsspec.asyn")
+    loop = asyn.loop[0] if asyn is not None else None
+    if loop is None or not loop.is_running():
+        return
+    import asyncio
+
+    async def cancel_the_others() -> None:
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    with deferred_signals():  # a second signal must not strand the wait
+        try:
+            asyncio.run_coroutine_threadsafe(cancel_the_others(), loop).result(timeout)
+        except Exception:  # a request that will not unwind: the exit still comes
+            pass
+
+
 @contextmanager
 def reported(url: str) -> Iterator[None]:
     """A backend's error inside the block as one line naming ``url``; a signal (even one that
     C++ code or a library turned into another error) and our own errors pass through."""
     try:
         yield
-    except (UpgdMigrateError, errors.Interrupted):
+    except errors.Interrupted:
+        settle()
+        raise
+    except UpgdMigrateError:
         raise
     except Exception as e:
         errors.raise_if_interrupted()
@@ -107,6 +134,7 @@ def multipart_upload(fs, bucket: str, key: str, cond: Mapping[str, str] | None =
         upload_id = None
     finally:
         if upload_id is not None:
+            settle()  # a part in flight could land after the abort and keep its bytes
             with deferred_signals():
                 try:
                     fs.call_s3("abort_multipart_upload", Bucket=bucket, Key=key,

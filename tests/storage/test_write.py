@@ -68,3 +68,19 @@ def test_a_rerun_over_a_migrated_bucket_uploads_nothing(s3, s3_endpoint, capsys)
     assert main(["checkpoint", f"s3://{key}", "--in-place", *opt]) == 0
     fs.invalidate_cache()
     assert fs.info(key)["LastModified"] == modified
+
+
+def test_an_output_onto_or_inside_its_input_is_refused_before_anything(s3, s3_endpoint, traffic,
+                                                                       capsys):
+    fs, bucket = s3
+    keys = _population(fs, bucket, 1)
+    traffic["calls"].clear()
+    src = f"s3://{bucket}/pbt"
+    for out, problem in ((f"s3a://{bucket}/pbt/", f"would write {src} over itself; pass "
+                                                  "--in-place to rewrite inputs"),
+                         (f"{src}/migrated", f"inside the input folder {src}: a rerun would "
+                                             "walk into its own output; pick a folder outside it")):
+        assert main(["checkpoint", src, "-o", out, *endpoint_option(s3_endpoint)]) == 2
+        assert capsys.readouterr().err.strip().splitlines() == [f"error: -o {out}: {problem}"]
+    assert traffic["calls"] == [] and sorted(fs.find(bucket)) == sorted(
+        keys + [f"{bucket}/pbt/train_00000/params.json"])

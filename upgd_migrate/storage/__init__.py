@@ -248,6 +248,8 @@ def migrate_urls(run, paths: Sequence[Any], output: Any, backup_suffix: str | No
     through this machine (the benchmark's "before")."""
     from upgd_migrate.storage import mirror
 
+    if is_url(output):
+        mirror.check_output(paths, output)
     within = within_store and mirror.same_store(paths, output)
     lazy = lazy and (output is None or within) and not backup_suffix
     with staged(paths, options, lazy) as (local, names):

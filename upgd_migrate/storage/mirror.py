@@ -35,6 +35,27 @@ def same_store(paths: Sequence[Any], output: Any) -> bool:
     return bool(urls) and is_url(output) and len(family) == 1
 
 
+def _key(url: str) -> str:
+    scheme, _, rest = str(url).rstrip("/").partition("://")
+    return f"{FAMILIES.get(scheme.lower(), scheme.lower())}://{rest}"
+
+
+def check_output(paths: Sequence[Any], output: str) -> None:
+    """Refuse, before anything is read, ``-o URL`` onto an input or inside an input prefix:
+    the local run cannot see that its output is its input (both are staged apart)."""
+    out = _key(output)
+    for p in paths:
+        if not is_url(p):
+            continue
+        src = _key(p)
+        if out == src:
+            raise UpgdMigrateError(f"-o {output}: would write {p} over itself; pass --in-place "
+                                   "to rewrite inputs")
+        if out.startswith(src + "/"):
+            raise UpgdMigrateError(f"-o {output}: inside the input folder {p}: a rerun would "
+                                   "walk into its own output; pick a folder outside it")
+
+
 def copy_limit() -> int:
     """``COPY_LIMIT``, or ``UPGD_MIGRATE_COPY_BYTES`` (at least S3's 5 MiB minimum part)."""
     return max(5 * 1024 * 1024, int(os.environ.get("UPGD_MIGRATE_COPY_BYTES", COPY_LIMIT)))

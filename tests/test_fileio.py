@@ -5,6 +5,7 @@ import stat
 
 import pytest
 
+from upgd_migrate import fileio
 from upgd_migrate.fileio import UnreadableFile, atomic_write, read_text
 
 
@@ -78,3 +79,25 @@ def test_a_new_file_gets_the_umask_default_mode_not_mkstemps_0600(tmp_path):
         os.umask(old)
     assert (tmp_path / "new.json").stat().st_mode & 0o777 == 0o644
     assert [p.name for p in tmp_path.iterdir()] == ["new.json"]
+
+
+def test_a_copy_of_a_sparse_stand_in_keeps_its_holes_only_when_asked(tmp_path):
+    """A stand-in of a bucket's object copied for -o in its own store (the store publishes the
+    copy): its bytes, and no disk for its holes. Any other copy fetches the holes first."""
+    src, dst = tmp_path / "data.distcp", tmp_path / "copy.distcp"
+    with open(src, "wb") as fh:
+        fh.truncate(64 << 20)
+        fh.seek(1 << 20)
+        fh.write(b"fetched" * 600)
+    asked = []
+    fileio.register_range_fetcher(src, lambda offset, length: asked.append((offset, length)))
+    try:
+        with fileio.holes_kept():
+            fileio.clone_file(src, dst)
+        assert asked == []
+        assert dst.read_bytes() == src.read_bytes()
+        assert dst.stat().st_blocks * 512 <= 1 << 20  # a few KiB on disk, not 64 MiB
+        fileio.clone_file(src, tmp_path / "filled.distcp")
+        assert asked == [(0, 64 << 20)]
+    finally:
+        fileio.forget_range_fetchers(str(src))

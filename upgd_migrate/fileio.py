@@ -218,12 +218,50 @@ def clone_file(src: Path, dst: Path) -> None:
     user space. Never a hard link: a writer that truncates and rewrites a file in place
     (``torch.save``, ``dcp.save``) would change both names' bytes.
     """
-    fill(src)  # a stand-in of a bucket's object: the copy gets its bytes, never its holes
+    if not _KEEP_HOLES[0]:  # a stand-in of a bucket's object: the copy gets its bytes
+        fill(src)
     with open(src, "rb") as s, open(dst, "xb") as d:
-        if not _reflink(s, d):
+        if is_sparse(src) and hasattr(os, "SEEK_DATA"):  # a bucket's stand-in: holes stay holes
+            _data_only_copy(s, d)
+        elif not _reflink(s, d):
             _kernel_copy(s, d)
         fsync(d.fileno())
     shutil.copymode(src, dst)
+
+
+_KEEP_HOLES = [False]
+
+
+@contextmanager
+def holes_kept(keep: bool = True) -> Iterator[None]:
+    """While open (and ``keep``), :func:`clone_file` of a sparse stand-in copies its holes as
+    holes instead of fetching them: only for a run whose copies the store itself publishes
+    (``-o`` in the inputs' own store), where a copy identical to its stand-in is never read."""
+    before = _KEEP_HOLES[0]
+    _KEEP_HOLES[0] = keep or before
+    try:
+        yield
+    finally:
+        _KEEP_HOLES[0] = before
+
+
+def _data_only_copy(s: IO[bytes], d: IO[bytes]) -> None:
+    """Copy the data extents of ``s`` and leave its holes holes: a sparse stand-in of a 100 GB
+    object copied whole would write 100 GB of zeros to the local disk."""
+    size = os.fstat(s.fileno()).st_size
+    d.truncate(size)
+    pos = 0
+    while pos < size:
+        try:
+            start = os.lseek(s.fileno(), pos, os.SEEK_DATA)
+        except OSError:  # ENXIO: only a hole is left
+            break
+        end = os.lseek(s.fileno(), start, os.SEEK_HOLE)
+        while start < end:
+            chunk = os.pread(s.fileno(), min(end - start, 16 << 20), start)
+            os.pwrite(d.fileno(), chunk, start)
+            start += len(chunk)
+        pos = end
 
 
 def _reflink(s: IO[bytes], d: IO[bytes]) -> bool:

@@ -60,25 +60,35 @@ def s3(s3_endpoint, monkeypatch):
 
 
 @pytest.fixture
-def read_bytes(monkeypatch):
-    """Bytes read from the bodies of s3fs's GETs, counted as they arrive."""
+def traffic(monkeypatch):
+    """What passes through s3fs's doors to S3 (the coroutine and its sync wrapper, which holds
+    the original): bytes read from GET bodies, as they arrive; bytes sent in PUTs and parts;
+    every call as (method, Key)."""
     import s3fs.core
 
-    count = [0]
-    call = s3fs.core.S3FileSystem._call_s3
+    seen = {"get": 0, "put": 0, "calls": []}
+    cls = s3fs.core.S3FileSystem
+    call, sync_call = cls._call_s3, cls.call_s3
 
-    async def counted(self, method, *args, **kwargs):
-        out = await call(self, method, *args, **kwargs)
-        if method == "get_object":
+    def tally(method: str, kwargs: dict, out: dict) -> dict:
+        seen["calls"].append((method, kwargs.get("Key")))
+        if method in ("put_object", "upload_part"):
+            seen["put"] += len(kwargs.get("Body") or b"")
+        elif method == "get_object":
             read = out["Body"].read
 
             async def body_read(*a, **k):
                 data = await read(*a, **k)
-                count[0] += len(data)
+                seen["get"] += len(data)
                 return data
 
             out["Body"].read = body_read
         return out
 
-    monkeypatch.setattr(s3fs.core.S3FileSystem, "_call_s3", counted)
-    return count
+    async def counted(self, method, *args, **kwargs):
+        return tally(method, kwargs, await call(self, method, *args, **kwargs))
+
+    monkeypatch.setattr(cls, "_call_s3", counted)
+    monkeypatch.setattr(cls, "call_s3", lambda self, method, *a, **k: tally(
+        method, k, sync_call(self, method, *a, **k)))
+    return seen

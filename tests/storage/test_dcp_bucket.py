@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.distributed.checkpoint as dcp
 from dcp_helpers import Net, legacy, options
-from s3_helpers import endpoint_option, read_bytes, s3, s3_endpoint  # noqa: F401 (fixtures)
+from s3_helpers import endpoint_option, s3, s3_endpoint, traffic  # noqa: F401 (fixtures)
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 from upgd_migrate.cli import main
@@ -32,23 +32,10 @@ def _upload(fs, bucket, tmp_path) -> tuple[str, int, int]:
     return f"s3://{bucket}/run/step_100", size, moments
 
 
-def test_dcp_in_place_in_a_bucket_reads_ranges_and_resumes_through_fsspec(
-        s3, s3_endpoint, tmp_path, read_bytes):
-    fsspec_reader = pytest.importorskip("torch.distributed.checkpoint._fsspec_filesystem")
-    fs, bucket = s3
-    url, size, _ = _upload(fs, bucket, tmp_path)
-    before = {k: fs.info(k)["ETag"] for k in fs.find(f"{bucket}/run/step_100")}
-    metadata = fs.cat(f"{url}/.metadata")
-    read_bytes[0] = 0
-    assert main(["checkpoint", url, "--in-place", "--backup", ".orig", "--sigma-ratio", "0.05",
-                 *endpoint_option(s3_endpoint)]) == 1
-    assert 0 < read_bytes[0] < size // 50  # .metadata and the options, never the weights
-    fs.invalidate_cache()
-    after = set(fs.find(f"{bucket}/run/step_100"))
-    assert set(before) < after  # a new data object beside the old ones
-    assert fs.cat(f"{url}/.metadata.orig") == metadata  # the backup: the old checkpoint
-    for key, etag in before.items():  # old data objects untouched, a new .metadata
-        assert (fs.info(key)["ETag"] == etag) != key.endswith(".metadata")
+def _resumes(url: str, endpoint: str) -> None:
+    """Torch's FsspecReader loads the folder at ``url`` into an AdaptiveUPGD run: a weight
+    tensor read back whole, the migrated group (sigma 0.05, adaptive noise)."""
+    from torch.distributed.checkpoint._fsspec_filesystem import FsspecReader
 
     from upgd_migrate.optim.upgd import AdaptiveUPGD
 
@@ -56,8 +43,8 @@ def test_dcp_in_place_in_a_bucket_reads_ranges_and_resumes_through_fsspec(
     opt = AdaptiveUPGD(model.parameters(), lr=1e-4)
     msd, osd = get_state_dict(model, opt, options=options(False))
     msd["big.3"] = torch.zeros(WEIGHTS // 4)
-    reader = fsspec_reader.FsspecReader(url, client_kwargs={"endpoint_url": s3_endpoint})
-    dcp.load({"model": msd, "optim": osd}, storage_reader=reader)
+    dcp.load({"model": msd, "optim": osd},
+             storage_reader=FsspecReader(url, client_kwargs={"endpoint_url": endpoint}))
     assert torch.equal(msd.pop("big.3"), torch.arange(WEIGHTS // 4, dtype=torch.float32) + 3)
     set_state_dict(model, opt, model_state_dict=msd, optim_state_dict=osd,
                    options=options(False))
@@ -65,17 +52,62 @@ def test_dcp_in_place_in_a_bucket_reads_ranges_and_resumes_through_fsspec(
     assert group["adaptive_noise"] is True and group["sigma"] == pytest.approx(0.05)
 
 
+def test_dcp_in_place_in_a_bucket_reads_ranges_and_resumes_through_fsspec(
+        s3, s3_endpoint, tmp_path, traffic):
+    fs, bucket = s3
+    url, size, _ = _upload(fs, bucket, tmp_path)
+    before = {k: fs.info(k)["ETag"] for k in fs.find(f"{bucket}/run/step_100")}
+    metadata = fs.cat(f"{url}/.metadata")
+    traffic["get"] = 0
+    assert main(["checkpoint", url, "--in-place", "--backup", ".orig", "--sigma-ratio", "0.05",
+                 *endpoint_option(s3_endpoint)]) == 1
+    assert 0 < traffic["get"] < size // 50  # .metadata and the options, never the weights
+    fs.invalidate_cache()
+    after = set(fs.find(f"{bucket}/run/step_100"))
+    assert set(before) < after  # a new data object beside the old ones
+    assert fs.cat(f"{url}/.metadata.orig") == metadata  # the backup: the old checkpoint
+    for key, etag in before.items():  # old data objects untouched, a new .metadata
+        assert (fs.info(key)["ETag"] == etag) != key.endswith(".metadata")
+
+    _resumes(url, s3_endpoint)
+
+
+def test_dcp_to_another_prefix_copies_its_data_objects_in_the_store(
+        s3, s3_endpoint, tmp_path, traffic, monkeypatch):
+    """-o in the same bucket: the data objects are copied by the server (in parts: the copy
+    limit is lowered to 5 MiB here), only the new data object and .metadata are sent."""
+    monkeypatch.setenv("UPGD_MIGRATE_COPY_BYTES", str(5 * 2**20))
+    fs, bucket = s3
+    url, size, _ = _upload(fs, bucket, tmp_path)
+    before = {k: fs.info(k)["ETag"] for k in fs.find(f"{bucket}/run/step_100")}
+    traffic.update(get=0, put=0)
+    out = f"s3://{bucket}/migrated/step_100"
+    assert main(["checkpoint", url, "-o", out, "--sigma-ratio", "0.05",
+                 *endpoint_option(s3_endpoint)]) == 1
+    assert 0 < traffic["get"] < size // 50 and 0 < traffic["put"] < size // 50
+    sent = [key.rsplit("/", 1)[-1] for method, key in traffic["calls"]
+            if method in ("put_object", "create_multipart_upload", "copy_object",
+                          "upload_part_copy")]
+    assert sent[-1] == ".metadata" and "upload_part_copy" in {m for m, _ in traffic["calls"]}
+    fs.invalidate_cache()
+    assert {k: fs.info(k)["ETag"] for k in fs.find(f"{bucket}/run/step_100")} == before
+    assert {k.rsplit("/", 1)[-1] for k in fs.find(f"{bucket}/migrated/step_100")} > {
+        k.rsplit("/", 1)[-1] for k in before}
+    assert not fs.call_s3("list_multipart_uploads", Bucket=bucket).get("Uploads")
+    _resumes(out, s3_endpoint)
+
+
 def test_calibration_reads_the_moments_and_a_rerun_reads_a_sliver(s3, s3_endpoint, tmp_path,
-                                                                   read_bytes, capsys):
+                                                                   traffic, capsys):
     fs, bucket = s3
     url, size, moments = _upload(fs, bucket, tmp_path)
-    read_bytes[0] = 0
+    traffic["get"] = 0
     assert main(["checkpoint", url, "--in-place", *endpoint_option(s3_endpoint)]) == 1
     assert "calibrated" in capsys.readouterr().out
-    assert moments <= read_bytes[0] <= moments + size // 50
-    read_bytes[0] = 0
+    assert moments <= traffic["get"] <= moments + size // 50
+    traffic["get"] = 0
     assert main(["checkpoint", url, "--check", *endpoint_option(s3_endpoint)]) == 0
-    assert 0 < read_bytes[0] < size // 50
+    assert 0 < traffic["get"] < size // 50
 
 
 def test_forked_workers_fetch_their_own_ranges(s3, s3_endpoint, tmp_path):

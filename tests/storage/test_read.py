@@ -42,16 +42,6 @@ def test_missing_bucket_and_object_are_one_line(s3, s3_endpoint, capsys):
         assert len(err) == 1 and err[0].startswith(f"error: {url}: "), err
 
 
-def test_bad_credentials_are_one_line(s3, s3_endpoint, capsys, monkeypatch):
-    fs, bucket = s3
-    url = _population(fs, bucket, 1)
-    code = main(["checkpoint", "inspect", url, *endpoint_option(s3_endpoint),
-                 "--storage-option", "key=wrong", "--storage-option", "secret=wrong"])
-    err = capsys.readouterr().err.strip().splitlines()
-    # moto accepts any key unless IAM is on: the run may pass; it must never half-fail
-    assert code in (0, 2) and (code == 0 or len(err) == 1)
-
-
 def test_config_calibrates_from_an_object(s3, s3_endpoint, tmp_path, capsys):
     fs, bucket = s3
     fs.put_file(str(FIX / "optim" / "adaptive_upgd_g1.pt"), f"{bucket}/opt.pt")

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 import torch
-from s3_helpers import FIX, endpoint_option, read_bytes, s3, s3_endpoint  # noqa: F401 (fixtures)
+from s3_helpers import FIX, endpoint_option, s3, s3_endpoint, traffic  # noqa: F401 (fixtures)
 
 from upgd_migrate import fileio, storage
 from upgd_migrate.checkpoint import io
@@ -28,7 +28,7 @@ def _member(path, scale: float = 1.0):
 
 
 def test_a_rerun_over_a_migrated_population_reads_a_sliver(s3, s3_endpoint, tmp_path,
-                                                            read_bytes):
+                                                            traffic):
     """Two members migrated in place with backups by two forked workers (each fills its own
     stand-in before writing), then a --check rerun that reads their directories and pickles
     only."""
@@ -46,34 +46,34 @@ def test_a_rerun_over_a_migrated_population_reads_a_sliver(s3, s3_endpoint, tmp_
     fs.invalidate_cache()
     assert all(fs.cat(url) == (tmp_path / "local.pt").read_bytes() for url in urls)
     assert all(fs.cat(url + ".orig") == original for url in urls)  # the bytes, not holes
-    read_bytes[0] = 0
+    traffic["get"] = 0
     assert main(["checkpoint", f"s3://{bucket}/pbt", "--check", *opt]) == 0
-    assert 0 < read_bytes[0] < 2 * size // 100  # under 1% of the objects
+    assert 0 < traffic["get"] < 2 * size // 100  # under 1% of the objects
     # --verify runs the real states (read by range), and fails them as it does the local file
     # (ratio 0.05 against a trained 0.001: the first step spikes); meta tensors would be exit 2
     assert main(["checkpoint", str(tmp_path / "local.pt"), "--check", "--verify"]) == 1
-    read_bytes[0] = 0
+    traffic["get"] = 0
     assert main(["checkpoint", f"s3://{bucket}/pbt", "--check", "--verify", *opt]) == 1
-    assert 0 < read_bytes[0] < 2 * size // 20  # the states, never the weights
+    assert 0 < traffic["get"] < 2 * size // 20  # the states, never the weights
 
 
 def test_a_legacy_torch_zip_is_inspected_checked_and_verified_without_its_weights(
-        s3, s3_endpoint, tmp_path, read_bytes, capsys):
+        s3, s3_endpoint, tmp_path, traffic, capsys):
     fs, bucket = s3
     size = _member(tmp_path / "local.pt")
     url = f"s3://{bucket}/checkpoint.pt"
     fs.put_file(str(tmp_path / "local.pt"), url)
     opt = endpoint_option(s3_endpoint)
-    read_bytes[0] = 0
+    traffic["get"] = 0
     assert main(["checkpoint", "inspect", url, *opt]) == 0
     remote = capsys.readouterr().out
-    assert 0 < read_bytes[0] < size // 20  # the pickle and the states' tensors
+    assert 0 < traffic["get"] < size // 20  # the pickle and the states' tensors
     assert main(["checkpoint", "inspect", str(tmp_path / "local.pt")]) == 0
     assert remote == capsys.readouterr().out.replace(str(tmp_path / "local.pt"), url)
     for args in (["checkpoint", url, "--check"], ["verify", url, "--steps", "4"]):
-        read_bytes[0] = 0
+        traffic["get"] = 0
         assert main([*args, *opt]) == 1, args  # legacy: it would migrate; verify fails it
-        assert 0 < read_bytes[0] < size // 20, args  # calibration reads the moments only
+        assert 0 < traffic["get"] < size // 20, args  # calibration reads the moments only
 
 
 def test_a_stand_in_never_passes_a_hole_off_as_data(s3, s3_endpoint, tmp_path):

@@ -3,19 +3,8 @@
 A local path never comes here: the commands test :func:`is_url` first and keep their own code
 path (and speed). A URL (``s3://``, ``gs://``, ``hf://``, ``memory://``, ``file://``) goes
 through fsspec: the checkpoint is staged into a private local folder, the usual pipeline runs on
-it, and what changed goes back whole or not at all (see :func:`upload`).
-
-Guarantees per backend (an object store has no rename):
-
-- S3 (s3fs): a file up to ``PART`` bytes is one PUT; a bigger one is a multipart upload this
-  module drives itself, completed only after every part is in and aborted on any error, SIGINT
-  or SIGTERM. Either way the object appears only when complete. ``--backup`` is a PUT with
-  ``IfNoneMatch: "*"``: an existing backup object is never overwritten.
-- GCS (gcsfs): uploads are resumable sessions that finalise at the end (whole or absent);
-  the backup is checked for existence first (a race with another writer is possible).
-- Hugging Face Hub (``hf://``): each upload is a commit (whole or absent).
-- ``memory://`` and ``file://``: fsspec's own writes (``file://`` is not atomic: prefer the
-  plain local path, which the commands write atomically).
+it, and what changed goes back whole or not at all (:mod:`upgd_migrate.storage.write`,
+which says which guarantee each backend gives).
 
 An in-place or reading run stages a DCP folder sparsely (:mod:`upgd_migrate.storage.sparse`):
 its data objects are read by byte range, entry by entry, never whole; a torch zip keeps only its
@@ -27,7 +16,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -36,14 +24,13 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from upgd_migrate import errors
-from upgd_migrate.errors import UpgdMigrateError, deferred_signals
-from upgd_migrate.fileio import forget_range_fetchers, is_sparse
+from upgd_migrate.errors import UpgdMigrateError
+from upgd_migrate.fileio import forget_range_fetchers, holes_kept
 
 # scheme -> (module that implements it, the extra that installs it)
 BACKENDS = {"s3": ("s3fs", "s3"), "s3a": ("s3fs", "s3"), "gs": ("gcsfs", "gcs"),
             "gcs": ("gcsfs", "gcs"), "hf": ("huggingface_hub", "hf"),
             "memory": ("fsspec", "fsspec"), "file": ("fsspec", "fsspec")}
-PART = 64 * 1024 * 1024  # bytes per multipart part; a smaller file is one PUT
 
 
 def is_url(path: Any) -> bool:
@@ -110,21 +97,60 @@ def _s3_defaults(kwargs: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
+# The server's codes for a key it does not know or a signature it cannot check, and botocore's
+# exceptions for credentials it could not find: the credentials, not the permissions, are wrong.
+BAD_CREDENTIALS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken",
+                   "InvalidClientTokenId", "NoCredentialsError", "PartialCredentialsError"}
+WHERE_CREDENTIALS = {
+    "s3": "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or --storage-option key=... "
+          "--storage-option secret=...",
+    "gs": "GOOGLE_APPLICATION_CREDENTIALS or --storage-option token=...",
+    "hf": "HF_TOKEN or --storage-option token=..."}
+# Answers of an endpoint that is overloaded or failing (botocore and s3fs retried them already).
+BUSY = {"SlowDown", "ServiceUnavailable", "Throttling", "RequestTimeout", "InternalError",
+        "500", "503"}
+# botocore's and the standard library's names for an endpoint that never answered.
+UNREACHABLE = {"ConnectionError", "ConnectionClosedError", "EndpointConnectionError",
+               "ConnectTimeoutError", "ReadTimeoutError", "TimeoutError"}
+
+
+def _server_error(e: BaseException) -> tuple[str | None, str]:
+    """(code, message) the server sent, from ``e`` or the botocore error s3fs translated."""
+    for err in (e, e.__cause__, e.__context__):
+        found = (getattr(err, "response", None) or {}).get("Error") or {}
+        if found.get("Code"):
+            return str(found["Code"]), str(found.get("Message") or "")
+    return None, ""
+
+
 def describe(url: str, e: BaseException) -> str:
     """One line for a failed object-store call: what went wrong, without a traceback."""
-    error = (getattr(e, "response", None) or {}).get("Error", {})
-    code = error.get("Code")
-    if isinstance(e, FileNotFoundError):
+    code, message = _server_error(e)
+    name = type(e).__name__
+    detail = " ".join(f"{code or name}: {message or e}".split()).rstrip(".")
+    scheme = scheme_of(url)
+    if code == "NoSuchBucket":
+        text = "no such bucket"
+    elif isinstance(e, FileNotFoundError) or code == "NoSuchKey":
         text = "no such object or bucket"
-    elif isinstance(e, PermissionError) or code in ("InvalidAccessKeyId", "AccessDenied",
-                                                   "SignatureDoesNotMatch"):
-        text = f"access denied ({code or e}): check the credentials"
+    elif code in BAD_CREDENTIALS or name in BAD_CREDENTIALS:
+        where = WHERE_CREDENTIALS.get({"s3a": "s3", "gcs": "gs"}.get(scheme, scheme))
+        text = (f"credentials refused ({detail}): check the credentials"
+                + (f" ({where})" if where else ""))
+    elif isinstance(e, PermissionError) or code in ("AccessDenied", "403", "AllAccessDisabled"):
+        text = f"access denied ({detail}): check the credentials and the bucket's permissions"
+    elif code in BUSY:
+        text = f"{detail}: the endpoint is overloaded or failing; try again later"
+    elif {c.__name__ for c in type(e).__mro__} & UNREACHABLE:
+        where = str((getattr(e, "kwargs", None) or {}).get("endpoint_url") or "").split("?")[0]
+        text = (f"no answer from the endpoint ({name}{' at ' + where if where else ''}): "
+                "check endpoint_url and the network")
     elif code:
-        text = f"{code}: {error.get('Message', e)}"
+        text = detail
     else:
-        text = " ".join(str(e).split()) or type(e).__name__
-        if len(text) > 200:
-            text = text[:200] + "..."
+        text = " ".join(str(e).split()) or name
+    if len(text) > 300:
+        text = text[:300] + "..."
     return f"{url}: {text}"
 
 
@@ -208,95 +234,6 @@ def shown_as_urls(names: Mapping[str, str]) -> Iterator[None]:
         sys.stdout, sys.stderr = out, err
 
 
-def part_bytes() -> int:
-    """``PART``, or ``UPGD_MIGRATE_PART_BYTES`` (at least S3's 5 MiB minimum part)."""
-    return max(5 * 1024 * 1024, int(os.environ.get("UPGD_MIGRATE_PART_BYTES", PART)))
-
-
-def upload(fs, local: Path, url: str, create_only: bool = False) -> None:
-    """Put ``local`` at ``url``, whole or not at all (see the module's docstring)."""
-    try:
-        if scheme_of(url) in ("s3", "s3a"):
-            _s3_upload(fs, local, url, create_only)
-        else:
-            if create_only and fs.exists(url):
-                raise FileExistsError(url)
-            fs.put_file(str(local), url)
-    except (UpgdMigrateError, errors.Interrupted):
-        raise
-    except FileExistsError:
-        raise UpgdMigrateError(f"{url}: backup already exists: not overwritten, object left "
-                               "unchanged (remove it or pick another --backup suffix)") from None
-    except Exception as e:
-        errors.raise_if_interrupted()
-        raise UpgdMigrateError(describe(url, e)) from None
-
-
-def _s3_upload(fs, local: Path, url: str, create_only: bool) -> None:
-    bucket, key, _ = fs.split_path(url)
-    cond = {"IfNoneMatch": "*"} if create_only else {}
-    size, part = local.stat().st_size, part_bytes()
-    try:
-        if size <= part:
-            fs.call_s3("put_object", Bucket=bucket, Key=key, Body=local.read_bytes(), **cond)
-            return
-        _multipart(fs, local, bucket, key, part, cond)
-    except Exception as e:
-        code = (getattr(e, "response", None) or {}).get("Error", {}).get("Code")
-        if create_only and (code == "PreconditionFailed" or "PreconditionFailed" in str(e)):
-            raise FileExistsError(url) from None
-        raise
-
-
-def _multipart(fs, local: Path, bucket: str, key: str, part: int, cond: dict) -> None:
-    upload_id = fs.call_s3("create_multipart_upload", Bucket=bucket, Key=key)["UploadId"]
-    try:
-        parts = []
-        with open(local, "rb") as fh:
-            while chunk := fh.read(part):
-                n = len(parts) + 1
-                r = fs.call_s3("upload_part", Bucket=bucket, Key=key, UploadId=upload_id,
-                               PartNumber=n, Body=chunk)
-                parts.append({"ETag": r["ETag"], "PartNumber": n})
-        errors.raise_if_interrupted()
-        with deferred_signals():  # completed, or not started: never half
-            fs.call_s3("complete_multipart_upload", Bucket=bucket, Key=key, UploadId=upload_id,
-                       MultipartUpload={"Parts": parts}, **cond)
-        upload_id = None
-    finally:
-        if upload_id is not None:  # an error, SIGINT or SIGTERM: no partial object, no parts
-            with deferred_signals():
-                try:
-                    fs.call_s3("abort_multipart_upload", Bucket=bucket, Key=key,
-                               UploadId=upload_id)
-                except Exception:
-                    pass
-
-
-def snapshot(root: Path) -> dict[str, tuple[int, int]]:
-    """(size, mtime) of every file under ``root`` (or of ``root``), by path."""
-    files = [root] if root.is_file() else [p for p in root.rglob("*") if p.is_file()]
-    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in files}
-
-
-def push_changes(local: Path, url: str, before: Mapping[str, tuple[int, int]],
-                 options: Mapping[str, Any] | None, backup_suffix: str | None = None) -> int:
-    """Upload what changed under ``local`` to ``url``: data objects first, each DCP folder's
-    ``.metadata`` (the commit marker readers look for) last; a new backup create-if-absent."""
-    after = snapshot(local)
-    changed = [Path(p) for p, sig in sorted(after.items()) if before.get(p) != sig]
-    is_backup = (lambda p: p.name.endswith(backup_suffix)) if backup_suffix else (lambda p: False)
-    # backups first (a refused one stops everything), then data, then the commit markers
-    changed.sort(key=lambda p: 0 if is_backup(p) else 2 if p.name == ".metadata" else 1)
-    fs = filesystem(url, options)
-    for path in changed:
-        if is_sparse(path):  # never upload holes over the bucket's bytes
-            raise UpgdMigrateError(f"{path}: a partial stand-in changed: nothing uploaded")
-        rel = path.relative_to(local).as_posix() if local.is_dir() else ""
-        upload(fs, path, f"{url.rstrip('/')}/{rel}" if rel else url, create_only=is_backup(path))
-    return len(changed)
-
-
 def _root(local: Path) -> Path:
     return local if local.is_dir() else local.parent
 
@@ -307,20 +244,31 @@ def _root_url(local: Path, url: str) -> str:
 
 def migrate_urls(run, paths: Sequence[Any], output: Any, backup_suffix: str | None,
                  options: Mapping[str, Any] | None, shown: dict | None = None,
-                 lazy: bool = False) -> int:
+                 lazy: bool = False, within_store: bool = True) -> int:
     """``checkpoint`` with URLs among the inputs or as ``-o``: stage, ``run(paths, output)``
     on the local stand-ins, then push what it wrote (``-o URL``) or changed (in place).
     ``shown``, when given, receives local path -> URL (to rename paths in results).
-    ``lazy``: stage DCP folders and torch zips sparsely; honoured only in place (a copy to
-    ``-o`` of a sparse stand-in would be a copy of holes; a backup is made of a filled one)."""
-    lazy = lazy and output is None
-    with staged(paths, options, lazy) as (local, names):
+    ``lazy``: stage DCP folders and torch zips sparsely; honoured in place (a backup is made of
+    a filled stand-in) and with ``-o`` in the inputs' own store, where the store copies what is
+    unchanged and a local copy keeps the stand-in's holes (elsewhere a copy would need every
+    byte). ``within_store``: False sends every output file through this machine (the
+    benchmark's "before")."""
+    from upgd_migrate.storage import mirror
+
+    if is_url(output):
+        mirror.check_output(paths, output)
+    within = within_store and mirror.same_store(paths, output)
+    lazy = lazy and (output is None or within)
+    with staged(paths, options, lazy) as (local, names), holes_kept(within):
+        sources = dict(names) if within else {}
         out_local, before = output, {}
         with tempfile.TemporaryDirectory(prefix="upgd-migrate-out-") as tmp:
             if is_url(output):
                 out_local = Path(tmp) / (output.rstrip("/").rsplit("/", 1)[-1] or "out")
                 names = {**names, str(out_local): output.rstrip("/")}
             elif output is None:  # a staged object sits alone in its folder: push the folder
+                from upgd_migrate.storage.write import snapshot
+
                 roots = {str(_root(Path(p))): _root_url(Path(p), url) for p, url in names.items()}
                 before = {p: snapshot(Path(p)) for p in roots}
             if shown is not None:
@@ -333,8 +281,10 @@ def migrate_urls(run, paths: Sequence[Any], output: Any, backup_suffix: str | No
                 # the result, so a signal from here on aborts it (and one held since the last
                 # local write interrupts before anything is sent).
                 errors.resume_interrupts()
+                from upgd_migrate.storage.write import push_changes
+
                 if is_url(output) and out_local.exists():
-                    push_changes(out_local, output.rstrip("/"), {}, options)
+                    mirror.push_output(out_local, output.rstrip("/"), sources, options)
                 for p, url in roots.items() if output is None else ():
                     push_changes(Path(p), url, before[p], options, backup_suffix or None)
                 errors.note_commit()  # pushed: a signal now no longer reports "interrupted"

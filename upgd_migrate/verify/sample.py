@@ -29,6 +29,8 @@ from typing import Any, Iterator, Mapping
 import torch
 
 from upgd_migrate.optim import NoiseRecorder
+from upgd_migrate.optim._functional import is_noisy
+from upgd_migrate.optim.metrics import StepRecord
 
 DEFAULT_SAMPLE = 4096  # elements per tensor; 0 drives full-size proxies
 
@@ -72,16 +74,40 @@ def saved_finite(sd: Mapping[str, Any]) -> bool:
                if isinstance(v, torch.Tensor) and v.is_floating_point())
 
 
-class WeightedRecorder(NoiseRecorder):
-    """A NoiseRecorder that weights each tensor by its saved numel, not its sample's."""
+class ObservedRecorder(NoiseRecorder):
+    """A NoiseRecorder fed by observed steps, each tensor weighted by its saved numel.
+
+    Instead of a noise hook called per tensor (which takes the optimizer off its fast path and
+    reads three figures per tensor), :meth:`arm` has the next step show its norms through
+    ``observe_next_step``: one row per param group, ``||x||`` and ``||xi||`` of each tensor, the
+    same draws and arithmetic as an unobserved step. The figures are the hook's: per tensor
+    ``||xi|| / ||x||`` and the noise RMS ``||xi|| / sqrt(numel)``, of noisy groups only.
+    """
 
     def __init__(self, optimizer, numels: Mapping[int, int]) -> None:
         super().__init__(optimizer)
         self._numels = numels
 
-    def _on_noise(self, p, x, xi) -> None:
-        super()._on_noise(p, x, xi)
-        self._current.numels[-1] = self._numels.get(id(p), p.numel())
+    def __enter__(self) -> "ObservedRecorder":
+        return self  # no hook: each step is armed
+
+    def arm(self) -> None:
+        """Record the next step."""
+        self._current = None
+        self.optimizer.observe_next_step(self._on_row)
+
+    def _on_row(self, batch, row) -> None:
+        if not is_noisy(batch):  # no noise in this group: nothing the hook would have seen
+            return
+        values = row if isinstance(row, list) else row.tolist()
+        n = len(batch.params)
+        if self._current is None:
+            self._current = StepRecord()
+            self.steps.append(self._current)
+        for p, x, xi in zip(batch.params, values[:n], values[n:2 * n]):
+            self._current.ratios.append(xi / x if x else (0.0 if xi == 0.0 else math.inf))
+            self._current.numels.append(self._numels.get(id(p), p.numel()))
+            self._current.noise_rms.append(xi / math.sqrt(max(p.numel(), 1)))
 
 
 class WholeTensorStats:

@@ -17,6 +17,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from upgd_migrate.verify import proxy as P, sample as S, verdicts
+from upgd_migrate.verify.nodynamo import no_dynamo_import
 from upgd_migrate.verify.proxy import MOMENTS
 from upgd_migrate.verify.verdicts import Check, StateReport
 from upgd_migrate.checkpoint.detect import generation, optimizer_class, vgs_version
@@ -64,9 +65,9 @@ def _vgs_factors(sd, cls: str, vgs_state, steps: int, seed: int) -> list[float]:
     for g in sd["param_groups"]:
         for pid in g["params"]:
             entry = sd["state"].get(pid)
-            stats = P.grad_stats(entry, g, cls)
-            mu, std = stats if stats is not None else (None, None)
-            whole.append(S.WholeTensorStats(mu, std, math.prod(P.shape_of(entry))))
+            numel, found = math.prod(P.shape_of(entry)), P.moments(entry, g, cls)
+            whole.append(S.WholeTensorStats(None, None, numel) if found is None
+                         else S.WholeTensorStats.of_variance(*found, numel))
     params = [torch.nn.Parameter(torch.zeros(2)) for _ in whole]
     if vgs_state is not None and isinstance(vgs_state.get("param_numel"), torch.Tensor):
         vgs_state = {**vgs_state, "param_numel": torch.full((len(params),), 2.0)}
@@ -88,7 +89,7 @@ def _drive(proxy: P.Proxy, grads: P.Gradients, cls: str, scale: float | str, vgs
     else the packaged VGS on the proxy itself)."""
     params, groups = proxy.fresh()
     opt = OPTIMIZERS[cls]([{"params": g} for g in groups])
-    opt.load_state_dict(copy.deepcopy(proxy.state))  # stepping mutates the loaded tensors
+    opt.load_state_dict(proxy.state_copy())
     vgs = _scaler(params, vgs_state) if scale == "vgs" and known is None else None
     factors: list[float] = []
     rec = S.ObservedRecorder(opt, {id(p): n for p, n in zip(params, proxy.numels)})
@@ -109,7 +110,7 @@ def _drive(proxy: P.Proxy, grads: P.Gradients, cls: str, scale: float | str, vgs
                 vgs.step()
     tensors = params + [v for s in opt.state.values() for v in s.values()
                         if isinstance(v, torch.Tensor)]
-    finite = all(bool(torch.isfinite(t).all()) for t in tensors)
+    finite = all(S.finite(t) for t in tensors)
     return Run(rec, finite and saved_ok, factors)
 
 
@@ -147,9 +148,10 @@ def verify_optimizer(sd: Mapping[str, Any], where: str, vgs_state=None,
         return _drive(proxy, grads, cls, scale, vgs_state, known if scale == "vgs" else None,
                       seed, device, saved_ok)
 
-    base = drive(1.0)
-    runs = {str(c): drive(c) for c in SCALES}
-    runs["vgs"] = drive("vgs")
+    with no_dynamo_import():  # verify compiles nothing (see .nodynamo)
+        base = drive(1.0)
+        runs = {str(c): drive(c) for c in SCALES}
+        runs["vgs"] = drive("vgs")
     verdicts.fill(report, sd, base, runs, target=_target(sd), has_stats=cls in MOMENTS)
     report.series = {"ratio": {"unscaled": base.recorder.weighted_ratios(),
                                **{f"x{c}": runs[str(c)].recorder.weighted_ratios()

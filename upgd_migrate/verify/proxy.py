@@ -9,6 +9,7 @@ step is not kept in memory).
 """
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
@@ -29,16 +30,25 @@ def betas(group: Mapping[str, Any]) -> tuple[float, float]:
     return float(group.get("beta1", 0.9)), float(group.get("beta2", 0.999))
 
 
-def grad_stats(entry: Mapping[str, Any] | None, group: Mapping[str, Any], cls: str):
-    """(mean, std) of the gradient implied by the saved moments: m̂ and sqrt(v̂ - m̂²)."""
+def moments(entry: Mapping[str, Any] | None, group: Mapping[str, Any], cls: str):
+    """(mean, variance) of the gradient implied by the saved moments, in float64:
+    m̂ and max(v̂ - m̂², 0); None without saved moments."""
     keys = MOMENTS.get(cls)
     if not entry or keys is None or keys[0] not in entry or not entry.get("step"):
         return None
     b1, b2 = betas(group)
     t = int(entry["step"])
-    m = entry[keys[0]].double() / (1.0 - b1**t)
-    v = entry[keys[1]].double() / (1.0 - b2**t)
-    return m.float(), (v - m * m).clamp_min(0.0).sqrt().float()
+    # In place on two new float64 tensors: on a large state, allocating (and faulting in) a
+    # temporary costs more than the arithmetic.
+    m = entry[keys[0]].to(torch.float64, copy=True).div_(1.0 - b1**t)
+    v = entry[keys[1]].to(torch.float64, copy=True).div_(1.0 - b2**t)
+    return m, v.addcmul_(m, m, value=-1.0).clamp_min_(0.0)
+
+
+def grad_stats(entry: Mapping[str, Any] | None, group: Mapping[str, Any], cls: str):
+    """(mean, std) of the gradient implied by the saved moments: m̂ and sqrt(v̂ - m̂²)."""
+    found = moments(entry, group, cls)
+    return None if found is None else (found[0].float(), found[1].sqrt_().float())
 
 
 def shape_of(entry: Mapping[str, Any] | None) -> torch.Size:
@@ -56,6 +66,17 @@ class Proxy:
     state: dict  # the state to load: per-element tensors at the sampled positions
     numels: list[int]  # per parameter: the saved tensor's numel
     sampled: bool
+
+    def state_copy(self) -> dict:
+        """A copy of :attr:`state` to load (stepping mutates the loaded tensors): tensors
+        cloned directly, which costs a fraction of ``copy.deepcopy``'s per-tensor protocol."""
+        def entry(e):
+            if not isinstance(e, Mapping):
+                return copy.deepcopy(e)
+            return {k: v.clone() if isinstance(v, torch.Tensor) else copy.deepcopy(v)
+                    for k, v in e.items()}
+        return {"state": {pid: entry(e) for pid, e in self.state["state"].items()},
+                "param_groups": copy.deepcopy(self.state["param_groups"])}
 
     def fresh(self) -> tuple[list[torch.nn.Parameter], list[list[torch.nn.Parameter]]]:
         """New parameters at the starting values (a scenario steps them in place), and the

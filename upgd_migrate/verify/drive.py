@@ -204,7 +204,8 @@ def verify_vgs(sd: Mapping[str, Any], where: str,
 
 
 def _numels(sd: Mapping[str, Any]) -> list[int]:
-    return [math.prod(P.shape_of(sd["state"].get(p))) for g in sd["param_groups"] for p in g["params"]]
+    return [math.prod(P.shape_of(sd["state"].get(p))) for g in sd["param_groups"]
+            for p in g["params"]]
 
 
 def verify_states(slots: Sequence[tuple[str, str, Mapping[str, Any]]], steps: int = DEFAULT_STEPS,

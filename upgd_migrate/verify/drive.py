@@ -16,7 +16,9 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from upgd_migrate.verify import sample as S, verdicts
+from upgd_migrate.verify import proxy as P, sample as S, verdicts
+from upgd_migrate.verify.nodynamo import no_dynamo_import
+from upgd_migrate.verify.proxy import MOMENTS
 from upgd_migrate.verify.verdicts import Check, StateReport
 from upgd_migrate.checkpoint.detect import generation, optimizer_class, vgs_version
 from upgd_migrate.optim import UPGD, UPGDW, AdaptiveUPGD, NoiseRecorder, VarianceGradientScaler
@@ -25,76 +27,6 @@ from upgd_migrate.optim.vgs import LegacyVGSStateWarning, has_statistics
 SCALES = (0.5, 0.1)
 DEFAULT_STEPS = 32
 OPTIMIZERS = {"AdaptiveUPGD": AdaptiveUPGD, "UPGD": UPGD, "UPGDW": UPGDW}
-MOMENTS = {"AdaptiveUPGD": ("first_moment", "sec_moment"), "UPGDW": ("exp_avg", "exp_avg_sq")}
-
-
-def _betas(group: Mapping[str, Any]) -> tuple[float, float]:
-    if "betas" in group:
-        return float(group["betas"][0]), float(group["betas"][1])
-    return float(group.get("beta1", 0.9)), float(group.get("beta2", 0.999))
-
-
-def _grad_stats(entry: Mapping[str, Any] | None, group: Mapping[str, Any], cls: str):
-    """(mean, std) of the gradient implied by the saved moments: m̂ and sqrt(v̂ - m̂²)."""
-    keys = MOMENTS.get(cls)
-    if not entry or keys is None or keys[0] not in entry or not entry.get("step"):
-        return None
-    b1, b2 = _betas(group)
-    t = int(entry["step"])
-    m = entry[keys[0]].double() / (1.0 - b1**t)
-    v = entry[keys[1]].double() / (1.0 - b2**t)
-    return m.float(), (v - m * m).clamp_min(0.0).sqrt().float()
-
-
-def _shape(entry: Mapping[str, Any] | None) -> torch.Size:
-    for key in ("avg_utility", "first_moment", "exp_avg"):
-        if entry and isinstance(entry.get(key), torch.Tensor):
-            return entry[key].shape
-    return torch.Size([1])  # a parameter that never stepped: its size was not saved
-
-
-@dataclass
-class Proxy:
-    params: list[torch.Tensor]
-    groups: list[list[torch.Tensor]]
-    stats: list[Any]
-    state: dict  # the state to load: per-element tensors at the sampled positions
-    numels: dict[int, int]  # id(proxy parameter) -> the saved tensor's numel
-    sampled: bool
-
-
-def _proxy(sd: Mapping[str, Any], cls: str, seed: int, device: torch.device,
-           sample: int = 0) -> Proxy:
-    # Drawn on the CPU and moved: every device starts from the same proxy values.
-    gen, pick = torch.Generator().manual_seed(seed + 1), torch.Generator().manual_seed(seed + 2)
-    proxy = Proxy([], [], [], {"state": dict(sd["state"]), "param_groups": sd["param_groups"]},
-                  {}, False)
-    for g in sd["param_groups"]:
-        group = []
-        for pid in g["params"]:
-            entry, shape = sd["state"].get(pid), _shape(sd["state"].get(pid))
-            index = S.indices(math.prod(shape), sample, pick)
-            p = torch.nn.Parameter((torch.randn(shape if index is None else index.shape,
-                                                generator=gen) * 0.1).to(device))
-            if index is not None:
-                entry = proxy.state["state"][pid] = S.sampled_entry(entry, math.prod(shape),
-                                                                    index)
-                proxy.sampled = True
-            group.append(p)
-            proxy.numels[id(p)] = math.prod(shape)
-            st = _grad_stats(entry, g, cls)
-            proxy.stats.append(None if st is None else (st[0].to(device), st[1].to(device)))
-        proxy.params += group
-        proxy.groups.append(group)
-    return proxy
-
-
-def _draw_grads(proxy: Proxy, gen: torch.Generator, scale: float | str) -> None:
-    for p, st in zip(proxy.params, proxy.stats):
-        z = torch.randn(p.shape, generator=gen).to(p.device)
-        p.grad = z if st is None else st[0] + st[1] * z
-        if isinstance(scale, float):
-            p.grad.mul_(scale)
 
 
 VGS_KWARGS = ("enabled", "beta", "alpha", "eps", "min_scaling_factor", "variance_cap")
@@ -133,9 +65,9 @@ def _vgs_factors(sd, cls: str, vgs_state, steps: int, seed: int) -> list[float]:
     for g in sd["param_groups"]:
         for pid in g["params"]:
             entry = sd["state"].get(pid)
-            stats = _grad_stats(entry, g, cls)
-            mu, std = stats if stats is not None else (None, None)
-            whole.append(S.WholeTensorStats(mu, std, math.prod(_shape(entry))))
+            numel, found = math.prod(P.shape_of(entry)), P.moments(entry, g, cls)
+            whole.append(S.WholeTensorStats(None, None, numel) if found is None
+                         else S.WholeTensorStats.of_variance(*found, numel))
     params = [torch.nn.Parameter(torch.zeros(2)) for _ in whole]
     if vgs_state is not None and isinstance(vgs_state.get("param_numel"), torch.Tensor):
         vgs_state = {**vgs_state, "param_numel": torch.full((len(params),), 2.0)}
@@ -150,33 +82,36 @@ def _vgs_factors(sd, cls: str, vgs_state, steps: int, seed: int) -> list[float]:
     return factors
 
 
-def _drive(sd, cls: str, scale: float | str, vgs_state, steps: int, seed: int,
-           device: torch.device, sample: int = 0) -> Run:
-    proxy = _proxy(sd, cls, seed, device, sample)
-    opt = OPTIMIZERS[cls]([{"params": g} for g in proxy.groups])
-    opt.load_state_dict(copy.deepcopy(proxy.state))  # stepping mutates the loaded tensors
-    known = (_vgs_factors(sd, cls, vgs_state, steps, seed)
-             if scale == "vgs" and proxy.sampled else None)
-    vgs = _scaler(proxy.params, vgs_state) if scale == "vgs" and known is None else None
-    gen = torch.Generator().manual_seed(seed)
+def _drive(proxy: P.Proxy, grads: P.Gradients, cls: str, scale: float | str, vgs_state,
+           known: list[float] | None, seed: int, device: torch.device, saved_ok: bool) -> Run:
+    """One scenario: fresh proxy parameters, the state loaded, ``steps`` steps of the shared
+    gradients times ``scale`` (or times the VGS's factors: ``known`` ones for a sampled proxy,
+    else the packaged VGS on the proxy itself)."""
+    params, groups = proxy.fresh()
+    opt = OPTIMIZERS[cls]([{"params": g} for g in groups])
+    opt.load_state_dict(proxy.state_copy())
+    vgs = _scaler(params, vgs_state) if scale == "vgs" and known is None else None
     factors: list[float] = []
+    rec = S.ObservedRecorder(opt, {id(p): n for p, n in zip(params, proxy.numels)})
     forked = [device] if device.type == "cuda" else []  # the noise is drawn on the device
-    with torch.random.fork_rng(devices=forked), S.WeightedRecorder(opt, proxy.numels) as rec:
+    with torch.random.fork_rng(devices=forked):
         torch.manual_seed(seed)  # the same noise draws in every scenario
-        for t in range(steps):
-            _draw_grads(proxy, gen, scale)
+        for t, step_grads in enumerate(grads.each_step()):
+            factor = known[t] if known is not None else (scale if scale != "vgs" else 1.0)
+            for p, g in zip(params, step_grads):
+                p.grad = g * factor  # a new tensor: the draws are shared by the scenarios
             if vgs is not None:
                 factors.append(vgs.scale_gradients())
             elif known is not None:
-                factors.append(known[t])
-                torch._foreach_mul_([p.grad for p in proxy.params], known[t])
+                factors.append(factor)
+            rec.arm()
             opt.step()
             if vgs is not None:
                 vgs.step()
-    tensors = proxy.params + [v for s in opt.state.values() for v in s.values()
-                              if isinstance(v, torch.Tensor)]
-    finite = all(bool(torch.isfinite(t).all()) for t in tensors)
-    return Run(rec, finite and (not proxy.sampled or S.saved_finite(sd)), factors)
+    tensors = params + [v for s in opt.state.values() for v in s.values()
+                        if isinstance(v, torch.Tensor)]
+    finite = all(S.finite(t) for t in tensors)
+    return Run(rec, finite and saved_ok, factors)
 
 
 def _target(sd: Mapping[str, Any]) -> float | None:
@@ -184,7 +119,7 @@ def _target(sd: Mapping[str, Any]) -> float | None:
     groups = sd["param_groups"]
     if not groups or not all(g.get("adaptive_noise") for g in groups):
         return None
-    pairs = [(float(g["sigma"]), math.prod(_shape(sd["state"].get(p))))
+    pairs = [(float(g["sigma"]), math.prod(P.shape_of(sd["state"].get(p))))
              for g in groups for p in g["params"]]
     total = sum(n for _, n in pairs)
     return sum(s * n for s, n in pairs) / total if total else None
@@ -204,9 +139,19 @@ def verify_optimizer(sd: Mapping[str, Any], where: str, vgs_state=None,
         report.checks.append(Check("noise", None, "sigma is 0: no noise to verify"))
         return report
     device = torch.device(device)
-    base = _drive(sd, cls, 1.0, None, steps, seed, device, sample)
-    runs = {str(c): _drive(sd, cls, c, None, steps, seed, device, sample) for c in SCALES}
-    runs["vgs"] = _drive(sd, cls, "vgs", vgs_state, steps, seed, device, sample)
+    proxy = P.build(sd, cls, seed, device, sample)
+    grads = P.Gradients(proxy, seed, steps)
+    saved_ok = not proxy.sampled or S.saved_finite(sd)  # the sampled run sees only part of it
+    known = _vgs_factors(sd, cls, vgs_state, steps, seed) if proxy.sampled else None
+
+    def drive(scale: float | str) -> Run:
+        return _drive(proxy, grads, cls, scale, vgs_state, known if scale == "vgs" else None,
+                      seed, device, saved_ok)
+
+    with no_dynamo_import():  # verify compiles nothing (see .nodynamo)
+        base = drive(1.0)
+        runs = {str(c): drive(c) for c in SCALES}
+        runs["vgs"] = drive("vgs")
     verdicts.fill(report, sd, base, runs, target=_target(sd), has_stats=cls in MOMENTS)
     report.series = {"ratio": {"unscaled": base.recorder.weighted_ratios(),
                                **{f"x{c}": runs[str(c)].recorder.weighted_ratios()
@@ -259,7 +204,8 @@ def verify_vgs(sd: Mapping[str, Any], where: str,
 
 
 def _numels(sd: Mapping[str, Any]) -> list[int]:
-    return [math.prod(_shape(sd["state"].get(p))) for g in sd["param_groups"] for p in g["params"]]
+    return [math.prod(P.shape_of(sd["state"].get(p))) for g in sd["param_groups"]
+            for p in g["params"]]
 
 
 def verify_states(slots: Sequence[tuple[str, str, Mapping[str, Any]]], steps: int = DEFAULT_STEPS,

@@ -29,6 +29,8 @@ from typing import Any, Iterator, Mapping
 import torch
 
 from upgd_migrate.optim import NoiseRecorder
+from upgd_migrate.optim._functional import is_noisy
+from upgd_migrate.optim.metrics import StepRecord
 
 DEFAULT_SAMPLE = 4096  # elements per tensor; 0 drives full-size proxies
 
@@ -65,23 +67,55 @@ def sampled_entry(entry: Mapping[str, Any] | None, numel: int,
             and v.dim() > 0 else v for k, v in entry.items()}
 
 
+def finite(t: torch.Tensor) -> bool:
+    """Every element is finite. Through the min and max (NaN propagates to both): one pass and
+    no mask, a twentieth of ``isfinite(t).all()`` on a large tensor."""
+    if not t.is_floating_point() or not t.numel():
+        return True  # integers are always finite
+    lo, hi = torch.aminmax(t.detach())
+    return math.isfinite(float(lo)) and math.isfinite(float(hi))
+
+
 def saved_finite(sd: Mapping[str, Any]) -> bool:
     """Every tensor of the saved state is finite (the sampled run sees only part of it)."""
-    return all(bool(torch.isfinite(v).all()) for entry in sd["state"].values()
-               if isinstance(entry, Mapping) for v in entry.values()
-               if isinstance(v, torch.Tensor) and v.is_floating_point())
+    return all(finite(v) for entry in sd["state"].values() if isinstance(entry, Mapping)
+               for v in entry.values() if isinstance(v, torch.Tensor))
 
 
-class WeightedRecorder(NoiseRecorder):
-    """A NoiseRecorder that weights each tensor by its saved numel, not its sample's."""
+class ObservedRecorder(NoiseRecorder):
+    """A NoiseRecorder fed by observed steps, each tensor weighted by its saved numel.
+
+    Instead of a noise hook called per tensor (which takes the optimizer off its fast path and
+    reads three figures per tensor), :meth:`arm` has the next step show its norms through
+    ``observe_next_step``: one row per param group, ``||x||`` and ``||xi||`` of each tensor, the
+    same draws and arithmetic as an unobserved step. The figures are the hook's: per tensor
+    ``||xi|| / ||x||`` and the noise RMS ``||xi|| / sqrt(numel)``, of noisy groups only.
+    """
 
     def __init__(self, optimizer, numels: Mapping[int, int]) -> None:
         super().__init__(optimizer)
         self._numels = numels
 
-    def _on_noise(self, p, x, xi) -> None:
-        super()._on_noise(p, x, xi)
-        self._current.numels[-1] = self._numels.get(id(p), p.numel())
+    def __enter__(self) -> "ObservedRecorder":
+        return self  # no hook: each step is armed
+
+    def arm(self) -> None:
+        """Record the next step."""
+        self._current = None
+        self.optimizer.observe_next_step(self._on_row)
+
+    def _on_row(self, batch, row) -> None:
+        if not is_noisy(batch):  # no noise in this group: nothing the hook would have seen
+            return
+        values = row if isinstance(row, list) else row.tolist()
+        n = len(batch.params)
+        if self._current is None:
+            self._current = StepRecord()
+            self.steps.append(self._current)
+        for p, x, xi in zip(batch.params, values[:n], values[n:2 * n]):
+            self._current.ratios.append(xi / x if x else (0.0 if xi == 0.0 else math.inf))
+            self._current.numels.append(self._numels.get(id(p), p.numel()))
+            self._current.noise_rms.append(xi / math.sqrt(max(p.numel(), 1)))
 
 
 class WholeTensorStats:
@@ -91,13 +125,23 @@ class WholeTensorStats:
         mu = torch.zeros(1) if mu is None else mu.double().reshape(-1)
         sd = torch.ones(1) if sd is None else sd.double().reshape(-1)
         mu, sd = (t.expand(numel) if t.numel() == 1 else t for t in (mu, sd))
-        s2 = sd.square()
+        self._sums(mu, sd.square(), numel)
+
+    @classmethod
+    def of_variance(cls, mu: torch.Tensor, var: torch.Tensor, numel: int) -> "WholeTensorStats":
+        """From float64 per-element means and variances (``sd ** 2``), as they are."""
+        stats = cls.__new__(cls)
+        stats._sums(mu.reshape(-1), var.reshape(-1), numel)
+        return stats
+
+    def _sums(self, mu: torch.Tensor, s2: torch.Tensor, numel: int) -> None:
+        mu_s2 = mu * s2
         self.n = float(numel)
-        self.sum_mu, self.sum_mu2 = float(mu.sum()), float(mu.square().sum())
+        self.sum_mu, self.sum_mu2 = float(mu.sum()), float(mu.dot(mu))
         self.var_a = float(s2.sum())  # a = sum(sd z); b = sum(mu sd^2 z / sd) = sum(mu sd z)
-        self.cov_ab = float((mu * s2).sum())
-        self.var_b = float((mu.square() * s2).sum())
-        self.sd_q = math.sqrt(2.0 * float(s2.square().sum()))  # q = sum(sd^2 z^2)
+        self.cov_ab = float(mu_s2.sum())
+        self.var_b = float(mu_s2.dot(mu))
+        self.sd_q = math.sqrt(2.0 * float(s2.dot(s2)))  # q = sum(sd^2 z^2)
 
     def draw(self, gen: torch.Generator) -> torch.Tensor:
         """``[M - D, M + D]``: the whole tensor's mean and mean square, D = sqrt(Q - M^2)."""

@@ -221,32 +221,6 @@ def save_to(obj: Any, fh: IO[bytes]) -> None:
         raise OSError(f"torch.save failed ({_first_line(e).split(']')[-1].strip()})") from None
 
 
-class _Recorder:
-    """Stands in for torch's zip writer: keeps what ``torch.save`` would write, in order."""
-
-    def __init__(self) -> None:
-        self.records: list[tuple[str, Any, int]] = []
-
-    def write_record(self, name: str, data: Any, size: int) -> None:
-        self.records.append((name, data, size))
-
-
-def records(obj: Any) -> list[tuple[str, Any, int]] | None:
-    """The records ``torch.save(obj)`` writes, in its order, without writing them: ``(name,
-    bytes | str | storage, size)``, the pickle ``data.pkl`` first, torch's own code making
-    them (the writer's own closing records, version and id, are not among them). None where
-    this torch does not save that way (its private ``_save`` changed): the caller saves."""
-    ser = torch.serialization
-    if getattr(getattr(ser, "_serialization_tls", None), "skip_data", False):
-        return None
-    rec = _Recorder()
-    try:
-        ser._save(obj, rec, pickle, ser.DEFAULT_PROTOCOL, False)  # torch.save's defaults
-    except (AttributeError, TypeError):
-        return None
-    return rec.records
-
-
 def save_bytes(obj: Any) -> bytes:
     buf = io.BytesIO()
     save_to(obj, buf)

@@ -10,7 +10,6 @@ from typing import Any, Mapping
 
 from upgd_migrate.checkpoint import io
 from upgd_migrate.checkpoint.detect import is_optimizer_state, is_vgs_state
-from upgd_migrate.checkpoint.formats import torchzip
 from upgd_migrate.checkpoint.formats.base import Checkpoint, Slot, _get, _label, find_states
 
 # torch.save's legacy (non-zip) format opens with a protocol-2 pickle of this number
@@ -102,7 +101,4 @@ def write(ckpt: Checkpoint, states: list[dict], out: Path) -> None:
     for slot, state in zip(ckpt.slots, states):
         if state is not slot.state:
             root = _replace(root, slot.key, state)
-    # the tensors a migration kept are copied from the original's records in the kernel;
-    # anything else (a legacy file, one not memory-mapped) is saved by torch
-    if not torchzip.rewrite(ckpt.path, root, out):
-        io.save(root, out)
+    io.save(root, out)

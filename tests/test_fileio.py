@@ -5,6 +5,7 @@ import stat
 
 import pytest
 
+from upgd_migrate import fileio
 from upgd_migrate.fileio import UnreadableFile, atomic_write, read_text
 
 
@@ -78,3 +79,27 @@ def test_a_new_file_gets_the_umask_default_mode_not_mkstemps_0600(tmp_path):
         os.umask(old)
     assert (tmp_path / "new.json").stat().st_mode & 0o777 == 0o644
     assert [p.name for p in tmp_path.iterdir()] == ["new.json"]
+
+
+def test_clone_file_in_chunks_inside_one_sync_copies_every_byte(tmp_path, monkeypatch):
+    monkeypatch.setattr(fileio, "_COPY_CHUNK", 4096)
+    src = tmp_path / "src"
+    src.write_bytes(bytes(range(256)) * 100)  # 25600 bytes: six full chunks and a part
+    checks = []
+    with fileio.one_sync(tmp_path):
+        fileio.clone_file(src, tmp_path / "dst", lambda: checks.append(1))
+    assert (tmp_path / "dst").read_bytes() == src.read_bytes()
+    assert len(checks) == 7
+
+
+def test_a_check_that_raises_stops_the_copy(tmp_path, monkeypatch):
+    monkeypatch.setattr(fileio, "_COPY_CHUNK", 4096)
+    src = tmp_path / "src"
+    src.write_bytes(b"x" * 20000)
+
+    def stop():
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fileio.clone_file(src, tmp_path / "dst", stop)
+    assert (tmp_path / "dst").stat().st_size == 4096

@@ -76,6 +76,8 @@ def state_keys_named(pickled: bytes) -> bool:
 
     from upgd_migrate.checkpoint.detect import VGS_KEYS
 
+    if b"param_groups" in pickled:  # no need to walk it: the file is loaded, then decided
+        return True
     strings: set[str] = set()
     buf = _io.BytesIO(pickled)
     try:

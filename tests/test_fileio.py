@@ -5,7 +5,6 @@ import stat
 
 import pytest
 
-from upgd_migrate import fileio
 from upgd_migrate.fileio import UnreadableFile, atomic_write, read_text
 
 
@@ -81,25 +80,15 @@ def test_a_new_file_gets_the_umask_default_mode_not_mkstemps_0600(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["new.json"]
 
 
-def test_clone_file_in_chunks_inside_one_sync_copies_every_byte(tmp_path, monkeypatch):
-    monkeypatch.setattr(fileio, "_COPY_CHUNK", 4096)
-    src = tmp_path / "src"
-    src.write_bytes(bytes(range(256)) * 100)  # 25600 bytes: six full chunks and a part
-    checks = []
+def test_inside_one_sync_small_files_start_their_writeback_big_ones_wait(tmp_path, monkeypatch):
+    from upgd_migrate import fileio
+
+    started = []
+    monkeypatch.setattr(fileio, "start_writeback", lambda fd: started.append(os.fstat(fd).st_size))
+    monkeypatch.setattr(fileio, "_WRITEBACK_MAX", 100)
     with fileio.one_sync(tmp_path):
-        fileio.clone_file(src, tmp_path / "dst", lambda: checks.append(1))
-    assert (tmp_path / "dst").read_bytes() == src.read_bytes()
-    assert len(checks) == 7
-
-
-def test_a_check_that_raises_stops_the_copy(tmp_path, monkeypatch):
-    monkeypatch.setattr(fileio, "_COPY_CHUNK", 4096)
-    src = tmp_path / "src"
-    src.write_bytes(b"x" * 20000)
-
-    def stop():
-        raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        fileio.clone_file(src, tmp_path / "dst", stop)
-    assert (tmp_path / "dst").stat().st_size == 4096
+        atomic_write(tmp_path / "small", b"x" * 100)
+        atomic_write(tmp_path / "big", b"x" * 101)  # left to the sync at the end
+    atomic_write(tmp_path / "alone", b"x")  # outside: fsynced, no early writeback
+    assert started == [100]
+    assert (tmp_path / "big").read_bytes() == b"x" * 101

@@ -173,14 +173,16 @@ def _first_line(e: Exception) -> str:
     return lines[0] if lines else type(e).__name__
 
 
-def load(path: Path, allow_globals: Sequence[str] = ()) -> Any:
-    """Load a torch file on the CPU, weights only; memory-mapped when the format allows it."""
+def load(path: Path, allow_globals: Sequence[str] = (), zipped: bool | None = None) -> Any:
+    """Load a torch file on the CPU, weights only; memory-mapped when the format allows it.
+    ``zipped``: whether it is a torch zip, where the caller knows (None: look)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
     if path.stat().st_size == 0:  # torch says only "EOFError" or "Ran out of input"
         raise CheckpointError(f"{path}: empty file (0 bytes)")
-    return _load(str(path), str(path), allow_globals, mmap=_is_torch_zip(path))
+    mmap = _is_torch_zip(path) if zipped is None else zipped
+    return _load(str(path), str(path), allow_globals, mmap=mmap)
 
 
 def load_bytes(data: bytes, label: str, allow_globals: Sequence[str] = ()) -> Any:

@@ -11,7 +11,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Callable, Iterator
+from typing import IO, Any, Callable, Iterator
 
 from upgd_migrate.errors import deferred_signals, note_commit
 
@@ -48,26 +48,65 @@ def one_sync(folder: Path) -> Iterator[None]:
 
 
 def _syncfs(folder: Path) -> None:
-    import ctypes
-    import ctypes.util
-
     folder = next(p for p in (folder, *folder.parents) if p.exists())  # OUT, or where it was
     fd = os.open(folder, os.O_RDONLY)
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-        syncfs = getattr(libc, "syncfs", None)
+        syncfs = _libc_call("syncfs")
         if syncfs is None:  # not Linux: sync everything (errors are not reported there)
             os.sync()
         elif syncfs(fd) != 0:
+            import ctypes
+
             err = ctypes.get_errno()
             raise OSError(err, os.strerror(err), str(folder))
     finally:
         os.close(fd)
 
 
+_LIBC: dict[str, Any] = {}
+
+
+def _libc_call(name: str) -> Any:
+    """The C library's function ``name`` (None where there is none: not Linux)."""
+    if name not in _LIBC:
+        import ctypes
+        import ctypes.util
+
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+            _LIBC[name] = getattr(libc, name, None)
+        except OSError:
+            _LIBC[name] = None
+        if name == "sync_file_range" and _LIBC[name] is not None:
+            _LIBC[name].argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    return _LIBC[name]
+
+
 def fsync(fd: int) -> None:
+    """The file's data durable now; inside :func:`one_sync`, on its way to the disk (so the
+    sync at the end has less to wait for)."""
     if not _ONE_SYNC:
         os.fsync(fd)
+    elif os.fstat(fd).st_size <= _WRITEBACK_MAX:
+        start_writeback(fd)
+
+
+# Started early only for files up to this size: on a big one, sync_file_range waits for the
+# disk's queue, which stalls the writer as long as the sync at the end would (measured: a
+# 2 GB DCP copy got slower); small ones return at once while the disk works behind the run.
+_WRITEBACK_MAX = 64 << 20
+
+
+_SYNC_FILE_RANGE_WRITE = 2  # linux/fs.h: start writing the dirty pages back, do not wait
+
+
+def start_writeback(fd: int, offset: int = 0, nbytes: int = 0) -> None:
+    """Start writing ``nbytes`` at ``offset`` of ``fd`` (0: to the end) to the disk, without
+    waiting (``sync_file_range``): the disk works while the run goes on, instead of all at
+    once in the sync at the end. Best effort: where there is no such call, that sync does it."""
+    call = _libc_call("sync_file_range")
+    if call is not None:
+        call(fd, offset, nbytes, _SYNC_FILE_RANGE_WRITE)
 
 
 class UnreadableFile(Exception):

@@ -128,3 +128,15 @@ def test_a_failing_write_inside_torch_save_is_the_os_error_not_torch_internals()
         ckpt_io.save_to({"w": torch.zeros(1000)}, FullDisk())
     assert caught.value.errno == errno.ENOSPC
     assert "inline_container" not in str(caught.value)
+
+
+def test_load_slice_reads_a_payload_inside_a_bigger_file(tmp_path):
+    payload = io.save_bytes({"m": torch.arange(1000.0), "step": 3})
+    path = tmp_path / "data.distcp"
+    path.write_bytes(b"x" * 100 + payload + b"y" * 50)
+    got = io.load_slice(path, 100, len(payload), "entry")
+    assert torch.equal(got["m"], torch.arange(1000.0)) and got["step"] == 3
+    with pytest.raises(io.CheckpointError, match=r"^entry: truncated: 50 of 60 bytes present$"):
+        io.load_slice(path, len(payload) + 100, 60, "entry")
+    with pytest.raises(io.CheckpointError, match="^entry: not a readable torch checkpoint"):
+        io.load_slice(path, 0, 100, "entry")  # the bytes before it: no torch file

@@ -58,7 +58,7 @@ def direction(entry: Mapping[str, Any], b1: float, b2: float, eps: float) -> tor
     return None
 
 
-_CHUNK = 1 << 20  # elements: a few MiB per temporary, so the arithmetic stays in cache
+_CHUNK = 1 << 18  # elements: 1 MiB per float32 temporary, so the arithmetic stays in cache
 
 
 def direction_energy(entry: Mapping[str, Any], b1: float, b2: float,

@@ -72,11 +72,12 @@ def open_checkpoint(path: Path, allow_globals=()) -> Checkpoint:
         return dcp.open_dcp(path, allow_globals)
     if path.is_dir():
         raise io.CheckpointError(f"{path}: a folder without .metadata: not a DCP checkpoint")
+    names = None
     if path.is_file() and zipfile.is_zipfile(path):  # sb3 or torch zip: refuse bombs first
-        zipcheck.check_zip(str(path), str(path))
-    if sb3zip.is_sb3_zip(path):
+        names = zipcheck.check_zip(str(path), str(path))
+    if names is not None and sb3zip.is_sb3_names(names):
         return sb3zip.open_zip(path, allow_globals)
-    return torchfile.open(path, allow_globals)
+    return torchfile.open(path, allow_globals, names)
 
 
 def write_checkpoint(ckpt: Checkpoint, states: list[dict], out: Path) -> None:

@@ -26,15 +26,6 @@ KWARGS_KEY = "_optimizer_kwargs"
 _SYNCED = ("sigma", "adaptive_noise", "instant_noise_scale")
 
 
-def is_sb3_zip(path: Path) -> bool:
-    try:
-        with zipfile.ZipFile(path) as zf:
-            names = zf.namelist()
-    except (zipfile.BadZipFile, OSError):
-        return False
-    return is_sb3_names(names)
-
-
 def is_sb3_names(names: list[str]) -> bool:
     """A stable-baselines3 zip's members: a JSON ``data`` and no torch pickle."""
     return "data" in names and not any(n.endswith("/data.pkl") for n in names)

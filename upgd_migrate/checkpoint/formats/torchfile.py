@@ -76,6 +76,8 @@ def state_keys_named(pickled: bytes) -> bool:
 
     from upgd_migrate.checkpoint.detect import VGS_KEYS
 
+    if b"param_groups" in pickled:  # no need to walk it: the file is loaded, then decided
+        return True
     strings: set[str] = set()
     buf = _io.BytesIO(pickled)
     try:
@@ -90,8 +92,12 @@ def state_keys_named(pickled: bytes) -> bool:
     return "param_groups" in strings or VGS_KEYS <= strings
 
 
-def open(path: Path, allow_globals=()) -> Checkpoint:  # noqa: A001 - the interface's name
-    root = io.load(path, allow_globals)
+def open(path: Path, allow_globals=(), zip_names=None) -> Checkpoint:  # noqa: A001
+    """``zip_names``: the zip's members, where the caller has read its directory already."""
+    # memory-mapped as io.load decides it: a pickle in the zip's folder
+    zipped = (any(n.endswith("/data.pkl") for n in zip_names) if zip_names is not None
+              else None)
+    root = io.load(path, allow_globals, zipped)
     slots = [Slot(_label(p), kind, _get(root, p), p) for p, kind in find_states(root)]
     return Checkpoint(path, container_name(root), slots, root)
 

@@ -26,8 +26,9 @@ _DRIVE = re.compile(r"^[A-Za-z]:")
 Source = Union[str, IO[bytes]]
 
 
-def check_zip(source: Source, label: str) -> None:
-    """Raise :class:`CheckpointError` naming ``label`` if the zip's directory looks hostile."""
+def check_zip(source: Source, label: str) -> list[str]:
+    """Raise :class:`CheckpointError` naming ``label`` if the zip's directory looks hostile;
+    else its member names (so the caller need not read the directory again)."""
     try:
         with zipfile.ZipFile(source) as zf:
             infos = zf.infolist()
@@ -41,6 +42,7 @@ def check_zip(source: Source, label: str) -> None:
         _check_name(info.filename, seen, label)
         _check_size(info, label)
     _check_overlap(infos, label)
+    return [i.filename for i in infos]
 
 
 def _check_name(name: str, seen: set[str], label: str) -> None:

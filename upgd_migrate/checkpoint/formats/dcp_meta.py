@@ -20,24 +20,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.distributed.checkpoint import filesystem as dcp_fs
-from torch.distributed.checkpoint import metadata as dcp_md
 
+import upgd_migrate.checkpoint.formats.dcp_classes as dcp_md
 from upgd_migrate.checkpoint.formats.base import DCP_METADATA as METADATA
 from upgd_migrate.checkpoint.formats.base import is_dcp_folder
 from upgd_migrate.checkpoint.io import CheckpointError
 
 __all__ = ["METADATA", "Entry", "Index", "Piece", "is_dcp_folder", "read_index"]
 MAX_METADATA_BYTES = 1 << 30  # a million-tensor checkpoint writes well under this
-_MD_NAMES = ("Metadata", "TensorStorageMetadata", "BytesStorageMetadata", "ChunkStorageMetadata",
-             "TensorProperties", "_MEM_FORMAT_ENCODING", "MetadataIndex", "StorageMeta")
-_OLD_MD = "torch.distributed._shard.sharded_tensor.metadata"  # torch <= 2.1 wrote these
 
 
 def _allowed() -> dict[tuple[str, str], Any]:
-    allowed: dict[tuple[str, str], Any] = {
-        ("torch.distributed.checkpoint.metadata", n): getattr(dcp_md, n) for n in _MD_NAMES}
-    allowed[("torch.distributed.checkpoint.filesystem", "_StorageInfo")] = dcp_fs._StorageInfo
+    # torch's DCP classes resolve to the project's stand-ins (dcp_classes): the same fields and
+    # state, without importing torch.distributed.checkpoint (most of a second).
+    allowed: dict[tuple[str, str], Any] = {name: cls for cls, name in dcp_md.TORCH_NAMES.items()}
     allowed[("torch", "Size")] = torch.Size
     allowed[("torch.serialization", "_get_layout")] = torch.serialization._get_layout
     allowed[("collections", "OrderedDict")] = OrderedDict
@@ -48,12 +44,6 @@ def _allowed() -> dict[tuple[str, str], Any]:
     for name, value in vars(torch).items():
         if isinstance(value, (torch.dtype, torch.layout, torch.memory_format)):
             allowed[("torch", name)] = value
-    try:
-        from torch.distributed._shard.sharded_tensor import metadata as old
-        allowed[(_OLD_MD, "TensorProperties")] = old.TensorProperties
-        allowed[(_OLD_MD, "MEM_FORMAT_ENCODING")] = old.MEM_FORMAT_ENCODING
-    except ImportError:  # gone from a later torch: such files are refused by name
-        pass
     return allowed
 
 
@@ -190,7 +180,7 @@ def _piece(folder: Path, md: Any, key: str, offsets: tuple | None,
            sizes: dict[str, int]) -> Piece:
     label = f"{folder}/{METADATA}"
     info = md.storage_data.get(dcp_md.MetadataIndex(key, offsets))
-    if not isinstance(info, dcp_fs._StorageInfo):
+    if not isinstance(info, dcp_md.StorageInfo):
         raise CheckpointError(f"{label}: entry {key}: no storage record")
     name, offset, length = info.relative_path, info.offset, info.length
     if getattr(info, "transform_descriptors", None):

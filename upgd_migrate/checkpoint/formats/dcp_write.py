@@ -16,17 +16,15 @@ bytes; a tensor moved to a new key keeps its bytes under that key; everything el
 from __future__ import annotations
 
 import os
-import pickle
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.distributed.checkpoint import filesystem as dcp_fs
-from torch.distributed.checkpoint import metadata as dcp_md
 
 from upgd_migrate.checkpoint import io
+import upgd_migrate.checkpoint.formats.dcp_classes as dcp_md
 from upgd_migrate.checkpoint.formats.dcp import (BytesRef, DcpRoot, TensorRef, flatten_optimizer,
                                                  materialize)
 from upgd_migrate.checkpoint.formats.dcp_meta import METADATA, Entry
@@ -137,11 +135,11 @@ def new_metadata(md: Any, payloads: list, dropped: list[str], data_name: str) ->
         if isinstance(value, Entry):
             sdm[key] = md.state_dict_metadata[value.key]
             for offsets, _, piece in value.chunks or [(None, None, value.piece)]:
-                storage[dcp_md.MetadataIndex(key, offsets)] = dcp_fs._StorageInfo(
+                storage[dcp_md.MetadataIndex(key, offsets)] = dcp_md.StorageInfo(
                     piece.file, piece.offset, piece.length)
         else:
             offsets = [0] * value.dim() if isinstance(value, torch.Tensor) else None
-            storage[dcp_md.MetadataIndex(key, offsets)] = dcp_fs._StorageInfo(
+            storage[dcp_md.MetadataIndex(key, offsets)] = dcp_md.StorageInfo(
                 data_name, len(blob), len(data))
             blob += data
             sdm[key] = (dcp_md.TensorStorageMetadata(
@@ -189,7 +187,7 @@ def write_dcp(ckpt: Any, states: list, out: Path) -> None:
             _write_new(src / name, blob, src / METADATA)
             _fsync_dir(src)  # the data file is durable before .metadata names it
         with atomic_writer(src / METADATA) as fh:
-            fh.write(pickle.dumps(md))
+            fh.write(dcp_md.dumps(md))
         return
     _write_folder(src, Path(out), name if blob else None, blob, md)
 
@@ -207,7 +205,7 @@ def _write_folder(src: Path, out: Path, name: str | None, blob: bytes, md: Any) 
         if name is not None:
             _write_new(tmp / name, blob, src / METADATA)
         with atomic_writer(tmp / METADATA) as fh:
-            fh.write(pickle.dumps(md))
+            fh.write(dcp_md.dumps(md))
         os.chmod(tmp, 0o777 & ~_umask())
         os.replace(tmp, out)
     except BaseException:

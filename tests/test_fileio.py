@@ -115,3 +115,27 @@ def test_inside_one_sync_small_files_start_their_writeback_big_ones_wait(tmp_pat
     atomic_write(tmp_path / "alone", b"x")  # outside: fsynced, no early writeback
     assert started == [100]
     assert (tmp_path / "big").read_bytes() == b"x" * 101
+
+
+def test_clone_file_in_chunks_inside_one_sync_copies_every_byte(tmp_path, monkeypatch):
+    monkeypatch.setattr(fileio, "_COPY_CHUNK", 4096)
+    src = tmp_path / "src"
+    src.write_bytes(bytes(range(256)) * 100)  # 25600 bytes: six full chunks and a part
+    checks = []
+    with fileio.one_sync(tmp_path):
+        fileio.clone_file(src, tmp_path / "dst", lambda: checks.append(1))
+    assert (tmp_path / "dst").read_bytes() == src.read_bytes()
+    assert len(checks) == 7
+
+
+def test_a_check_that_raises_stops_the_copy(tmp_path, monkeypatch):
+    monkeypatch.setattr(fileio, "_COPY_CHUNK", 4096)
+    src = tmp_path / "src"
+    src.write_bytes(b"x" * 20000)
+
+    def stop():
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fileio.clone_file(src, tmp_path / "dst", stop)
+    assert (tmp_path / "dst").stat().st_size == 4096

@@ -249,13 +249,14 @@ def atomic_create(path: str, data: bytes, mode_of: str) -> None:
 _FICLONE = 0x40049409  # linux/fs.h: share the source's extents (copy-on-write)
 
 
-def clone_file(src: Path, dst: Path) -> None:
+def clone_file(src: Path, dst: Path, check: Callable[[], None] = lambda: None) -> None:
     """Copy ``src`` into the new file ``dst`` (never an existing one), fsynced, with its mode.
 
     A reflink where the file system shares extents (btrfs, XFS: no space, no time, and a later
     write to either file leaves the other alone), else a copy inside the kernel, else through
     user space. Never a hard link: a writer that truncates and rewrites a file in place
-    (``torch.save``, ``dcp.save``) would change both names' bytes.
+    (``torch.save``, ``dcp.save``) would change both names' bytes. ``check`` is called between
+    chunks of a long copy (a copy in a thread raises there to stop).
     """
     if not _KEEP_HOLES[0]:  # a stand-in of a bucket's object: the copy gets its bytes
         fill(src)
@@ -263,7 +264,7 @@ def clone_file(src: Path, dst: Path) -> None:
         if is_sparse(src) and hasattr(os, "SEEK_DATA"):  # a bucket's stand-in: holes stay holes
             _data_only_copy(s, d)
         elif not _reflink(s, d):
-            _kernel_copy(s, d)
+            _kernel_copy(s, d, check)
         fsync(d.fileno())
     shutil.copymode(src, dst)
 
@@ -315,11 +316,15 @@ def _reflink(s: IO[bytes], d: IO[bytes]) -> bool:
         return False
 
 
-def _kernel_copy(s: IO[bytes], d: IO[bytes]) -> None:
-    """Copy inside the kernel (copy_file_range), else through user space."""
+_COPY_CHUNK = 128 << 20
+
+
+def _kernel_copy(s: IO[bytes], d: IO[bytes], check: Callable[[], None]) -> None:
+    """Copy inside the kernel (copy_file_range), else through user space; ``check`` between
+    chunks."""
     try:
-        while os.copy_file_range(s.fileno(), d.fileno(), 1 << 30):
-            pass
+        while os.copy_file_range(s.fileno(), d.fileno(), _COPY_CHUNK):
+            check()
     except (AttributeError, OSError):  # not Linux, or across file systems on an old kernel
         s.seek(0)
         d.seek(0)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
 
 from upgd_migrate.checkpoint import runfolder
+from upgd_migrate.checkpoint.copyahead import CopyAhead
 from upgd_migrate.checkpoint.formats import open_checkpoint, sb3zip, write_checkpoint
 from upgd_migrate.checkpoint.formats.base import DCP_METADATA, Checkpoint, is_dcp_folder
 from upgd_migrate.checkpoint.detect import optimizer_class
@@ -124,16 +125,35 @@ def process(path: Path, rel: Path, opts: Options, many: bool = False,
             progress: Optional[Progress] = None,
             found: Optional[runfolder.Found] = None) -> FileResult:
     """``found``: what the walk said ``path`` is (None: named by the user, the strict rule)."""
-    tick = progress or (lambda stage: None)
     found = found or runfolder.Found(path, rel, "torch", walked=False)
+    ahead = _copy_ahead(found, opts, many)
+    try:
+        return _process(found, opts, many, progress or (lambda stage: None), ahead)
+    finally:
+        if ahead is not None:
+            ahead.cancel()  # nothing once a writer took it
+
+
+def _copy_ahead(found: runfolder.Found, opts: Options, many: bool) -> Optional[CopyAhead]:
+    """-o of a DCP folder: its data files, copied while its state is read (see copyahead)."""
+    if (opts.mode is not WriteBack.WRITE or opts.output is None or opts.link
+            or not is_dcp_folder(found.path)):
+        return None
+    return CopyAhead.start(found.path, runfolder.target_path(found.path, found.rel,
+                                                             opts.output, many))
+
+
+def _process(found: runfolder.Found, opts: Options, many: bool, tick: Progress,
+             ahead: Optional[CopyAhead]) -> FileResult:
+    path, rel = found.path, found.rel
     try:
         tick("load")
         ckpt, states = _open_and_migrate(found, opts, tick)
     except runfolder.NotAState as e:  # carried: neither error nor success
-        return _mirror_only(FileResult(path, "carried", str(e)), rel, opts, many)
+        return _mirror_only(FileResult(path, "carried", str(e)), rel, opts, many, ahead)
     except runfolder.NotChecked as e:  # exit 2, but -o OUT still gets the file as it is
         return _mirror_only(FileResult(path, "not checked", error=message(path, e)), rel,
-                            opts, many)
+                            opts, many, ahead)
     except (UpgdMigrateError, KeyError, TypeError, ValueError) as e:
         return FileResult(path, "error", error=message(path, e))
     res = FileResult(path, "", ckpt.container, states, checkpoint=ckpt)
@@ -142,13 +162,13 @@ def process(path: Path, rel: Path, opts: Options, many: bool = False,
     elif not res.relevant:
         res.status = "skipped"  # torch.optim.Adam and friends: not ours to migrate or verify
     elif res.changed and opts.mode is WriteBack.WRITE:
-        return _write(res, rel, opts, many, tick)
+        return _write(res, rel, opts, many, tick, ahead)
     elif res.changed:
         res.status = "would migrate"
     else:
         res.status = "already current"
     if opts.mode is WriteBack.WRITE:
-        return _keep(res, rel, opts, many)
+        return _keep(res, rel, opts, many, ahead)
     if _sidecar_fix(res) is not None:
         res.status = "would repair sidecar"
     return res
@@ -186,14 +206,15 @@ def _sidecar_fix(res: FileResult) -> dict | None:
     return sb3zip.stale_sidecar(res.path)
 
 
-def _mirror_only(res: FileResult, rel: Path, opts: Options, many: bool) -> FileResult:
+def _mirror_only(res: FileResult, rel: Path, opts: Options, many: bool,
+                 ahead: Optional[CopyAhead] = None) -> FileResult:
     """A file that is not migrated: its -o counterpart, byte for byte (the run resumes from
     OUT as from the input)."""
     if opts.mode is not WriteBack.WRITE or opts.output is None:
         return res
     target = runfolder.target_path(res.path, rel, opts.output, many)
     try:
-        res.mirrored = runfolder.copy_counterpart(res.path, target, opts.link)
+        res.mirrored = runfolder.copy_counterpart(res.path, target, opts.link, ahead)
         res.output = target
     except OSError as e:
         raise_if_interrupted()
@@ -202,14 +223,15 @@ def _mirror_only(res: FileResult, rel: Path, opts: Options, many: bool) -> FileR
     return res
 
 
-def _keep(res: FileResult, rel: Path, opts: Options, many: bool) -> FileResult:
+def _keep(res: FileResult, rel: Path, opts: Options, many: bool,
+          ahead: Optional[CopyAhead] = None) -> FileResult:
     """A file needing no migration: repair a stale sb3 sidecar, give -o OUT its counterpart."""
     fix = _sidecar_fix(res)
     target = runfolder.target_path(res.path, rel, opts.output, many)
     try:
         # A lone file of someone else's optimizer is an error run: nothing is written.
         if opts.output is not None and (many or res.relevant):
-            res.mirrored = runfolder.copy_counterpart(res.path, target, opts.link)
+            res.mirrored = runfolder.copy_counterpart(res.path, target, opts.link, ahead)
             res.output = target
             if sb3zip.sidecar_path(res.path).is_file() and fix is None:
                 runfolder.copy_counterpart(sb3zip.sidecar_path(res.path),
@@ -226,7 +248,8 @@ def _keep(res: FileResult, rel: Path, opts: Options, many: bool) -> FileResult:
     return res
 
 
-def _write(res: FileResult, rel: Path, opts: Options, many: bool, tick: Progress) -> FileResult:
+def _write(res: FileResult, rel: Path, opts: Options, many: bool, tick: Progress,
+           ahead: Optional[CopyAhead] = None) -> FileResult:
     target = runfolder.target_path(res.path, rel, opts.output, many)
     kept: Path | None = None
     before = _identity(res.path)
@@ -237,7 +260,7 @@ def _write(res: FileResult, rel: Path, opts: Options, many: bool, tick: Progress
                 kept = backup(res.path, opts.backup_suffix)
             res.notes.append(f"backup: {kept}")
         tick("write")
-        write_checkpoint(res.checkpoint, [s.result.state for s in res.states], target)
+        write_checkpoint(res.checkpoint, [s.result.state for s in res.states], target, ahead)
     except BaseException as e:
         # The original is still in place (not replaced): the backup made for it is clutter
         # that would make the rerun refuse ("backup already exists").

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from upgd_migrate.checkpoint import io
+from upgd_migrate.checkpoint.copyahead import CopyAhead
 from upgd_migrate.checkpoint.formats import (CARRIED, STATE_FORMATS, open_checkpoint, sniff,
                                              torchfile)
 from upgd_migrate.checkpoint.formats.base import Checkpoint, is_dcp_folder
@@ -204,17 +205,19 @@ def check_output(found: Sequence[Found], paths: Sequence[Path], output: Path,
         seen[target] = f.path
 
 
-def copy_counterpart(src: Path, dst: Path, link: bool = False) -> str:
+def copy_counterpart(src: Path, dst: Path, link: bool = False,
+                     ahead: Optional[CopyAhead] = None) -> str:
     """Make ``dst`` a copy of ``src`` (a hard link with ``link``), atomically replacing what
     is there (a hard link to ``src`` an older version made included: the input keeps its
-    bytes). Returns "copied" or "linked".
+    bytes). Returns "copied" or "linked". ``ahead``: a DCP folder's data files, being copied
+    toward ``dst`` already.
 
     The copy is built under a temp name beside ``dst`` and renamed, so an interrupt leaves the
     old ``dst`` or the new one, and no temp file.
     """
     dst.parent.mkdir(parents=True, exist_ok=True)
     if src.is_dir():
-        return _copy_folder(src, dst, link)
+        return _copy_folder(src, dst, link, ahead)
     with deferred_signals():  # the temp name exists only inside the try below
         fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
         os.close(fd)
@@ -236,17 +239,26 @@ def _one(src: Path, dst: Path, link: bool) -> None:
         clone_file(src, dst)
 
 
-def _copy_folder(src: Path, dst: Path, link: bool = False) -> str:
+def _copy_folder(src: Path, dst: Path, link: bool = False,
+                 ahead: Optional[CopyAhead] = None) -> str:
     """A DCP folder's counterpart: a copy, never hard links (a later ``dcp.save`` into it
     truncates its files in place, as ``torch.save`` does a file's). Built beside
     ``dst`` under a temp name and renamed, so an interrupt leaves no half folder."""
     if dst.exists():
         raise UpgdMigrateError(f"{dst}: already exists: not overwritten")
-    with deferred_signals():
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
+    if ahead is not None:
+        tmp = ahead.take()
+    else:
+        with deferred_signals():
+            tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
+    done = {src / name for name in (ahead.copied if ahead is not None else ())}
+
+    def copy(a: str, b: str) -> None:
+        if Path(a) not in done:  # not copied ahead
+            _one(Path(a), Path(b), link)
+
     try:
-        shutil.copytree(src, tmp, dirs_exist_ok=True,
-                        copy_function=lambda a, b: _one(Path(a), Path(b), link))
+        shutil.copytree(src, tmp, dirs_exist_ok=True, copy_function=copy)
         note_commit()
         os.replace(tmp, dst)
     except BaseException:

@@ -80,14 +80,16 @@ def open_checkpoint(path: Path, allow_globals=()) -> Checkpoint:
     return torchfile.open(path, allow_globals, names)
 
 
-def write_checkpoint(ckpt: Checkpoint, states: list[dict], out: Path) -> None:
-    """Write ``ckpt`` with its slots' states replaced by ``states`` (same order), atomically."""
+def write_checkpoint(ckpt: Checkpoint, states: list[dict], out: Path, ahead: Any = None) -> None:
+    """Write ``ckpt`` with its slots' states replaced by ``states`` (same order), atomically.
+    ``ahead``: a DCP folder's data files, being copied toward ``out`` already (a
+    :class:`~upgd_migrate.checkpoint.copyahead.CopyAhead`)."""
     if ckpt.container == sb3zip.CONTAINER:
         sb3zip.write_zip(ckpt, states, out)
     elif ckpt.container == DCP_CONTAINER:
         from upgd_migrate.checkpoint.formats.dcp_write import write_dcp
 
-        write_dcp(ckpt, states, out)
+        write_dcp(ckpt, states, out, ahead)
     else:
         torchfile.write(ckpt, states, out)
 

@@ -25,6 +25,7 @@ import torch
 
 from upgd_migrate.checkpoint import io
 import upgd_migrate.checkpoint.formats.dcp_classes as dcp_md
+from upgd_migrate.checkpoint.copyahead import CopyAhead, data_files
 from upgd_migrate.checkpoint.formats.dcp import (BytesRef, DcpRoot, TensorRef, flatten_optimizer,
                                                  materialize)
 from upgd_migrate.checkpoint.formats.dcp_meta import METADATA, Entry
@@ -174,7 +175,8 @@ def _write_new(path: Path, data: bytes, mode_of: Path) -> None:
         os.unlink(tmp)
 
 
-def write_dcp(ckpt: Any, states: list, out: Path) -> None:
+def write_dcp(ckpt: Any, states: list, out: Path, ahead: CopyAhead | None = None) -> None:
+    """``ahead``: the data files, being copied toward ``out`` already (``-o`` only)."""
     root: DcpRoot = ckpt.root
     src = root.index.folder
     changes, dropped = plan(ckpt, states)
@@ -189,19 +191,22 @@ def write_dcp(ckpt: Any, states: list, out: Path) -> None:
         with atomic_writer(src / METADATA) as fh:
             fh.write(dcp_md.dumps(md))
         return
-    _write_folder(src, Path(out), name if blob else None, blob, md)
+    _write_folder(src, Path(out), name if blob else None, blob, md, ahead)
 
 
-def _write_folder(src: Path, out: Path, name: str | None, blob: bytes, md: Any) -> None:
+def _write_folder(src: Path, out: Path, name: str | None, blob: bytes, md: Any,
+                  ahead: CopyAhead | None) -> None:
     if out.exists() and not (out.is_dir() and not any(out.iterdir())):
         raise io.CheckpointError(f"{out}: exists and is not an empty folder: not overwritten "
                                  "(-o needs a new folder for a DCP checkpoint)")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    if ahead is not None:
+        tmp = ahead.take()  # the data files are in it already
+    else:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
-        for f in sorted(src.iterdir()):
-            if f.is_file() and f.name != METADATA and not f.name.startswith(".upgd-migrate-"):
-                clone_file(f, tmp / f.name)
+        for f in data_files(src) if ahead is None else ():
+            clone_file(f, tmp / f.name)
         if name is not None:
             _write_new(tmp / name, blob, src / METADATA)
         with atomic_writer(tmp / METADATA) as fh:

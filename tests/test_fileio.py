@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from upgd_migrate import fileio
+from upgd_migrate import fileio, sparsefile
 from upgd_migrate.fileio import UnreadableFile, atomic_write, read_text
 
 
@@ -90,9 +90,9 @@ def test_a_copy_of_a_sparse_stand_in_keeps_its_holes_only_when_asked(tmp_path):
         fh.seek(1 << 20)
         fh.write(b"fetched" * 600)
     asked = []
-    fileio.register_range_fetcher(src, lambda offset, length: asked.append((offset, length)))
+    sparsefile.register_range_fetcher(src, lambda offset, length: asked.append((offset, length)))
     try:
-        with fileio.holes_kept():
+        with sparsefile.holes_kept():
             fileio.clone_file(src, dst)
         assert asked == []
         assert dst.read_bytes() == src.read_bytes()
@@ -100,7 +100,7 @@ def test_a_copy_of_a_sparse_stand_in_keeps_its_holes_only_when_asked(tmp_path):
         fileio.clone_file(src, tmp_path / "filled.distcp")
         assert asked == [(0, 64 << 20)]
     finally:
-        fileio.forget_range_fetchers(str(src))
+        sparsefile.forget_range_fetchers(str(src))
 
 
 def test_inside_one_sync_small_files_start_their_writeback_big_ones_wait(tmp_path, monkeypatch):

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator
 
+from upgd_migrate import sparsefile
 from upgd_migrate.errors import deferred_signals, note_commit
 
 # Real configs are a few KiB; anything this big is not a hand-written config and parsing it
@@ -258,50 +259,15 @@ def clone_file(src: Path, dst: Path, check: Callable[[], None] = lambda: None) -
     (``torch.save``, ``dcp.save``) would change both names' bytes. ``check`` is called between
     chunks of a long copy (a copy in a thread raises there to stop).
     """
-    if not _KEEP_HOLES[0]:  # a stand-in of a bucket's object: the copy gets its bytes
-        fill(src)
+    if not sparsefile.holes_are_kept():  # a bucket's stand-in: the copy gets its bytes
+        sparsefile.fill(src)
     with open(src, "rb") as s, open(dst, "xb") as d:
-        if is_sparse(src) and hasattr(os, "SEEK_DATA"):  # a bucket's stand-in: holes stay holes
-            _data_only_copy(s, d)
+        if sparsefile.is_sparse(src) and hasattr(os, "SEEK_DATA"):  # holes stay holes
+            sparsefile.copy_data_extents(s, d)
         elif not _reflink(s, d):
             _kernel_copy(s, d, check)
         fsync(d.fileno())
     shutil.copymode(src, dst)
-
-
-_KEEP_HOLES = [False]
-
-
-@contextmanager
-def holes_kept(keep: bool = True) -> Iterator[None]:
-    """While open (and ``keep``), :func:`clone_file` of a sparse stand-in copies its holes as
-    holes instead of fetching them: only for a run whose copies the store itself publishes
-    (``-o`` in the inputs' own store), where a copy identical to its stand-in is never read."""
-    before = _KEEP_HOLES[0]
-    _KEEP_HOLES[0] = keep or before
-    try:
-        yield
-    finally:
-        _KEEP_HOLES[0] = before
-
-
-def _data_only_copy(s: IO[bytes], d: IO[bytes]) -> None:
-    """Copy the data extents of ``s`` and leave its holes holes: a sparse stand-in of a 100 GB
-    object copied whole would write 100 GB of zeros to the local disk."""
-    size = os.fstat(s.fileno()).st_size
-    d.truncate(size)
-    pos = 0
-    while pos < size:
-        try:
-            start = os.lseek(s.fileno(), pos, os.SEEK_DATA)
-        except OSError:  # ENXIO: only a hole is left
-            break
-        end = os.lseek(s.fileno(), start, os.SEEK_HOLE)
-        while start < end:
-            chunk = os.pread(s.fileno(), min(end - start, 16 << 20), start)
-            os.pwrite(d.fileno(), chunk, start)
-            start += len(chunk)
-        pos = end
 
 
 def _reflink(s: IO[bytes], d: IO[bytes]) -> bool:
@@ -331,62 +297,3 @@ def _kernel_copy(s: IO[bytes], d: IO[bytes], check: Callable[[], None]) -> None:
         d.truncate()
         shutil.copyfileobj(s, d, 16 << 20)
         d.flush()
-
-
-# Sparse stand-ins of remote objects (staged by upgd_migrate.storage): local path -> (a
-# function that fetches bytes [offset, offset + length) into it before they are read, the
-# stand-in's inode). A file written over the stand-in (os.replace: another inode, in this
-# process or a forked worker) is a whole local file: never fetched into, never refused.
-_RANGE_FETCHERS: dict[str, tuple[Callable[[int, int], None], int]] = {}
-
-
-def register_range_fetcher(path: str | os.PathLike, fetch: Callable[[int, int], None]) -> None:
-    _RANGE_FETCHERS[str(path)] = (fetch, os.stat(path).st_ino)
-
-
-def forget_range_fetchers(prefix: str) -> None:
-    for key in [k for k in _RANGE_FETCHERS if k.startswith(prefix)]:
-        del _RANGE_FETCHERS[key]
-
-
-def _fetcher(path: str | os.PathLike) -> Callable[[int, int], None] | None:
-    entry = _RANGE_FETCHERS.get(str(path)) if _RANGE_FETCHERS else None
-    if entry is None:
-        return None
-    try:
-        same = os.stat(path).st_ino == entry[1]
-    except OSError:
-        same = False
-    return entry[0] if same else None
-
-
-def is_sparse(path: str | os.PathLike) -> bool:
-    return _fetcher(path) is not None
-
-
-def before_read(path: str | os.PathLike, offset: int, length: int) -> None:
-    """Make sure ``length`` bytes at ``offset`` of ``path`` are present (a no-op for a local
-    file; a ranged fetch for a sparse stand-in of an object in a bucket)."""
-    fetch = _fetcher(path)
-    if fetch is not None:
-        fetch(offset, length)
-
-
-def before_reads(path: str | os.PathLike, spans: list[tuple[int, int]]) -> None:
-    """:func:`before_read` for many (start, end) spans: one batch where the fetcher takes
-    one (a bucket's object: one ``cat_ranges`` call)."""
-    fetch = _fetcher(path)
-    if fetch is None or not spans:
-        return
-    if hasattr(fetch, "fetch"):
-        fetch.fetch(spans)
-    else:
-        for a, b in spans:
-            fetch(a, b - a)
-
-
-def fill(path: str | os.PathLike) -> None:
-    """Fetch every byte of a sparse stand-in not fetched yet (a no-op for a local file): a
-    load that reads tensor data must never read a hole as zeros."""
-    if is_sparse(path):
-        before_read(path, 0, os.path.getsize(path))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from upgd_migrate.errors import UpgdMigrateError
-from upgd_migrate.fileio import forget_range_fetchers, register_range_fetcher
+from upgd_migrate.sparsefile import forget_range_fetchers, register_range_fetcher
 from upgd_migrate.storage.mirror import same_store, source_of
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from s3_helpers import FIX, endpoint_option, s3, s3_endpoint, traffic  # noqa: F401 (fixtures)
 
-from upgd_migrate import fileio, storage
+from upgd_migrate import sparsefile, storage
 from upgd_migrate.checkpoint import io
 from upgd_migrate.cli import main
 from upgd_migrate.errors import UpgdMigrateError
@@ -84,7 +84,7 @@ def test_a_stand_in_never_passes_a_hole_off_as_data(s3, s3_endpoint, tmp_path):
     fs.put_file(str(tmp_path / "a.pt"), url)
     with storage.staged([url], {"endpoint_url": s3_endpoint}, lazy=True) as (local, _):
         path = local[0]
-        assert fileio.is_sparse(path)
+        assert sparsefile.is_sparse(path)
         with io.sparse_reads("meta"):
             root = io.load(path)
         assert root["weights"].device.type == "meta"  # shape and dtype, no data to misread

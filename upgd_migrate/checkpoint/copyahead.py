@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Optional
 
 from upgd_migrate.errors import deferred_signals
-from upgd_migrate.fileio import clone_file, is_sparse
+from upgd_migrate.fileio import clone_file
+from upgd_migrate.sparsefile import is_sparse
 
 METADATA = ".metadata"
 OUR_TEMP = ".upgd-migrate-"

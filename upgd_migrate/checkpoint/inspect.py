@@ -8,7 +8,7 @@ from upgd_migrate.checkpoint import runfolder
 from upgd_migrate.checkpoint.detect import FORMAT_KEY
 from upgd_migrate.checkpoint.pipeline import migrate_checkpoint
 from upgd_migrate.checkpoint.steps import Context
-from upgd_migrate.fileio import is_sparse
+from upgd_migrate.sparsefile import is_sparse
 from upgd_migrate.report import plural
 
 _NOISE_KEYS = ("sigma", "adaptive_noise", "instant_noise_scale")

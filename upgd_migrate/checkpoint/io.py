@@ -24,7 +24,7 @@ import torch
 
 from upgd_migrate.errors import UpgdMigrateError, raise_if_interrupted
 from upgd_migrate.fileio import atomic_writer  # the one atomic writer, shared with configs
-from upgd_migrate.fileio import before_read, fill, is_sparse
+from upgd_migrate.sparsefile import before_read, fill, is_sparse
 
 _GLOBAL_IN_MESSAGE = re.compile(r"GLOBAL ([\w.]+)")
 _BUILD_IN_MESSAGE = re.compile(r"but got <class '([\w.]+)'>")

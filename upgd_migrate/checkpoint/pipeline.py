@@ -20,7 +20,7 @@ from upgd_migrate.checkpoint.formats.base import DCP_METADATA, Checkpoint, is_dc
 from upgd_migrate.checkpoint.detect import optimizer_class
 from upgd_migrate.checkpoint.steps import Context, Result, migrate_optimizer, migrate_vgs
 from upgd_migrate.errors import UpgdMigrateError, deferred_signals, raise_if_interrupted
-from upgd_migrate.fileio import fill, is_sparse
+from upgd_migrate.sparsefile import fill, is_sparse
 
 PROGRESS_BYTES = 100 * 1024 * 1024
 Progress = Callable[[str], None]

@@ -24,7 +24,7 @@ import torch
 
 from upgd_migrate.checkpoint.detect import is_optimizer_state, is_vgs_state
 from upgd_migrate.errors import UpgdMigrateError
-from upgd_migrate.fileio import before_reads
+from upgd_migrate.sparsefile import before_reads
 
 T = TypeVar("T")
 

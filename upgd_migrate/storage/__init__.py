@@ -25,7 +25,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 from upgd_migrate import errors
 from upgd_migrate.errors import UpgdMigrateError
-from upgd_migrate.fileio import forget_range_fetchers, holes_kept
+from upgd_migrate.sparsefile import forget_range_fetchers, holes_kept
 
 # scheme -> (module that implements it, the extra that installs it)
 BACKENDS = {"s3": ("s3fs", "s3"), "s3a": ("s3fs", "s3"), "gs": ("gcsfs", "gcs"),

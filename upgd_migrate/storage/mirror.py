@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from upgd_migrate.errors import UpgdMigrateError
-from upgd_migrate.fileio import is_sparse
+from upgd_migrate.sparsefile import is_sparse
 from upgd_migrate.storage import filesystem, is_url, scheme_of
 from upgd_migrate.storage.write import multipart_upload, part_bytes, reported, tally, upload
 

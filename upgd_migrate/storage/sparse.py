@@ -4,7 +4,7 @@ It imports fsspec's file system handed in by :mod:`upgd_migrate.storage`, the re
 metadata reader and :mod:`upgd_migrate.fileio`; nothing of the commands.
 
 Each DCP folder's ``.metadata`` is fetched whole; each data object it names becomes a sparse
-local file of the same size, registered with :func:`upgd_migrate.fileio.register_range_fetcher`:
+local file of the same size, registered with :func:`upgd_migrate.sparsefile.register_range_fetcher`:
 the bytes of an entry are fetched by range when the migration reads that entry
 (:func:`upgd_migrate.checkpoint.io.load_slice` asks first), so the model weights, which it never
 reads, never cross the network. A torch zip becomes a sparse stand-in too
@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from upgd_migrate.checkpoint.formats.dcp_meta import METADATA, unpickle_metadata
 from upgd_migrate.errors import UpgdMigrateError
-from upgd_migrate.fileio import register_range_fetcher
+from upgd_migrate.sparsefile import register_range_fetcher
 
 BATCH = 64 * 1024 * 1024  # bytes fetched per cat_ranges call (and held in memory at once)
 

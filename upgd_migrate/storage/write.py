@@ -26,7 +26,7 @@ from typing import Any, Iterator, Mapping
 
 from upgd_migrate import errors
 from upgd_migrate.errors import UpgdMigrateError, deferred_signals
-from upgd_migrate.fileio import is_sparse
+from upgd_migrate.sparsefile import is_sparse
 from upgd_migrate.storage import describe, filesystem, scheme_of
 
 PART = 64 * 1024 * 1024  # bytes per multipart part; a smaller file is one PUT

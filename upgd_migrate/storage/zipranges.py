@@ -9,10 +9,10 @@ option and tensor's shape), a few records of a few bytes (``.format_version``, `
 ``version``, ...) and one member per tensor storage (``<folder>/data/<key>``). Its stand-in is a
 sparse local file of the object's size with, fetched by range: the file's tail (end of central
 directory, ZIP64 records, central directory), its head, and every member that is not a tensor
-storage. Everything else is a hole that :func:`upgd_migrate.fileio.before_read` fills on demand.
+storage. Everything else is a hole that :func:`upgd_migrate.sparsefile.before_read` fills on demand.
 Whether it is already current is decided from the pickle alone
 (:mod:`upgd_migrate.checkpoint.zipslice`); a load that reads tensor data fills the holes first
-(:func:`upgd_migrate.fileio.fill`), so a hole is never read as zeros.
+(:func:`upgd_migrate.sparsefile.fill`), so a hole is never read as zeros.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
-from upgd_migrate.fileio import register_range_fetcher
+from upgd_migrate.sparsefile import register_range_fetcher
 from upgd_migrate.storage.sparse import _Ranges
 
 MIN_BYTES = 1 << 20  # a smaller object is fetched whole: a range saves less than a request

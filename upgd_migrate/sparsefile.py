@@ -1,0 +1,111 @@
+"""Sparse local stand-ins of objects in a bucket: which local files they are, and how their
+missing bytes are fetched before they are read.
+
+A stand-in is a local file of the object's size whose absent ranges are holes; the storage
+package registers, per stand-in, a function that fetches a byte range into it. Readers call
+:func:`before_read` (a no-op for a plain local file) and :func:`fill` before a load that reads
+everything, so a hole is never read as zeros. Imports nothing of the project.
+"""
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from typing import IO, Callable, Iterator
+
+# Sparse stand-ins of remote objects (staged by upgd_migrate.storage): local path -> (a
+# function that fetches bytes [offset, offset + length) into it before they are read, the
+# stand-in's inode). A file written over the stand-in (os.replace: another inode, in this
+# process or a forked worker) is a whole local file: never fetched into, never refused.
+_RANGE_FETCHERS: dict[str, tuple[Callable[[int, int], None], int]] = {}
+
+
+def register_range_fetcher(path: str | os.PathLike, fetch: Callable[[int, int], None]) -> None:
+    _RANGE_FETCHERS[str(path)] = (fetch, os.stat(path).st_ino)
+
+
+def forget_range_fetchers(prefix: str) -> None:
+    for key in [k for k in _RANGE_FETCHERS if k.startswith(prefix)]:
+        del _RANGE_FETCHERS[key]
+
+
+def _fetcher(path: str | os.PathLike) -> Callable[[int, int], None] | None:
+    entry = _RANGE_FETCHERS.get(str(path)) if _RANGE_FETCHERS else None
+    if entry is None:
+        return None
+    try:
+        same = os.stat(path).st_ino == entry[1]
+    except OSError:
+        same = False
+    return entry[0] if same else None
+
+
+def is_sparse(path: str | os.PathLike) -> bool:
+    return _fetcher(path) is not None
+
+
+def before_read(path: str | os.PathLike, offset: int, length: int) -> None:
+    """Make sure ``length`` bytes at ``offset`` of ``path`` are present (a no-op for a local
+    file; a ranged fetch for a sparse stand-in of an object in a bucket)."""
+    fetch = _fetcher(path)
+    if fetch is not None:
+        fetch(offset, length)
+
+
+def before_reads(path: str | os.PathLike, spans: list[tuple[int, int]]) -> None:
+    """:func:`before_read` for many (start, end) spans: one batch where the fetcher takes
+    one (a bucket's object: one ``cat_ranges`` call)."""
+    fetch = _fetcher(path)
+    if fetch is None or not spans:
+        return
+    if hasattr(fetch, "fetch"):
+        fetch.fetch(spans)
+    else:
+        for a, b in spans:
+            fetch(a, b - a)
+
+
+def fill(path: str | os.PathLike) -> None:
+    """Fetch every byte of a sparse stand-in not fetched yet (a no-op for a local file): a
+    load that reads tensor data must never read a hole as zeros."""
+    if is_sparse(path):
+        before_read(path, 0, os.path.getsize(path))
+
+
+_KEEP_HOLES = [False]
+
+
+@contextmanager
+def holes_kept(keep: bool = True) -> Iterator[None]:
+    """While open (and ``keep``), :func:`upgd_migrate.fileio.clone_file` of a sparse stand-in
+    copies its holes as holes instead of fetching them: only for a run whose copies the store
+    itself publishes (``-o`` in the inputs' own store), where a copy identical to its stand-in
+    is never read."""
+    before = _KEEP_HOLES[0]
+    _KEEP_HOLES[0] = keep or before
+    try:
+        yield
+    finally:
+        _KEEP_HOLES[0] = before
+
+
+def copy_data_extents(s: IO[bytes], d: IO[bytes]) -> None:
+    """Copy the data extents of ``s`` and leave its holes holes: a sparse stand-in of a 100 GB
+    object copied whole would write 100 GB of zeros to the local disk."""
+    size = os.fstat(s.fileno()).st_size
+    d.truncate(size)
+    pos = 0
+    while pos < size:
+        try:
+            start = os.lseek(s.fileno(), pos, os.SEEK_DATA)
+        except OSError:  # ENXIO: only a hole is left
+            break
+        end = os.lseek(s.fileno(), start, os.SEEK_HOLE)
+        while start < end:
+            chunk = os.pread(s.fileno(), min(end - start, 16 << 20), start)
+            os.pwrite(d.fileno(), chunk, start)
+            start += len(chunk)
+        pos = end
+
+
+def holes_are_kept() -> bool:
+    return _KEEP_HOLES[0]

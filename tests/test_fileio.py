@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 
 import pytest
 
@@ -139,3 +140,19 @@ def test_a_check_that_raises_stops_the_copy(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         fileio.clone_file(src, tmp_path / "dst", stop)
     assert (tmp_path / "dst").stat().st_size == 4096
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="syncfs is Linux's")
+def test_the_c_library_is_found_without_a_subprocess(monkeypatch):
+    """ctypes.util.find_library runs ``ldconfig -p``: 40-70 ms in a process holding torch,
+    and again in each forked worker. The calls come from the symbols already loaded."""
+    import subprocess
+
+    def refuse(*a, **k):
+        raise AssertionError("a subprocess was started")
+
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+    monkeypatch.setattr(fileio, "_LIBC", {})
+    assert fileio._libc_call("syncfs") is not None
+    assert fileio._libc_call("sync_file_range") is not None
+    assert fileio._libc_call("no_such_function_in_libc") is None

@@ -68,15 +68,17 @@ _LIBC: dict[str, Any] = {}
 
 
 def _libc_call(name: str) -> Any:
-    """The C library's function ``name`` (None where there is none: not Linux)."""
+    """The C library's function ``name`` (None where there is none: not Linux).
+
+    Looked up in the symbols this process has loaded already (``dlopen(NULL)``), which include
+    the C library's: ``ctypes.util.find_library`` would run ``ldconfig -p`` in a subprocess,
+    40-70 ms in a process that has imported torch, and again in every forked worker."""
     if name not in _LIBC:
         import ctypes
-        import ctypes.util
 
         try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-            _LIBC[name] = getattr(libc, name, None)
-        except OSError:
+            _LIBC[name] = getattr(ctypes.CDLL(None, use_errno=True), name, None)
+        except (OSError, TypeError):  # no dlopen(NULL) (Windows)
             _LIBC[name] = None
         if name == "sync_file_range" and _LIBC[name] is not None:
             _LIBC[name].argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]

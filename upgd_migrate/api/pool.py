@@ -14,6 +14,7 @@ do not each spin up a thread per CPU and fight over them.
 """
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import signal
@@ -69,6 +70,17 @@ def _context():
     return multiprocessing.get_context("fork" if "fork" in methods else None)
 
 
+def _forked_pool(jobs: int, threads: int) -> Any:
+    """The pool, its workers forked with the parent's objects frozen out of the garbage
+    collector (``gc.freeze``): a worker's first collection would otherwise touch every object
+    it inherited, copying each page of torch's heap (80-90 ms before its first file)."""
+    gc.freeze()
+    try:
+        return _context().Pool(jobs, initializer=_init_worker, initargs=(threads,))
+    finally:
+        gc.unfreeze()  # the workers keep theirs frozen; the parent collects as before
+
+
 def _indexed(job: tuple[Callable[[Any], Any], int, Any]) -> tuple[int, Any]:
     fn, index, item = job
     return index, _call(fn, item)
@@ -82,7 +94,7 @@ def imap(fn: Callable[[Any], Any], items: Sequence[Any], jobs: int) -> Iterator[
             yield i, fn(item)
         return
     threads = max(1, default_jobs() // jobs)
-    pool = _context().Pool(jobs, initializer=_init_worker, initargs=(threads,))
+    pool = _forked_pool(jobs, threads)
     try:
         yield from pool.imap_unordered(_indexed, [(fn, i, x) for i, x in enumerate(items)])
         pool.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import codecs
 import os
 import shutil
+import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -261,15 +262,22 @@ def clone_file(src: Path, dst: Path, check: Callable[[], None] = lambda: None) -
     (``torch.save``, ``dcp.save``) would change both names' bytes. ``check`` is called between
     chunks of a long copy (a copy in a thread raises there to stop).
     """
+    with open(dst, "xb") as d:
+        clone_into(src, d, check)
+
+
+def clone_into(src: Path, d: IO[bytes], check: Callable[[], None] = lambda: None) -> None:
+    """:func:`clone_file` into ``d``, a new empty file open for writing (a temp file that
+    ``mkstemp`` made: no second create), which gets ``src``'s mode."""
     if not sparsefile.holes_are_kept():  # a bucket's stand-in: the copy gets its bytes
         sparsefile.fill(src)
-    with open(src, "rb") as s, open(dst, "xb") as d:
+    with open(src, "rb") as s:
         if sparsefile.is_sparse(src) and hasattr(os, "SEEK_DATA"):  # holes stay holes
             sparsefile.copy_data_extents(s, d)
         elif not _reflink(s, d):
             _kernel_copy(s, d, check)
+        os.chmod(d.fileno(), stat.S_IMODE(os.fstat(s.fileno()).st_mode))
         fsync(d.fileno())
-    shutil.copymode(src, dst)
 
 
 def _reflink(s: IO[bytes], d: IO[bytes]) -> bool:

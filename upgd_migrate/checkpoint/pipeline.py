@@ -254,7 +254,8 @@ def _write(res: FileResult, rel: Path, opts: Options, many: bool, tick: Progress
     kept: Path | None = None
     before = _identity(res.path)
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.parent.is_dir():  # a stat: mkdir of an existing folder locks it
+            target.parent.mkdir(parents=True, exist_ok=True)
         if opts.in_place and opts.backup_suffix:
             with deferred_signals():  # the backup exists and `kept` says so, or neither
                 kept = backup(res.path, opts.backup_suffix)

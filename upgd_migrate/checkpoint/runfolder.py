@@ -29,7 +29,7 @@ from upgd_migrate.checkpoint.formats import (CARRIED, STATE_FORMATS, open_checkp
 from upgd_migrate.checkpoint.formats.base import Checkpoint, is_dcp_folder
 from upgd_migrate.checkpoint.formats.sb3zip import sidecar_path
 from upgd_migrate.errors import UpgdMigrateError, deferred_signals, note_commit
-from upgd_migrate.fileio import clone_file
+from upgd_migrate.fileio import clone_file, clone_into
 
 NOT_A_STATE = "not an optimizer state: carried"
 NO_STATE_KEY = "torch file naming no optimizer or VGS key, not loaded"
@@ -215,28 +215,26 @@ def copy_counterpart(src: Path, dst: Path, link: bool = False,
     The copy is built under a temp name beside ``dst`` and renamed, so an interrupt leaves the
     old ``dst`` or the new one, and no temp file.
     """
-    dst.parent.mkdir(parents=True, exist_ok=True)
+    if not dst.parent.is_dir():  # a stat: mkdir of an existing folder locks it
+        dst.parent.mkdir(parents=True, exist_ok=True)
     if src.is_dir():
         return _copy_folder(src, dst, link, ahead)
     with deferred_signals():  # the temp name exists only inside the try below
         fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-        os.close(fd)
     try:
-        os.unlink(tmp)
-        _one(src, Path(tmp), link)
+        if link:
+            os.close(fd)
+            os.unlink(tmp)
+            os.link(src, tmp)
+        else:
+            with os.fdopen(fd, "wb") as d:  # the file mkstemp made: one create, not two
+                clone_into(src, d)
         note_commit()
         os.replace(tmp, dst)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return "linked" if link else "copied"
-
-
-def _one(src: Path, dst: Path, link: bool) -> None:
-    if link:
-        os.link(src, dst)
-    else:
-        clone_file(src, dst)
 
 
 def _copy_folder(src: Path, dst: Path, link: bool = False,
@@ -255,7 +253,10 @@ def _copy_folder(src: Path, dst: Path, link: bool = False,
 
     def copy(a: str, b: str) -> None:
         if Path(a) not in done:  # not copied ahead
-            _one(Path(a), Path(b), link)
+            if link:
+                os.link(a, b)
+            else:
+                clone_file(Path(a), Path(b))
 
     try:
         shutil.copytree(src, tmp, dirs_exist_ok=True, copy_function=copy)

@@ -104,16 +104,19 @@ def test_a_copy_of_a_sparse_stand_in_keeps_its_holes_only_when_asked(tmp_path):
         sparsefile.forget_range_fetchers(str(src))
 
 
-def test_inside_one_sync_small_files_start_their_writeback_big_ones_wait(tmp_path, monkeypatch):
+def test_inside_one_sync_mid_sized_files_start_their_writeback_others_wait(tmp_path,
+                                                                           monkeypatch):
     from upgd_migrate import fileio
 
     started = []
     monkeypatch.setattr(fileio, "start_writeback", lambda fd: started.append(os.fstat(fd).st_size))
+    monkeypatch.setattr(fileio, "_WRITEBACK_MIN", 10)
     monkeypatch.setattr(fileio, "_WRITEBACK_MAX", 100)
     with fileio.one_sync(tmp_path):
-        atomic_write(tmp_path / "small", b"x" * 100)
+        atomic_write(tmp_path / "small", b"x" * 9)  # left to the sync at the end
+        atomic_write(tmp_path / "mid", b"x" * 100)
         atomic_write(tmp_path / "big", b"x" * 101)  # left to the sync at the end
-    atomic_write(tmp_path / "alone", b"x")  # outside: fsynced, no early writeback
+    atomic_write(tmp_path / "alone", b"x" * 50)  # outside: fsynced, no early writeback
     assert started == [100]
     assert (tmp_path / "big").read_bytes() == b"x" * 101
 

@@ -279,7 +279,11 @@ def clone_into(src: Path, d: IO[bytes], check: Callable[[], None] = lambda: None
             sparsefile.copy_data_extents(s, d)
         elif not _reflink(s, d):
             _kernel_copy(s, d, check)
-        os.chmod(d.fileno(), stat.S_IMODE(os.fstat(s.fileno()).st_mode))
+        mode = stat.S_IMODE(os.fstat(s.fileno()).st_mode)
+        if os.chmod in os.supports_fd:
+            os.chmod(d.fileno(), mode)
+        elif isinstance(d.name, str):  # no fchmod (Windows)
+            os.chmod(d.name, mode)
         fsync(d.fileno())
 
 

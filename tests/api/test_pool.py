@@ -81,3 +81,13 @@ def test_workers_inherit_the_parents_objects_frozen_and_the_parent_unfreezes():
     counts = [n for _, n in imap(_frozen, [0, 1], 2)]
     assert min(counts) > 1000  # torch, click and this package, at least
     assert gc.get_freeze_count() == 0
+
+
+def test_a_callers_own_freeze_is_left_frozen():
+    gc.freeze()
+    try:
+        before = gc.get_freeze_count()
+        assert [n for _, n in imap(_frozen, [0, 1], 2)]
+        assert gc.get_freeze_count() >= before
+    finally:
+        gc.unfreeze()

@@ -74,11 +74,13 @@ def _forked_pool(jobs: int, threads: int) -> Any:
     """The pool, its workers forked with the parent's objects frozen out of the garbage
     collector (``gc.freeze``): a worker's first collection would otherwise touch every object
     it inherited, copying each page of torch's heap (80-90 ms before its first file)."""
+    frozen_before = gc.get_freeze_count()  # a caller's own freeze is left as it is
     gc.freeze()
     try:
         return _context().Pool(jobs, initializer=_init_worker, initargs=(threads,))
     finally:
-        gc.unfreeze()  # the workers keep theirs frozen; the parent collects as before
+        if not frozen_before:
+            gc.unfreeze()  # the workers keep theirs frozen; the parent collects as before
 
 
 def _indexed(job: tuple[Callable[[Any], Any], int, Any]) -> tuple[int, Any]:

@@ -69,11 +69,8 @@ _LIBC: dict[str, Any] = {}
 
 
 def _libc_call(name: str) -> Any:
-    """The C library's function ``name`` (None where there is none: not Linux).
-
-    Looked up in the symbols this process has loaded already (``dlopen(NULL)``), which include
-    the C library's: ``ctypes.util.find_library`` would run ``ldconfig -p`` in a subprocess,
-    40-70 ms in a process that has imported torch, and again in every forked worker."""
+    """The C library's function ``name`` (None where there is none), from the symbols loaded
+    already: ``ctypes.util.find_library`` runs ``ldconfig -p``, 40-70 ms a process."""
     if name not in _LIBC:
         import ctypes
 
@@ -95,15 +92,10 @@ def fsync(fd: int) -> None:
         start_writeback(fd)
 
 
-# Started early only for files of these sizes. On a big one, sync_file_range waits for the
-# disk's queue, which stalls the writer as long as the sync at the end would (measured: a
-# 2 GB DCP copy got slower); mid-sized ones return at once while the disk works behind the
-# run. A small one (a run's JSON files) costs the call more than the sync at the end saves:
-# 0.3 ms each, which the population's 128 small files paid on its 2 cores for nothing.
-_WRITEBACK_MIN = 1 << 20
-_WRITEBACK_MAX = 64 << 20
-
-
+# Started early only for files of these sizes: on a big one sync_file_range waits for the
+# disk's queue (a 2 GB DCP copy got slower); on a small one the call (0.3 ms) costs more
+# than the sync at the end saves. Mid-sized ones return at once while the disk works.
+_WRITEBACK_MIN, _WRITEBACK_MAX = 1 << 20, 64 << 20
 _SYNC_FILE_RANGE_WRITE = 2  # linux/fs.h: start writing the dirty pages back, do not wait
 
 
@@ -279,11 +271,8 @@ def clone_into(src: Path, d: IO[bytes], check: Callable[[], None] = lambda: None
             sparsefile.copy_data_extents(s, d)
         elif not _reflink(s, d):
             _kernel_copy(s, d, check)
-        mode = stat.S_IMODE(os.fstat(s.fileno()).st_mode)
-        if os.chmod in os.supports_fd:
-            os.chmod(d.fileno(), mode)
-        elif isinstance(d.name, str):  # no fchmod (Windows)
-            os.chmod(d.name, mode)
+        if os.chmod in os.supports_fd:  # not Windows, where a mode is a read-only bit
+            os.chmod(d.fileno(), stat.S_IMODE(os.fstat(s.fileno()).st_mode))
         fsync(d.fileno())
 
 

@@ -254,8 +254,7 @@ def _write(res: FileResult, rel: Path, opts: Options, many: bool, tick: Progress
     kept: Path | None = None
     before = _identity(res.path)
     try:
-        if not target.parent.is_dir():  # a stat: mkdir of an existing folder locks it
-            target.parent.mkdir(parents=True, exist_ok=True)
+        runfolder.make_parent(target)
         if opts.in_place and opts.backup_suffix:
             with deferred_signals():  # the backup exists and `kept` says so, or neither
                 kept = backup(res.path, opts.backup_suffix)

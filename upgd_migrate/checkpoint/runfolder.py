@@ -205,6 +205,13 @@ def check_output(found: Sequence[Found], paths: Sequence[Path], output: Path,
         seen[target] = f.path
 
 
+def make_parent(path: Path) -> None:
+    """``path``'s folder, made where missing; a stat where it exists (``mkdir`` of an existing
+    folder locks it, and a run's files mostly land in folders made already)."""
+    if not path.parent.is_dir():
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+
 def copy_counterpart(src: Path, dst: Path, link: bool = False,
                      ahead: Optional[CopyAhead] = None) -> str:
     """Make ``dst`` a copy of ``src`` (a hard link with ``link``), atomically replacing what
@@ -215,8 +222,7 @@ def copy_counterpart(src: Path, dst: Path, link: bool = False,
     The copy is built under a temp name beside ``dst`` and renamed, so an interrupt leaves the
     old ``dst`` or the new one, and no temp file.
     """
-    if not dst.parent.is_dir():  # a stat: mkdir of an existing folder locks it
-        dst.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(dst)
     if src.is_dir():
         return _copy_folder(src, dst, link, ahead)
     with deferred_signals():  # the temp name exists only inside the try below

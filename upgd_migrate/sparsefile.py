@@ -66,9 +66,18 @@ def before_reads(path: str | os.PathLike, spans: list[tuple[int, int]]) -> None:
 
 def fill(path: str | os.PathLike) -> None:
     """Fetch every byte of a sparse stand-in not fetched yet (a no-op for a local file): a
-    load that reads tensor data must never read a hole as zeros."""
+    load that reads tensor data must never read a hole as zeros. Filled, it is a whole local
+    file from then on (:func:`filled`)."""
     if is_sparse(path):
         before_read(path, 0, os.path.getsize(path))
+        filled(path)
+
+
+def filled(path: str | os.PathLike) -> None:
+    """``path``'s stand-in holds every byte of its object now (filled here, or on disk by a
+    forked worker, which cannot tell this process): a whole local file, fetched into and
+    refused no more."""
+    _RANGE_FETCHERS.pop(str(path), None)
 
 
 _KEEP_HOLES = [False]

@@ -86,8 +86,8 @@ def test_workers_inherit_the_parents_objects_frozen_and_the_parent_unfreezes():
 def test_a_callers_own_freeze_is_left_frozen():
     gc.freeze()
     try:
-        before = gc.get_freeze_count()
         assert [n for _, n in imap(_frozen, [0, 1], 2)]
-        assert gc.get_freeze_count() >= before
+        # not unfrozen (0); a frozen object that dies leaves the count, so no exact figure
+        assert gc.get_freeze_count() > 1000
     finally:
         gc.unfreeze()

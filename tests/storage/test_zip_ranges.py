@@ -76,6 +76,31 @@ def test_a_legacy_torch_zip_is_inspected_checked_and_verified_without_its_weight
         assert 0 < traffic["get"] < size // 20, args  # calibration reads the moments only
 
 
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_o_into_the_same_bucket_uploads_migrated_zips_and_copies_the_rest(s3, s3_endpoint,
+                                                                           tmp_path, jobs):
+    """A member is filled before it is written (by a forked worker with --jobs 2): its
+    migrated output is uploaded, not refused as a copy of holes; the carried file is copied
+    by the server."""
+    fs, bucket = s3
+    _member(tmp_path / "local.pt")
+    for i in range(2):
+        fs.put_file(str(tmp_path / "local.pt"), f"s3://{bucket}/pbt/train_{i}/checkpoint.pt")
+    fs.pipe(f"s3://{bucket}/pbt/params.json", b'{"lr": 0.1}')
+    assert main(["checkpoint", f"s3://{bucket}/pbt", "-o", f"s3://{bucket}/out",
+                 "--sigma-ratio", "0.05", "--jobs", jobs, *endpoint_option(s3_endpoint)]) == 1
+    fs.invalidate_cache()
+    assert fs.cat(f"s3://{bucket}/out/params.json") == b'{"lr": 0.1}'
+    for i in range(2):
+        fs.get_file(f"s3://{bucket}/out/train_{i}/checkpoint.pt", str(tmp_path / "out.pt"))
+        root = torch.load(tmp_path / "out.pt", weights_only=True)
+        assert torch.equal(root["weights"], torch.arange(WEIGHTS, dtype=torch.float32))
+        groups = root["data"]["optimizer_state"]["param_groups"]
+        assert [(g["adaptive_noise"], g["sigma"]) for g in groups] == [(True, 0.05)] * 2
+    assert fs.cat(f"s3://{bucket}/pbt/train_0/checkpoint.pt") == \
+        (tmp_path / "local.pt").read_bytes()  # the input untouched
+
+
 def test_a_stand_in_never_passes_a_hole_off_as_data(s3, s3_endpoint, tmp_path):
     fs, bucket = s3
     _member(tmp_path / "a.pt")

@@ -15,7 +15,7 @@ from upgd_migrate.checkpoint import runfolder
 from upgd_migrate.checkpoint import pipeline as P
 from upgd_migrate.checkpoint import render
 from upgd_migrate.checkpoint.steps import Context
-from upgd_migrate import fileio
+from upgd_migrate import fileio, sparsefile
 from upgd_migrate.errors import resume_interrupts
 from upgd_migrate.report import envelope
 
@@ -81,6 +81,8 @@ def _process(files, opts: P.Options, many: bool, run_verify: bool, jobs: int,
     done = {}
     for i, out in imap(per_file, files, 1 if serial else jobs):
         done[i] = out
+        if out["result"].status == "migrated":  # written whole: a stand-in was filled first,
+            sparsefile.filled(out["result"].path)  # maybe by a worker this process forked
         if stream:
             click.echo(json.dumps(file_json(out, run_verify)))
     return [done[i] for i in sorted(done)]

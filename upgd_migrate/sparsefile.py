@@ -8,9 +8,10 @@ everything, so a hole is never read as zeros. Imports nothing of the project.
 """
 from __future__ import annotations
 
+import io
 import os
 from contextlib import contextmanager
-from typing import IO, Callable, Iterator
+from typing import IO, Any, Callable, Iterator
 
 # Sparse stand-ins of remote objects (staged by upgd_migrate.storage): local path -> (a
 # function that fetches bytes [offset, offset + length) into it before they are read, the
@@ -78,6 +79,47 @@ def filled(path: str | os.PathLike) -> None:
     forked worker, which cannot tell this process): a whole local file, fetched into and
     refused no more."""
     _RANGE_FETCHERS.pop(str(path), None)
+
+
+class SliceReader(io.RawIOBase):
+    """``length`` bytes at ``offset`` of ``path``, open as ``fd``, read as a file of their own;
+    a range of a sparse stand-in is fetched before it is read, so a reader (torch's zip reader)
+    never sees a hole. torch reads a record into its tensor with ``readinto``: one copy from
+    the page cache, where reading the slice into ``bytes`` first made two."""
+
+    def __init__(self, path: str | os.PathLike, fd: int, offset: int, length: int) -> None:
+        super().__init__()
+        self.path, self.fd, self.offset, self.length, self.pos = path, fd, offset, length, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.length}[whence]
+        self.pos = max(0, base + pos)
+        return self.pos
+
+    def readinto(self, buffer: Any) -> int:
+        n = min(len(buffer), self.length - self.pos)
+        if n <= 0:
+            return 0
+        at = self.offset + self.pos
+        before_reads(self.path, [(at, at + n)])
+        view = memoryview(buffer).cast("B")[:n]
+        if hasattr(os, "preadv"):
+            got = os.preadv(self.fd, [view], at)
+        else:  # no preadv (not Linux): one more copy
+            data = os.pread(self.fd, n, at)
+            got = len(data)
+            view[:got] = data
+        self.pos += got
+        return got
 
 
 _KEEP_HOLES = [False]

@@ -24,7 +24,7 @@ import torch
 
 from upgd_migrate.errors import UpgdMigrateError, raise_if_interrupted
 from upgd_migrate.fileio import atomic_writer  # the one atomic writer, shared with configs
-from upgd_migrate.sparsefile import before_read, fill, is_sparse
+from upgd_migrate.sparsefile import SliceReader, before_read, fill, is_sparse
 
 _GLOBAL_IN_MESSAGE = re.compile(r"GLOBAL ([\w.]+)")
 _BUILD_IN_MESSAGE = re.compile(r"but got <class '([\w.]+)'>")
@@ -210,8 +210,9 @@ def sparse_reads(mode: str) -> Iterator[None]:
 def _load_sparse(path: Path, allow_globals: Sequence[str]) -> Any:
     from upgd_migrate.checkpoint import zipslice
 
-    with zipslice.FetchingReader(path) as fh:
-        root = _load(fh, str(path), allow_globals, mmap=False, device="meta")
+    with open(path, "rb", buffering=0) as fh:  # read through, fetching each range first
+        whole = SliceReader(path, fh.fileno(), 0, os.fstat(fh.fileno()).st_size)
+        root = _load(whole, str(path), allow_globals, mmap=False, device="meta")
     if _SPARSE_READS == "meta":
         return root
     try:
@@ -236,7 +237,7 @@ def load_slice(path: Path, offset: int, length: int, label: str,
     never touched, and a tensor's bytes go from the file straight into the tensor.
     """
     try:
-        before_read(path, offset, length)  # a sparse stand-in of a bucket's object: fetch it
+        before_read(path, offset, length)  # a sparse stand-in of a bucket's object: one fetch
         fh = open(path, "rb")
     except OSError as e:
         raise CheckpointError(f"{label}: cannot read ({e.strerror or e})") from None
@@ -246,45 +247,8 @@ def load_slice(path: Path, offset: int, length: int, label: str,
             raise CheckpointError(f"{label}: truncated: {present} of {length} bytes present")
         if not length:
             raise CheckpointError(f"{label}: empty file (0 bytes)")
-        return _load(_Slice(fh.fileno(), offset, length), label, allow_globals, mmap=False)
-
-
-class _Slice(io.RawIOBase):
-    """``length`` bytes at ``offset`` of an open file, read as a file of their own. torch reads
-    a record into its tensor with ``readinto``: one copy from the page cache, where reading the
-    slice into ``bytes`` first made two (a third of a DCP calibration's time)."""
-
-    def __init__(self, fd: int, offset: int, length: int) -> None:
-        super().__init__()
-        self.fd, self.offset, self.length, self.pos = fd, offset, length, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self.pos
-
-    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.length}[whence]
-        self.pos = max(0, base + pos)
-        return self.pos
-
-    def readinto(self, buffer: Any) -> int:
-        n = min(len(buffer), self.length - self.pos)
-        if n <= 0:
-            return 0
-        view = memoryview(buffer).cast("B")[:n]
-        if hasattr(os, "preadv"):
-            got = os.preadv(self.fd, [view], self.offset + self.pos)
-        else:  # no preadv (not Linux): one more copy
-            data = os.pread(self.fd, n, self.offset + self.pos)
-            got = len(data)
-            view[:got] = data
-        self.pos += got
-        return got
+        return _load(SliceReader(path, fh.fileno(), offset, length), label, allow_globals,
+                     mmap=False)
 
 
 def save_to(obj: Any, fh: IO[bytes]) -> None:

@@ -12,8 +12,6 @@ checked against the zip directory's CRC-32) only when a step reads tensor data.
 """
 from __future__ import annotations
 
-import io
-import os
 import struct
 import zipfile
 import zlib
@@ -82,39 +80,6 @@ class _Storages:
                                            "not match the zip directory's CRC-32")
                 self.cache[i.filename] = (torch.frombuffer(data, dtype=torch.uint8)
                                           .untyped_storage() if data else torch.UntypedStorage(0))
-
-
-class FetchingReader(io.RawIOBase):
-    """A read-only file over a sparse stand-in that fetches each range before reading it:
-    whatever a reader (torch's zip reader) asks for is the object's bytes, never a hole."""
-
-    def __init__(self, path: str | os.PathLike) -> None:
-        # unbuffered: a buffer would keep the holes it read ahead after they are filled
-        self.path, self._fh = str(path), open(path, "rb", buffering=0)
-        self._size = os.fstat(self._fh.fileno()).st_size
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        return self._fh.seek(offset, whence)
-
-    def tell(self) -> int:
-        return self._fh.tell()
-
-    def readinto(self, buffer) -> int:
-        pos = self._fh.tell()
-        n = max(0, min(len(buffer), self._size - pos))
-        if n:
-            before_reads(self.path, [(pos, pos + n)])
-        return self._fh.readinto(memoryview(buffer)[:n])
-
-    def close(self) -> None:
-        self._fh.close()
-        super().close()
 
 
 def _storage_of(t: torch.Tensor) -> tuple[int, int]:

@@ -21,13 +21,13 @@ import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
+from upgd_migrate.checkpoint.formats import HEAD_BYTES
 from upgd_migrate.sparsefile import register_range_fetcher
 from upgd_migrate.storage.sparse import _Ranges
 
 MIN_BYTES = 1 << 20  # a smaller object is fetched whole: a range saves less than a request
 TAIL = 16 << 10  # the first read from the end: a torch zip's directory is ~100 B per member
 _EOCD, _LOC64, _EOCD64 = b"PK\x05\x06", b"PK\x06\x07", b"PK\x06\x06"
-HEAD = 64  # what sniffing a file reads of its start
 
 
 def _directory(tail: bytes, tail_at: int) -> tuple[int, int] | None:
@@ -81,7 +81,7 @@ def stage(fs: Any, key: str, local: Path, size: int, reopen: Callable[[], Any]) 
     local.parent.mkdir(parents=True, exist_ok=True)
     ranges = _Ranges(fs, reopen, key, local, size)
     tail_at = max(0, size - TAIL)
-    ranges.fetch([(tail_at, size), (0, HEAD)])
+    ranges.fetch([(tail_at, size), (0, HEAD_BYTES)])  # what sniffing reads of its start
     with open(local, "rb") as fh:
         fh.seek(tail_at)
         found = _directory(fh.read(), tail_at)

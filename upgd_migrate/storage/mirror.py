@@ -14,14 +14,14 @@ uploaded. It imports :mod:`upgd_migrate.storage`, its ``write`` module and ``fil
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from upgd_migrate.errors import UpgdMigrateError
 from upgd_migrate.sparsefile import is_sparse
 from upgd_migrate.storage import filesystem, is_url, scheme_of
-from upgd_migrate.storage.write import multipart_upload, part_bytes, reported, tally, upload
+from upgd_migrate.storage.write import (env_bytes, files_under, multipart_upload, object_url,
+                                         part_bytes, reported, tally, upload)
 
 COPY_LIMIT = 5 * 1024 ** 3  # S3's largest CopyObject; a bigger object is copied in parts
 FAMILIES = {"s3a": "s3", "gcs": "gs"}
@@ -57,12 +57,8 @@ def check_output(paths: Sequence[Any], output: str) -> None:
 
 
 def copy_limit() -> int:
-    """``COPY_LIMIT``, or ``UPGD_MIGRATE_COPY_BYTES`` (at least S3's 5 MiB minimum part)."""
-    return max(5 * 1024 * 1024, int(os.environ.get("UPGD_MIGRATE_COPY_BYTES", COPY_LIMIT)))
-
-
-def _files(root: Path) -> list[Path]:
-    return [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    """``COPY_LIMIT``, or ``UPGD_MIGRATE_COPY_BYTES``."""
+    return env_bytes("UPGD_MIGRATE_COPY_BYTES", COPY_LIMIT)
 
 
 def _candidates(path: Path, out: Path, src: Path) -> Iterator[Path]:
@@ -98,8 +94,7 @@ def source_of(path: Path, out: Path, sources: Mapping[str, str]) -> str | None:
             if not cand.is_file():
                 continue
             if _same_bytes(cand, path):
-                rel = cand.relative_to(src).as_posix() if src.is_dir() else ""
-                return f"{url.rstrip('/')}/{rel}" if rel else url
+                return object_url(url, src, cand)
             if is_sparse(cand):  # built from holes: its bytes are not the object's
                 raise UpgdMigrateError(f"{path}: differs from the partial stand-in {cand}: "
                                        "nothing uploaded")
@@ -111,13 +106,12 @@ def push_output(out: Path, url: str, sources: Mapping[str, str],
     """Publish the run's output ``out`` at ``url``: copies of staged inputs (``sources``: local
     stand-in -> URL, in this store) server side, the rest uploaded; ``.metadata`` last.
     Returns (objects copied, objects uploaded)."""
-    files = sorted(_files(out), key=lambda p: (p.name == ".metadata", str(p)))
+    files = sorted(files_under(out), key=lambda p: (p.name == ".metadata", str(p)))
     plan = [(p, source_of(p, out, sources)) for p in files]  # refusals before any write
     fs = filesystem(url, options)
     with tally(len(plan)) as done:
         for path, src in plan:
-            rel = path.relative_to(out).as_posix() if out.is_dir() else ""
-            dst = f"{url.rstrip('/')}/{rel}" if rel else url
+            dst = object_url(url, out, path)
             if src is None:
                 upload(fs, path, dst)
             else:

@@ -33,8 +33,26 @@ PART = 64 * 1024 * 1024  # bytes per multipart part; a smaller file is one PUT
 
 
 def part_bytes() -> int:
-    """``PART``, or ``UPGD_MIGRATE_PART_BYTES`` (at least S3's 5 MiB minimum part)."""
-    return max(5 * 1024 * 1024, int(os.environ.get("UPGD_MIGRATE_PART_BYTES", PART)))
+    """``PART``, or ``UPGD_MIGRATE_PART_BYTES``."""
+    return env_bytes("UPGD_MIGRATE_PART_BYTES", PART)
+
+
+def env_bytes(name: str, default: int) -> int:
+    """A size from the environment variable ``name`` (``default`` where unset), at least S3's
+    5 MiB minimum part."""
+    return max(5 * 1024 * 1024, int(os.environ.get(name, default)))
+
+
+def files_under(root: Path) -> list[Path]:
+    """``root`` if it is a file, else every file below it, sorted."""
+    return [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+
+
+def object_url(url: str, root: Path, path: Path) -> str:
+    """The object ``path`` (``root`` itself, or a file below the folder ``root``) is at, where
+    ``root`` is at ``url``."""
+    rel = path.relative_to(root).as_posix() if root.is_dir() else ""
+    return f"{url.rstrip('/')}/{rel}" if rel else url
 
 
 def settle(timeout: float = 10.0) -> None:
@@ -145,8 +163,7 @@ def multipart_upload(fs, bucket: str, key: str, cond: Mapping[str, str] | None =
 
 def snapshot(root: Path) -> dict[str, tuple[int, int]]:
     """(size, mtime) of every file under ``root`` (or of ``root``), by path."""
-    files = [root] if root.is_file() else [p for p in root.rglob("*") if p.is_file()]
-    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in files}
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in files_under(root)}
 
 
 def push_changes(local: Path, url: str, before: Mapping[str, tuple[int, int]],
@@ -163,9 +180,7 @@ def push_changes(local: Path, url: str, before: Mapping[str, tuple[int, int]],
         for path in changed:
             if is_sparse(path):  # never upload holes over the bucket's bytes
                 raise UpgdMigrateError(f"{path}: a partial stand-in changed: nothing uploaded")
-            rel = path.relative_to(local).as_posix() if local.is_dir() else ""
-            upload(fs, path, f"{url.rstrip('/')}/{rel}" if rel else url,
-                   create_only=is_backup(path))
+            upload(fs, path, object_url(url, local, path), create_only=is_backup(path))
             done[0] += 1
     return len(changed)
 

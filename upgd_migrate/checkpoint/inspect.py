@@ -46,15 +46,7 @@ def inspect_file(path: Path, allow_globals: Sequence[str] = (),
     :class:`~upgd_migrate.checkpoint.runfolder.NotAState` for a walked file with no state."""
     found = found or runfolder.Found(path, Path(path.name), "torch", False)
     if is_sparse(path):  # a torch zip in a bucket: its pickle, then its states' tensors
-        from upgd_migrate.checkpoint import io, zipslice
-
-        def attempt(mode: str) -> dict:
-            with io.sparse_reads(mode):
-                return _inspect(path, allow_globals, found)
-
-        doc = zipslice.decide(attempt, lambda doc: True, (io.UnsafeCheckpointError,
-                                                          runfolder.NotAState,
-                                                          runfolder.NotChecked))
+        doc = runfolder.by_range(lambda: _inspect(path, allow_globals, found))
         if doc is not None:
             return doc
     return _inspect(path, allow_globals, found)

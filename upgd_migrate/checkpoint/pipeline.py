@@ -178,20 +178,16 @@ def _open_and_migrate(found: runfolder.Found, opts: Options,
                       tick: Progress) -> tuple[Checkpoint, list[StateResult]]:
     """A torch zip in a bucket (a sparse stand-in) is decided from its pickle, then from its
     states' tensors; it is fetched whole only to be written (see checkpoint.zipslice)."""
+    def opened() -> tuple[Checkpoint, list[StateResult]]:
+        ckpt = runfolder.open_found(found, opts.allow_globals)
+        return ckpt, migrate_checkpoint(ckpt, opts.ctx)
+
     if is_sparse(found.path):
-        from upgd_migrate.checkpoint import io, zipslice
-
-        def attempt(mode: str) -> tuple[Checkpoint, list[StateResult]]:
-            with io.sparse_reads(mode):
-                ckpt = runfolder.open_found(found, opts.allow_globals)
-                return ckpt, migrate_checkpoint(ckpt, opts.ctx)
-
         # A run that finished read no tensor data it lacked (the meta device raises): what it
         # decided stands, unless it is to be written (that needs every byte).
         writes = opts.mode is WriteBack.WRITE
-        got = zipslice.decide(
-            attempt, lambda out: not writes or not any(s.result.changed for s in out[1]),
-            (io.UnsafeCheckpointError, runfolder.NotAState, runfolder.NotChecked),
+        got = runfolder.by_range(
+            opened, lambda out: not writes or not any(s.result.changed for s in out[1]),
             ("states",) if opts.real_states else ("meta",) if writes else ("meta", "states"))
         if got is not None:
             return got

@@ -20,7 +20,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence, TypeVar
 
 from upgd_migrate.checkpoint import io
 from upgd_migrate.checkpoint.copyahead import CopyAhead
@@ -31,6 +31,7 @@ from upgd_migrate.checkpoint.formats.sb3zip import sidecar_path
 from upgd_migrate.errors import UpgdMigrateError, deferred_signals, note_commit
 from upgd_migrate.fileio import clone_file, clone_into
 
+T = TypeVar("T")
 NOT_A_STATE = "not an optimizer state: carried"
 NO_STATE_KEY = "torch file naming no optimizer or VGS key, not loaded"
 NONE_FOUND = "no checkpoints found (no torch file, stable-baselines3 zip or DCP folder)"
@@ -156,6 +157,22 @@ def open_found(f: Found, allow_globals: Sequence[str] = ()) -> Checkpoint:
     if f.walked and not ckpt.slots:
         raise NotAState(ckpt.container)
     return ckpt
+
+
+def by_range(attempt: Callable[[], T], accept: Callable[[T], bool] = lambda out: True,
+             modes: tuple[str, ...] = ("meta", "states")) -> Optional[T]:
+    """``attempt()`` on a torch zip in a bucket (a sparse stand-in), under each of ``modes``
+    of :func:`upgd_migrate.checkpoint.io.sparse_reads` in turn, as
+    :func:`upgd_migrate.checkpoint.zipslice.decide` says; None: load it whole. A refusal
+    decided by the pickle alone (unsafe globals, no state) propagates."""
+    from upgd_migrate.checkpoint import zipslice
+
+    def under(mode: str) -> T:
+        with io.sparse_reads(mode):
+            return attempt()
+
+    return zipslice.decide(under, accept, (io.UnsafeCheckpointError, NotAState, NotChecked),
+                           modes)
 
 
 def _pickle_of(path: Path) -> bytes:

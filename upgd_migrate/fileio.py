@@ -27,6 +27,7 @@ _WIDE_BOMS = ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
               (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16"))
 
 
+TEMP_PREFIX = ".upgd-migrate-"  # our temp files' names start so (a walk carries them)
 _ONE_SYNC = False  # inside one_sync(): no fsync per file, one sync at the end
 
 
@@ -144,7 +145,7 @@ def _temp_copy(path: str, raw: bytes, mode_of: str) -> str:
     tmp = None
     try:
         with deferred_signals():
-            fd, tmp = tempfile.mkstemp(dir=folder, prefix=".upgd-migrate-", suffix=".tmp")
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX, suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             f.write(raw)
             f.flush()

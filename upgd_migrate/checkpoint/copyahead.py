@@ -20,19 +20,16 @@ import threading
 from pathlib import Path
 from typing import Optional
 
+from upgd_migrate.checkpoint.formats.base import DCP_METADATA
 from upgd_migrate.errors import deferred_signals
-from upgd_migrate.fileio import clone_file
+from upgd_migrate.fileio import TEMP_PREFIX, clone_file
 from upgd_migrate.sparsefile import is_sparse
-
-METADATA = ".metadata"
-OUR_TEMP = ".upgd-migrate-"
-
 
 def data_files(src: Path) -> list[Path]:
     """The files of a DCP folder that ``-o`` copies as they are: all but ``.metadata`` (and
     temp files an interrupted in-place run of ours may have left)."""
     return [f for f in sorted(src.iterdir())
-            if f.is_file() and f.name != METADATA and not f.name.startswith(OUR_TEMP)]
+            if f.is_file() and f.name != DCP_METADATA and not f.name.startswith(TEMP_PREFIX)]
 
 
 class _Cancelled(Exception):

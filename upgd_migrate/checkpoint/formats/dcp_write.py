@@ -29,7 +29,7 @@ from upgd_migrate.checkpoint.copyahead import CopyAhead, data_files
 from upgd_migrate.checkpoint.formats.dcp import (BytesRef, DcpRoot, TensorRef, flatten_optimizer,
                                                  materialize)
 from upgd_migrate.checkpoint.formats.dcp_meta import METADATA, Entry
-from upgd_migrate.fileio import _fsync_dir, atomic_writer, clone_file, fsync
+from upgd_migrate.fileio import TEMP_PREFIX, _fsync_dir, atomic_writer, clone_file, fsync
 
 DATA_NAME = "__upgd_migrate_{}.distcp"
 
@@ -163,7 +163,7 @@ def _free_name(*folders: Path) -> str:
 
 def _write_new(path: Path, data: bytes, mode_of: Path) -> None:
     """Create ``path`` whole (fsynced), never replacing an existing file."""
-    fd, tmp = tempfile.mkstemp(prefix=".upgd-migrate-", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
